@@ -1,0 +1,204 @@
+//! Classifies an ended outage from the identity before and after it (SPEC
+//! "outage"): failover, restart, network or unknown. Pure, so every rule is
+//! unit-tested.
+
+use std::time::Duration;
+
+use crate::events::OutageKind;
+use crate::stores::Identity;
+
+/// Slack for uptimes reported in whole seconds and for the time between
+/// reading an identity and measuring.
+pub const UPTIME_TOLERANCE: Duration = Duration::from_millis(1500);
+
+/// The kind of an outage and what decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classification {
+    pub kind: OutageKind,
+    pub reason: String,
+}
+
+fn class(kind: OutageKind, reason: impl Into<String>) -> Classification {
+    Classification {
+        kind,
+        reason: reason.into(),
+    }
+}
+
+/// Classifies an outage of length `outage` (first match wins):
+/// role change → failover; server started during the outage → restart;
+/// another server that was already running, or an advanced epoch → failover;
+/// same server still running → network; else unknown.
+///
+/// `before` is `None` when the canary never had a connection before.
+pub fn classify(before: Option<&Identity>, after: &Identity, outage: Duration) -> Classification {
+    let Some(before) = before else {
+        return class(OutageKind::Unknown, "no identity before the outage");
+    };
+    if let (Some(b), Some(a)) = (before.role, after.role)
+        && b != a
+    {
+        return class(
+            OutageKind::Failover,
+            format!("role changed from {} to {}", b.as_str(), a.as_str()),
+        );
+    }
+    if started_during(before, after, outage) {
+        return class(OutageKind::Restart, "the server started during the outage");
+    }
+    if let (Some(b), Some(a)) = (&before.server_id, &after.server_id)
+        && b != a
+    {
+        return class(OutageKind::Failover, "another server answers");
+    }
+    if let (Some(b), Some(a)) = (&before.epoch, &after.epoch)
+        && b != a
+    {
+        return class(OutageKind::Failover, "the topology epoch advanced");
+    }
+    match (&before.server_id, &after.server_id) {
+        (Some(_), Some(_)) => {}
+        _ => return class(OutageKind::Unknown, "missing server id"),
+    }
+    if after.uptime.is_some() || (before.process_id.is_some() && after.process_id.is_some()) {
+        return class(OutageKind::Network, "the same server kept running");
+    }
+    class(OutageKind::Unknown, "missing uptime and process id")
+}
+
+/// Whether the server that answers after the outage started during it.
+fn started_during(before: &Identity, after: &Identity, outage: Duration) -> bool {
+    if let Some(up) = after.uptime {
+        if up > outage + UPTIME_TOLERANCE {
+            return false;
+        }
+        // A young server that merely lost a connection is still as old as
+        // it was plus the time since: only a shorter uptime is a restart.
+        return match (before.uptime, before.read_at, after.read_at) {
+            (Some(b), Some(b_at), Some(a_at)) => {
+                let expected = b + a_at.saturating_duration_since(b_at);
+                up + UPTIME_TOLERANCE < expected
+            }
+            _ => true,
+        };
+    }
+    match (&before.process_id, &after.process_id) {
+        (Some(b), Some(a)) => b != a && before.address.is_some() && before.address == after.address,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stores::Role;
+    use tokio::time::Instant;
+
+    fn id(server: &str, role: Role, uptime_s: u64) -> Identity {
+        Identity {
+            server_id: Some(server.into()),
+            role: Some(role),
+            uptime: Some(Duration::from_secs(uptime_s)),
+            read_at: Some(Instant::now()),
+            address: Some("127.0.0.1:6379".into()),
+            ..Identity::default()
+        }
+    }
+
+    const OUTAGE: Duration = Duration::from_millis(800);
+
+    #[test]
+    fn role_change_is_failover_even_when_restarted() {
+        let c = classify(
+            Some(&id("a", Role::Replica, 100)),
+            &id("a", Role::Primary, 0),
+            OUTAGE,
+        );
+        assert_eq!(c.kind, OutageKind::Failover);
+        assert!(c.reason.contains("role changed"));
+    }
+
+    #[test]
+    fn new_process_with_short_uptime_is_restart_despite_new_id() {
+        let c = classify(
+            Some(&id("a", Role::Primary, 100)),
+            &id("b", Role::Primary, 0),
+            OUTAGE,
+        );
+        assert_eq!(c.kind, OutageKind::Restart);
+    }
+
+    #[test]
+    fn other_long_running_server_is_failover() {
+        let c = classify(
+            Some(&id("a", Role::Primary, 100)),
+            &id("b", Role::Primary, 5000),
+            OUTAGE,
+        );
+        assert_eq!(c.kind, OutageKind::Failover);
+    }
+
+    #[test]
+    fn same_server_continuous_uptime_is_network() {
+        let c = classify(
+            Some(&id("a", Role::Primary, 100)),
+            &id("a", Role::Primary, 101),
+            OUTAGE,
+        );
+        assert_eq!(c.kind, OutageKind::Network);
+    }
+
+    #[test]
+    fn young_server_losing_a_connection_is_network_not_restart() {
+        let c = classify(
+            Some(&id("a", Role::Primary, 1)),
+            &id("a", Role::Primary, 1),
+            Duration::from_millis(100),
+        );
+        assert_eq!(c.kind, OutageKind::Network);
+    }
+
+    #[test]
+    fn advanced_epoch_is_failover() {
+        let mut b = id("a", Role::Primary, 100);
+        b.epoch = Some("7".into());
+        let mut a = id("a", Role::Primary, 101);
+        a.epoch = Some("8".into());
+        assert_eq!(classify(Some(&b), &a, OUTAGE).kind, OutageKind::Failover);
+    }
+
+    #[test]
+    fn new_process_id_without_uptime_is_restart() {
+        let mk = |pid: &str| Identity {
+            server_id: Some("db1:27017".into()),
+            role: Some(Role::Primary),
+            process_id: Some(pid.into()),
+            address: Some("db1:27017".into()),
+            ..Identity::default()
+        };
+        assert_eq!(
+            classify(Some(&mk("p1")), &mk("p2"), OUTAGE).kind,
+            OutageKind::Restart
+        );
+        assert_eq!(
+            classify(Some(&mk("p1")), &mk("p1"), OUTAGE).kind,
+            OutageKind::Network
+        );
+    }
+
+    #[test]
+    fn missing_fields_are_unknown_and_say_which() {
+        let c = classify(None, &id("a", Role::Primary, 1), OUTAGE);
+        assert_eq!(c.kind, OutageKind::Unknown);
+        let bare = Identity::default();
+        let c = classify(Some(&bare), &bare, OUTAGE);
+        assert_eq!(c.kind, OutageKind::Unknown);
+        assert!(c.reason.contains("server id"), "{}", c.reason);
+        let no_uptime = Identity {
+            server_id: Some("a".into()),
+            ..Identity::default()
+        };
+        let c = classify(Some(&no_uptime), &no_uptime, OUTAGE);
+        assert!(c.reason.contains("uptime"), "{}", c.reason);
+    }
+}

@@ -1,0 +1,75 @@
+//! Command-line definitions (SPEC "Command line").
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Canary connections to your databases: see what a long-lived client lives
+/// through on restarts and failovers.
+#[derive(Debug, Parser)]
+#[command(name = "dbcanary", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct RunArgs {
+    /// Configuration file (TOML, or YAML by extension).
+    #[arg(long, short, global = true, env = "DBCANARY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Listen address for /metrics and the API (overrides agent.listen).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent (the default).
+    Run(RunOnly),
+    /// Connect and probe every target once, print who answers; exit 1 if any fails.
+    Check(CheckArgs),
+    /// Ad-hoc canaries on URLs: one line per event, a summary on Ctrl-C.
+    Watch(WatchArgs),
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RunOnly {
+    /// Listen address for /metrics and the API (overrides agent.listen).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Only this target.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Store URLs to watch (redis://, redis+sentinel://, ...).
+    #[arg(required = true)]
+    pub urls: Vec<String>,
+    /// Probe interval.
+    #[arg(long, default_value = "1s")]
+    pub interval: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print it with secrets redacted.
+    Check,
+}

@@ -1,0 +1,695 @@
+//! Configuration: a TOML (or YAML) file read with the `config` crate,
+//! overridden by `DBCANARY__SECTION__KEY` variables, plus targets discovered
+//! from `*_REDIS_URL`-style variables. Raw serde structs refuse unknown keys;
+//! [`load`] validates them into runtime types, and every refusal names the
+//! file, the key and the reason.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::backoff::BackoffConfig;
+use crate::canary::CanarySettings;
+use crate::dburl::DbUrl;
+use crate::stores::StoreKind;
+
+mod discovery;
+
+pub use discovery::discover;
+
+/// Where the agent listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9838";
+
+/// A refused configuration: which file, which key, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {key}: {reason}")]
+pub struct ConfigError {
+    /// The file, or `environment` for overrides and discovery.
+    pub file: String,
+    /// The key, e.g. `target[1].interval` or `target "cache".url`.
+    pub key: String,
+    pub reason: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `[agent]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    pub listen: SocketAddr,
+    pub log_format: LogFormat,
+}
+
+/// `[otlp]` as given; export itself is configured by the OTLP exporter.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    #[serde(default)]
+    pub endpoint: String,
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub export_interval: Option<String>,
+    #[serde(default)]
+    pub traces: Option<bool>,
+    #[serde(default)]
+    pub metrics: Option<bool>,
+    #[serde(default)]
+    pub resource_attributes: BTreeMap<String, String>,
+}
+
+/// Where a target came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetSource {
+    /// A `[[target]]` table.
+    File,
+    /// A `*_URL` environment variable.
+    Env(String),
+    /// The built-in local default ports.
+    LocalDefault,
+    /// The command line (`watch`).
+    CommandLine,
+}
+
+/// One validated target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub name: String,
+    pub kind: StoreKind,
+    pub url: DbUrl,
+    pub settings: CanarySettings,
+    /// For `http` targets: the stores the application depends on.
+    pub depends_on: Vec<String>,
+    pub recovery_deadline: Duration,
+    pub source: TargetSource,
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file read, if any.
+    pub file: Option<PathBuf>,
+    pub agent: AgentConfig,
+    pub defaults: CanarySettings,
+    pub otlp: Option<OtlpConfig>,
+    pub discovery_env: bool,
+    pub targets: Vec<Target>,
+}
+
+impl Config {
+    /// Whether the targets are the built-in local defaults.
+    pub fn uses_local_defaults(&self) -> bool {
+        self.targets
+            .iter()
+            .all(|t| t.source == TargetSource::LocalDefault)
+            && !self.targets.is_empty()
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    agent: RawAgent,
+    #[serde(default)]
+    defaults: RawSettings,
+    #[serde(default)]
+    otlp: Option<OtlpConfig>,
+    #[serde(default)]
+    discovery: RawDiscovery,
+    #[serde(default, rename = "target")]
+    targets: Vec<RawTarget>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    listen: Option<String>,
+    log_format: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDiscovery {
+    env: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    interval: Option<String>,
+    timeout: Option<String>,
+    backoff: Option<RawBackoff>,
+    identity_every: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackoff {
+    initial: Option<String>,
+    multiplier: Option<f64>,
+    max: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    name: Option<String>,
+    url: Option<String>,
+    url_env: Option<String>,
+    password_file: Option<PathBuf>,
+    interval: Option<String>,
+    timeout: Option<String>,
+    backoff: Option<RawBackoff>,
+    identity_every: Option<u32>,
+    depends_on: Option<Vec<String>>,
+    recovery_deadline: Option<String>,
+}
+
+/// The built-in defaults (`[defaults]` when nothing is given).
+pub fn default_settings() -> CanarySettings {
+    CanarySettings {
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_millis(500),
+        backoff: BackoffConfig::default(),
+        identity_every: 10,
+    }
+}
+
+/// Default time an application has to recover after its store is back.
+pub const DEFAULT_RECOVERY_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Reads variables through a function, so tests need not touch the process
+/// environment.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+    fn vars(&self) -> Vec<(String, String)>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+    fn vars(&self) -> Vec<(String, String)> {
+        std::env::vars().collect()
+    }
+}
+
+/// Loads and validates the configuration: the file (if any), then the
+/// `DBCANARY__` overrides, then discovery, then the local defaults when no
+/// target is left.
+pub fn load(file: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigError> {
+    let file_label = file
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "environment".to_string());
+    let raw = read_raw(file, env, &file_label)?;
+    validate(raw, file.map(Path::to_path_buf), &file_label, env)
+}
+
+fn read_raw(file: Option<&Path>, env: &dyn Env, label: &str) -> Result<RawConfig, ConfigError> {
+    let mut builder = config::Config::builder();
+    if let Some(path) = file {
+        if !path.exists() {
+            return Err(ConfigError {
+                file: label.to_string(),
+                key: "-".into(),
+                reason: "file not found".into(),
+            });
+        }
+        let format = match path.extension().and_then(|e| e.to_str()) {
+            Some("yaml" | "yml") => config::FileFormat::Yaml,
+            _ => config::FileFormat::Toml,
+        };
+        builder = builder.add_source(config::File::from(path).format(format));
+    }
+    let overrides: config::Map<String, String> = env
+        .vars()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("DBCANARY__"))
+        .collect();
+    builder = builder.add_source(
+        config::Environment::with_prefix("DBCANARY")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .source(Some(overrides)),
+    );
+    let built = builder.build().map_err(|e| from_config_error(e, label))?;
+    built
+        .try_deserialize::<RawConfig>()
+        .map_err(|e| from_config_error(e, label))
+}
+
+/// Turns the `config` crate's error into file / key / reason.
+fn from_config_error(e: config::ConfigError, label: &str) -> ConfigError {
+    match e {
+        config::ConfigError::At { error, key, .. } => {
+            let inner = from_config_error(*error, label);
+            ConfigError {
+                file: label.to_string(),
+                key: key.unwrap_or(inner.key),
+                reason: inner.reason,
+            }
+        }
+        config::ConfigError::Type {
+            key,
+            unexpected,
+            expected,
+            ..
+        } => ConfigError {
+            file: label.to_string(),
+            key: key.unwrap_or_else(|| "-".into()),
+            reason: format!("invalid type: {unexpected}, expected {expected}"),
+        },
+        config::ConfigError::FileParse { cause, .. } => ConfigError {
+            file: label.to_string(),
+            key: "-".into(),
+            reason: format!("cannot parse: {cause}"),
+        },
+        other => {
+            let msg = other.to_string();
+            // serde's messages for unknown keys end with " for key `x`".
+            let (reason, key) = match msg.rsplit_once(" for key `") {
+                Some((r, k)) => (r.to_string(), k.trim_end_matches('`').to_string()),
+                None => (msg, "-".to_string()),
+            };
+            let reason = match reason.split_once(" in ") {
+                Some((r, _)) if !r.is_empty() => r.to_string(),
+                _ => reason,
+            };
+            ConfigError {
+                file: label.to_string(),
+                key,
+                reason,
+            }
+        }
+    }
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_string(),
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn duration(&self, key: &str, v: &str) -> Result<Duration, ConfigError> {
+        let d = parse_duration(v).map_err(|r| self.err(key, r))?;
+        if d.is_zero() {
+            return Err(self.err(key, "must be greater than zero"));
+        }
+        Ok(d)
+    }
+
+    fn settings(
+        &self,
+        prefix: &str,
+        raw: &RawSettingsRef<'_>,
+        base: CanarySettings,
+    ) -> Result<CanarySettings, ConfigError> {
+        let mut s = base;
+        if let Some(v) = raw.interval {
+            s.interval = self.duration(&format!("{prefix}interval"), v)?;
+        }
+        if let Some(v) = raw.timeout {
+            s.timeout = self.duration(&format!("{prefix}timeout"), v)?;
+        }
+        if let Some(b) = raw.backoff {
+            if let Some(v) = &b.initial {
+                s.backoff.initial = self.duration(&format!("{prefix}backoff.initial"), v)?;
+            }
+            if let Some(m) = b.multiplier {
+                if !(1.0..=100.0).contains(&m) {
+                    return Err(self.err(
+                        format!("{prefix}backoff.multiplier"),
+                        format!("must be between 1.0 and 100.0, got {m}"),
+                    ));
+                }
+                s.backoff.multiplier = m;
+            }
+            if let Some(v) = &b.max {
+                s.backoff.max = self.duration(&format!("{prefix}backoff.max"), v)?;
+            }
+            if s.backoff.max < s.backoff.initial {
+                return Err(self.err(
+                    format!("{prefix}backoff.max"),
+                    "must not be smaller than backoff.initial",
+                ));
+            }
+        }
+        if let Some(n) = raw.identity_every {
+            s.identity_every = n;
+        }
+        Ok(s)
+    }
+}
+
+struct RawSettingsRef<'a> {
+    interval: Option<&'a str>,
+    timeout: Option<&'a str>,
+    backoff: Option<&'a RawBackoff>,
+    identity_every: Option<u32>,
+}
+
+/// Parses `"500ms"`, `"1s"`, `"2m"`.
+pub fn parse_duration(v: &str) -> Result<Duration, String> {
+    humantime::parse_duration(v.trim())
+        .map_err(|e| format!("invalid duration {v:?} ({e}); write e.g. \"500ms\", \"1s\", \"2m\""))
+}
+
+/// Whether a target name is acceptable (`[a-z0-9_-]+`).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn validate(
+    raw: RawConfig,
+    file: Option<PathBuf>,
+    label: &str,
+    env: &dyn Env,
+) -> Result<Config, ConfigError> {
+    let ctx = Ctx { file: label };
+    let listen = raw.agent.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen: SocketAddr = listen
+        .parse()
+        .map_err(|_| ctx.err("agent.listen", format!("{listen:?} is not an address like \"127.0.0.1:9838\"")))?;
+    let log_format = match raw.agent.log_format.as_deref().unwrap_or("text") {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            return Err(ctx.err(
+                "agent.log_format",
+                format!("must be \"text\" or \"json\", got {other:?}"),
+            ));
+        }
+    };
+    let defaults = ctx.settings(
+        "defaults.",
+        &RawSettingsRef {
+            interval: raw.defaults.interval.as_deref(),
+            timeout: raw.defaults.timeout.as_deref(),
+            backoff: raw.defaults.backoff.as_ref(),
+            identity_every: raw.defaults.identity_every,
+        },
+        default_settings(),
+    )?;
+    if let Some(o) = &raw.otlp {
+        validate_otlp(&ctx, o)?;
+    }
+
+    let mut targets = Vec::new();
+    let mut names = HashSet::new();
+    for (i, t) in raw.targets.iter().enumerate() {
+        let target = validate_target(&ctx, i, t, defaults, env)?;
+        if !names.insert(target.name.clone()) {
+            return Err(ctx.err(
+                format!("target[{i}].name"),
+                format!("duplicate target name {:?}", target.name),
+            ));
+        }
+        targets.push(target);
+    }
+    let discovery_env = raw.discovery.env.unwrap_or(true);
+    if discovery_env {
+        for t in discover(env, defaults) {
+            if names.insert(t.name.clone()) {
+                targets.push(t);
+            }
+        }
+    }
+    for (i, t) in targets.iter().enumerate() {
+        for dep in &t.depends_on {
+            if !names.contains(dep) {
+                return Err(ctx.err(
+                    format!("target[{i}].depends_on"),
+                    format!(
+                        "target {:?} depends on {dep:?}, which is not a configured target",
+                        t.name
+                    ),
+                ));
+            }
+            if dep == &t.name {
+                return Err(ctx.err(
+                    format!("target[{i}].depends_on"),
+                    format!("target {:?} cannot depend on itself", t.name),
+                ));
+            }
+        }
+    }
+    if targets.is_empty() {
+        targets = local_defaults(defaults);
+    }
+    Ok(Config {
+        file,
+        agent: AgentConfig { listen, log_format },
+        defaults,
+        otlp: raw.otlp,
+        discovery_env,
+        targets,
+    })
+}
+
+fn validate_otlp(ctx: &Ctx<'_>, o: &OtlpConfig) -> Result<(), ConfigError> {
+    if let Some(p) = &o.protocol
+        && p != "grpc"
+        && p != "http/protobuf"
+    {
+        return Err(ctx.err(
+            "otlp.protocol",
+            format!("must be \"grpc\" or \"http/protobuf\", got {p:?}"),
+        ));
+    }
+    if !o.endpoint.is_empty() {
+        let u = url::Url::parse(&o.endpoint)
+            .map_err(|e| ctx.err("otlp.endpoint", format!("not a URL: {e}")))?;
+        if u.scheme() != "http" && u.scheme() != "https" {
+            return Err(ctx.err("otlp.endpoint", "must be an http:// or https:// URL"));
+        }
+    }
+    for (key, v) in [
+        ("otlp.timeout", &o.timeout),
+        ("otlp.export_interval", &o.export_interval),
+    ] {
+        if let Some(v) = v {
+            ctx.duration(key, v)?;
+        }
+    }
+    Ok(())
+}
+
+fn validate_target(
+    ctx: &Ctx<'_>,
+    i: usize,
+    t: &RawTarget,
+    defaults: CanarySettings,
+    env: &dyn Env,
+) -> Result<Target, ConfigError> {
+    let key = |k: &str| format!("target[{i}].{k}");
+    let name = t
+        .name
+        .clone()
+        .ok_or_else(|| ctx.err(key("name"), "missing (every target needs a name)"))?;
+    if !valid_name(&name) {
+        return Err(ctx.err(
+            key("name"),
+            format!("{name:?} is not a valid name: use lower-case letters, digits, '_' and '-'"),
+        ));
+    }
+    let (url_text, url_key) = match (&t.url, &t.url_env) {
+        (Some(_), Some(_)) => {
+            return Err(ctx.err(key("url"), "give either url or url_env, not both"));
+        }
+        (None, None) => return Err(ctx.err(key("url"), "missing (give url or url_env)")),
+        (Some(u), None) => (u.clone(), key("url")),
+        (None, Some(var)) => match env.var(var) {
+            Some(u) if !u.trim().is_empty() => (u, key("url_env")),
+            _ => {
+                return Err(ctx.err(
+                    key("url_env"),
+                    format!("environment variable {var} is not set"),
+                ));
+            }
+        },
+    };
+    let mut url = DbUrl::parse(&url_text).map_err(|e| ctx.err(&url_key, e.to_string()))?;
+    let kind = StoreKind::from_scheme(&url.scheme).ok_or_else(|| {
+        ctx.err(
+            &url_key,
+            format!(
+                "unknown scheme {:?}: use redis, rediss, redis+sentinel, mysql, mariadb, mongodb, mongodb+srv, postgres, postgresql, http or https",
+                url.scheme
+            ),
+        )
+    })?;
+    if let Some(pf) = &t.password_file {
+        let pw = std::fs::read_to_string(pf).map_err(|e| {
+            ctx.err(
+                key("password_file"),
+                format!("cannot read {}: {e}", pf.display()),
+            )
+        })?;
+        let pw = pw.trim_end_matches(['\r', '\n']).to_string();
+        url.set_password(Some(pw));
+    }
+    let settings = ctx.settings(
+        &format!("target[{i}]."),
+        &RawSettingsRef {
+            interval: t.interval.as_deref(),
+            timeout: t.timeout.as_deref(),
+            backoff: t.backoff.as_ref(),
+            identity_every: t.identity_every,
+        },
+        defaults,
+    )?;
+    let depends_on = t.depends_on.clone().unwrap_or_default();
+    if !depends_on.is_empty() && kind != StoreKind::Http {
+        return Err(ctx.err(
+            key("depends_on"),
+            "only http targets (applications) can depend on other targets",
+        ));
+    }
+    let recovery_deadline = match &t.recovery_deadline {
+        Some(v) => ctx.duration(&key("recovery_deadline"), v)?,
+        None => DEFAULT_RECOVERY_DEADLINE,
+    };
+    Ok(Target {
+        name,
+        kind,
+        url,
+        settings,
+        depends_on,
+        recovery_deadline,
+        source: TargetSource::File,
+    })
+}
+
+/// The local default ports, watched when nothing else is configured.
+pub fn local_defaults(settings: CanarySettings) -> Vec<Target> {
+    [
+        ("redis", "redis://127.0.0.1:6379"),
+        ("mysql", "mysql://root@127.0.0.1:3306"),
+        ("mongodb", "mongodb://127.0.0.1:27017"),
+        ("postgresql", "postgresql://postgres@127.0.0.1:5432"),
+    ]
+    .into_iter()
+    .map(|(name, url)| {
+        let url = DbUrl::parse(url).expect("built-in URL parses");
+        Target {
+            name: name.to_string(),
+            kind: StoreKind::from_scheme(&url.scheme).expect("built-in scheme"),
+            url,
+            settings,
+            depends_on: Vec::new(),
+            recovery_deadline: DEFAULT_RECOVERY_DEADLINE,
+            source: TargetSource::LocalDefault,
+        }
+    })
+    .collect()
+}
+
+impl fmt::Display for TargetSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File => f.write_str("config file"),
+            Self::Env(var) => write!(f, "environment variable {var}"),
+            Self::LocalDefault => f.write_str("local default"),
+            Self::CommandLine => f.write_str("command line"),
+        }
+    }
+}
+
+/// The effective configuration as TOML, with every secret redacted.
+pub fn effective_toml(c: &Config) -> String {
+    use toml::{Table, Value};
+    let dur = |d: Duration| Value::String(humantime::format_duration(d).to_string());
+    let settings = |s: &CanarySettings| {
+        let mut t = Table::new();
+        t.insert("interval".into(), dur(s.interval));
+        t.insert("timeout".into(), dur(s.timeout));
+        let mut b = Table::new();
+        b.insert("initial".into(), dur(s.backoff.initial));
+        b.insert("multiplier".into(), Value::Float(s.backoff.multiplier));
+        b.insert("max".into(), dur(s.backoff.max));
+        t.insert("backoff".into(), Value::Table(b));
+        t.insert("identity_every".into(), Value::Integer(s.identity_every.into()));
+        t
+    };
+    let mut root = Table::new();
+    let mut agent = Table::new();
+    agent.insert("listen".into(), Value::String(c.agent.listen.to_string()));
+    agent.insert(
+        "log_format".into(),
+        Value::String(
+            match c.agent.log_format {
+                LogFormat::Text => "text",
+                LogFormat::Json => "json",
+            }
+            .into(),
+        ),
+    );
+    root.insert("agent".into(), Value::Table(agent));
+    root.insert("defaults".into(), Value::Table(settings(&c.defaults)));
+    if let Some(o) = &c.otlp {
+        let mut o = o.clone();
+        for v in o.headers.values_mut() {
+            *v = "***".into();
+        }
+        if let Ok(Value::Table(t)) = Value::try_from(&o) {
+            root.insert("otlp".into(), Value::Table(t));
+        }
+    }
+    let mut disc = Table::new();
+    disc.insert("env".into(), Value::Boolean(c.discovery_env));
+    root.insert("discovery".into(), Value::Table(disc));
+    let targets = c
+        .targets
+        .iter()
+        .map(|t| {
+            let mut tt = Table::new();
+            tt.insert("name".into(), Value::String(t.name.clone()));
+            tt.insert("store".into(), Value::String(t.kind.label().into()));
+            tt.insert("url".into(), Value::String(t.url.redacted()));
+            tt.insert("source".into(), Value::String(t.source.to_string()));
+            tt.extend(settings(&t.settings));
+            if t.kind == StoreKind::Http {
+                tt.insert(
+                    "depends_on".into(),
+                    Value::Array(t.depends_on.iter().cloned().map(Value::String).collect()),
+                );
+                tt.insert("recovery_deadline".into(), dur(t.recovery_deadline));
+            }
+            Value::Table(tt)
+        })
+        .collect();
+    root.insert("target".into(), Value::Array(targets));
+    toml::to_string_pretty(&root).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

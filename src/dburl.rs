@@ -1,0 +1,321 @@
+//! Database URLs as stores write them, several hosts included
+//! (`redis+sentinel://h1:26379,h2:26379/mymaster`, `mongodb://a,b/?replicaSet=rs0`),
+//! which `url::Url` cannot hold. The password lives only here: everything
+//! that is printed goes through [`DbUrl::redacted`].
+
+use std::fmt;
+
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+
+/// Characters escaped in a URL's user-info part.
+const USERINFO: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b':')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'@')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// One `host:port` of a URL.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl fmt::Debug for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A parsed database URL. `Debug` and `Display` never show the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DbUrl {
+    pub scheme: String,
+    /// Decoded user name.
+    pub username: Option<String>,
+    /// Decoded password.
+    password: Option<String>,
+    pub hosts: Vec<HostPort>,
+    /// Path without the leading `/` (database, Sentinel master name...).
+    pub path: String,
+    /// Query string without the `?`.
+    pub query: Option<String>,
+}
+
+/// Why a URL was refused. Never contains the URL itself (it may hold a
+/// password).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UrlError(String);
+
+impl DbUrl {
+    /// Parses `scheme://[user[:password]@]host[:port][,host[:port]...][/path][?query]`.
+    pub fn parse(s: &str) -> Result<Self, UrlError> {
+        let s = s.trim();
+        let (scheme, rest) = s
+            .split_once("://")
+            .ok_or_else(|| UrlError("not a URL (expected scheme://host)".into()))?;
+        if scheme.is_empty()
+            || !scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        {
+            return Err(UrlError("invalid URL scheme".into()));
+        }
+        let scheme = scheme.to_ascii_lowercase();
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        let (userinfo, hostlist) = match authority.rfind('@') {
+            Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
+            None => (None, authority),
+        };
+        let (username, password) = match userinfo {
+            None => (None, None),
+            Some(ui) => {
+                let (u, p) = match ui.split_once(':') {
+                    Some((u, p)) => (u, Some(p)),
+                    None => (ui, None),
+                };
+                let u = decode(u)?;
+                let p = p.map(decode).transpose()?;
+                ((!u.is_empty()).then_some(u), p)
+            }
+        };
+        let default_port = default_port(&scheme);
+        let mut hosts = Vec::new();
+        for part in hostlist.split(',') {
+            hosts.push(parse_host(part, default_port)?);
+        }
+        let (path, query) = match tail.split_once('?') {
+            Some((p, q)) => (p, Some(q.to_string())),
+            None => (tail, None),
+        };
+        Ok(Self {
+            scheme,
+            username,
+            password,
+            hosts,
+            path: path.trim_start_matches('/').to_string(),
+            query: query.filter(|q| !q.is_empty()),
+        })
+    }
+
+    /// The decoded password, for the driver only.
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+
+    /// Replaces the password (from a `password_file`).
+    pub fn set_password(&mut self, password: Option<String>) {
+        self.password = password;
+    }
+
+    /// Whether the URL carries a password.
+    pub fn has_password(&self) -> bool {
+        self.password.is_some()
+    }
+
+    /// The first host.
+    pub fn first_host(&self) -> &HostPort {
+        &self.hosts[0]
+    }
+
+    /// `host:port[,host:port]`: what logs and labels may show of the endpoint.
+    pub fn endpoint(&self) -> String {
+        self.hosts
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The URL with the password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        self.render(self.password.as_ref().map(|_| "***"), &self.hosts)
+    }
+
+    /// The full URL, password included, for a driver, with `hosts` in place
+    /// of the URL's own hosts.
+    pub fn expose_with_hosts(&self, hosts: &[HostPort]) -> String {
+        let pw = self
+            .password
+            .as_ref()
+            .map(|p| utf8_percent_encode(p, USERINFO).to_string());
+        self.render(pw.as_deref(), hosts)
+    }
+
+    /// The full URL, password included, for a driver.
+    pub fn expose(&self) -> String {
+        self.expose_with_hosts(&self.hosts)
+    }
+
+    fn render(&self, password: Option<&str>, hosts: &[HostPort]) -> String {
+        let mut out = format!("{}://", self.scheme);
+        if self.username.is_some() || password.is_some() {
+            if let Some(u) = &self.username {
+                out.push_str(&utf8_percent_encode(u, USERINFO).to_string());
+            }
+            if let Some(p) = password {
+                out.push(':');
+                out.push_str(p);
+            }
+            out.push('@');
+        }
+        out.push_str(
+            &hosts
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        if !self.path.is_empty() {
+            out.push('/');
+            out.push_str(&self.path);
+        }
+        if let Some(q) = &self.query {
+            if self.path.is_empty() {
+                out.push('/');
+            }
+            out.push('?');
+            out.push_str(q);
+        }
+        out
+    }
+
+    /// The value of a query parameter.
+    pub fn query_param(&self, key: &str) -> Option<String> {
+        let q = self.query.as_deref()?;
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
+    }
+}
+
+impl fmt::Display for DbUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Debug for DbUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DbUrl({})", self.redacted())
+    }
+}
+
+fn decode(s: &str) -> Result<String, UrlError> {
+    percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| UrlError("user info is not valid UTF-8 after percent-decoding".into()))
+}
+
+fn parse_host(part: &str, default_port: u16) -> Result<HostPort, UrlError> {
+    if part.is_empty() {
+        return Err(UrlError("empty host".into()));
+    }
+    let (host, port) = if let Some(rest) = part.strip_prefix('[') {
+        let (h, after) = rest
+            .split_once(']')
+            .ok_or_else(|| UrlError("unclosed '[' in IPv6 host".into()))?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if after.is_empty() => None,
+            None => return Err(UrlError("junk after IPv6 host".into())),
+        };
+        (h, port)
+    } else {
+        match part.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (part, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(UrlError("empty host".into()));
+    }
+    let port = match port {
+        None => default_port,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| UrlError(format!("invalid port {p:?}")))?,
+    };
+    Ok(HostPort {
+        host: host.to_string(),
+        port,
+    })
+}
+
+/// The port a scheme uses when the URL names none.
+pub fn default_port(scheme: &str) -> u16 {
+    match scheme {
+        "redis" | "rediss" => 6379,
+        "redis+sentinel" | "rediss+sentinel" => 26379,
+        "mysql" | "mariadb" => 3306,
+        "mongodb" | "mongodb+srv" => 27017,
+        "postgres" | "postgresql" => 5432,
+        "https" => 443,
+        _ => 80,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_several_hosts_and_redacts() {
+        let u = DbUrl::parse("redis+sentinel://:s%40cret@h1:26379,h2/mymaster?x=1").unwrap();
+        assert_eq!(u.password(), Some("s@cret"));
+        assert_eq!(u.hosts.len(), 2);
+        assert_eq!(u.hosts[1].port, 26379);
+        assert_eq!(u.path, "mymaster");
+        assert_eq!(u.redacted(), "redis+sentinel://:***@h1:26379,h2:26379/mymaster?x=1");
+        assert!(!format!("{u:?}").contains("cret"));
+        assert_eq!(
+            u.expose(),
+            "redis+sentinel://:s%40cret@h1:26379,h2:26379/mymaster?x=1"
+        );
+    }
+
+    #[test]
+    fn ipv6_and_defaults() {
+        let u = DbUrl::parse("postgresql://postgres@[::1]/db").unwrap();
+        assert_eq!(u.first_host().to_string(), "[::1]:5432");
+        assert_eq!(u.username.as_deref(), Some("postgres"));
+        assert!(!u.has_password());
+    }
+
+    #[test]
+    fn refuses_bad_urls_without_echoing_them() {
+        let e = DbUrl::parse("redis://:hunter2@host:notaport").unwrap_err();
+        assert!(!e.to_string().contains("hunter2"));
+        assert!(DbUrl::parse("nonsense").is_err());
+        assert!(DbUrl::parse("redis://").is_err());
+    }
+}

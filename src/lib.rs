@@ -1,0 +1,34 @@
+//! dbcanary holds one long-lived canary connection per data store, notices the
+//! moment it drops, measures how long until the store answers again, and tells
+//! a network drop from a restart from a failover.
+//!
+//! # Layout
+//!
+//! - [`config`]: the configuration file, environment overrides and target
+//!   discovery, validated into runtime types.
+//! - [`agent`]: the supervisor: one canary task per target, shutdown.
+//! - [`canary`]: the one generic state machine (connect → up → down → up)
+//!   every store runs through; it only emits [`events`].
+//! - [`classify`]: identity before and after an outage → its kind.
+//! - [`backoff`]: exponential backoff with full jitter.
+//! - [`stores`]: one module per store behind the [`stores::Store`] trait.
+//! - [`telemetry`]: the recorder that turns events into Prometheus series,
+//!   log lines and the API state.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets`.
+//! - [`dburl`]: database URLs with several hosts, and their redaction.
+//! - [`cli`], [`check`], [`watch`]: the command line.
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod backoff;
+pub mod canary;
+pub mod check;
+pub mod classify;
+pub mod cli;
+pub mod config;
+pub mod events;
+pub mod http;
+pub mod dburl;
+pub mod stores;
+pub mod telemetry;
+pub mod watch;

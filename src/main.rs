@@ -1,0 +1,171 @@
+//! The `dbcanary` binary: command line → config → agent, check or watch →
+//! exit code (0 ok, 1 a check failed or the agent could not start, 2 bad
+//! configuration or arguments).
+#![forbid(unsafe_code)]
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use dbcanary::cli::{Cli, Command, ConfigCommand};
+use dbcanary::config::{self, Config, LogFormat, ProcessEnv};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // rustls with the ring provider, for every TLS connection of the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dbcanary: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(dispatch(cli))
+}
+
+fn load(cli: &Cli) -> Result<Config, ExitCode> {
+    config::load(cli.run.config.as_deref(), &ProcessEnv).map_err(|e| {
+        eprintln!("dbcanary: configuration refused: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn init_logs(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Cancels the token on SIGTERM or SIGINT; logs SIGHUP.
+fn on_signals(token: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => tracing::warn!("SIGHUP: configuration reload is not available in this version; restart the agent to apply a new configuration"),
+            }
+        }
+        token.cancel();
+    });
+}
+
+async fn dispatch(cli: Cli) -> ExitCode {
+    match &cli.command {
+        None | Some(Command::Run(_)) => {
+            let mut cfg = match load(&cli) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let listen = match &cli.command {
+                Some(Command::Run(r)) => r.listen.or(cli.run.listen),
+                _ => cli.run.listen,
+            };
+            if let Some(l) = listen {
+                cfg.agent.listen = l;
+            }
+            init_logs(cfg.agent.log_format, "info");
+            let token = CancellationToken::new();
+            on_signals(token.clone());
+            match dbcanary::agent::run(cfg, token).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Some(Command::Check(args)) => {
+            let cfg = match load(&cli) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            init_logs(cfg.agent.log_format, "warn");
+            if let Some(name) = &args.target
+                && !cfg.targets.iter().any(|t| &t.name == name)
+            {
+                eprintln!("dbcanary: no target named {name:?}");
+                return ExitCode::from(2);
+            }
+            let rows = dbcanary::check::check(&cfg, args.target.as_deref()).await;
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows).unwrap_or_default()
+                );
+            } else {
+                print!("{}", dbcanary::check::table(&rows));
+            }
+            if rows.iter().all(|r| r.ok) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Some(Command::Watch(args)) => {
+            init_logs(LogFormat::Text, "error");
+            let interval = match config::parse_duration(&args.interval) {
+                Ok(d) if !d.is_zero() => d,
+                Ok(_) => {
+                    eprintln!("dbcanary: --interval must be greater than zero");
+                    return ExitCode::from(2);
+                }
+                Err(e) => {
+                    eprintln!("dbcanary: --interval: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let targets = match dbcanary::watch::targets(&args.urls, interval) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("dbcanary: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+            let sink = Arc::new(dbcanary::watch::WatchSink::new(
+                Box::new(std::io::stdout()),
+                &names,
+            ));
+            let token = CancellationToken::new();
+            on_signals(token.clone());
+            let summary = dbcanary::watch::run(targets, sink, token).await;
+            print!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Some(Command::Config {
+            command: ConfigCommand::Check,
+        }) => match load(&cli) {
+            Ok(cfg) => {
+                print!("{}", config::effective_toml(&cfg));
+                eprintln!("dbcanary: configuration OK ({} targets)", cfg.targets.len());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+    }
+}

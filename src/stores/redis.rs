@@ -1,0 +1,260 @@
+//! Redis: one multiplexed connection speaking RESP3, so that the driver
+//! pushes `PushKind::Disconnection` the moment the socket closes (no probe
+//! needed to notice). Servers without RESP3 fall back to RESP2 and
+//! probe-only detection, which is logged.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{
+    AsyncConnectionConfig, ConnectionInfo, ErrorKind, IntoConnectionInfo, ProtocolVersion,
+    PushKind, RedisError, ServerErrorKind,
+};
+use tokio::sync::mpsc;
+
+use crate::dburl::{DbUrl, HostPort};
+use crate::events::{ConnectResult, DisconnectCause};
+use crate::stores::{
+    CloseSignal, ConnectError, Connected, Identity, ProbeError, Role, Store, classify_io,
+    disconnect_cause, find_io_error, resolve,
+};
+
+/// How to reach and log in to Redis servers: everything but the address,
+/// which Sentinel decides for its targets.
+pub struct RedisNode {
+    client_name: String,
+    tls: bool,
+    username: Option<String>,
+    password: Option<String>,
+    db: i64,
+    /// Set once a server refused RESP3, so the fallback is logged once.
+    resp2_logged: AtomicBool,
+}
+
+impl RedisNode {
+    /// `db` is the database number; `tls` selects `rediss`.
+    pub fn new(target: &str, url: &DbUrl, tls: bool, db: i64) -> Self {
+        Self {
+            client_name: format!("dbcanary:{target}"),
+            tls,
+            username: url.username.clone(),
+            password: url.password().map(str::to_string),
+            db,
+            resp2_logged: AtomicBool::new(false),
+        }
+    }
+
+    fn info(&self, addr: &HostPort, protocol: ProtocolVersion) -> Result<ConnectionInfo, ConnectError> {
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        let info = format!("{scheme}://{addr}/{}", self.db)
+            .into_connection_info()
+            .map_err(|e| ConnectError::new(ConnectResult::Protocol, format!("bad address {addr}: {e}")))?;
+        let mut settings = info.redis_settings().clone().set_protocol(protocol).set_db(self.db);
+        if let Some(u) = &self.username {
+            settings = settings.set_username(u);
+        }
+        if let Some(p) = &self.password {
+            settings = settings.set_password(p);
+        }
+        Ok(info.set_redis_settings(settings))
+    }
+
+    /// Opens a canary connection to `addr`: RESP3 with a push sender when the
+    /// server speaks it, `CLIENT SETNAME`, identity.
+    pub async fn open(
+        &self,
+        addr: &HostPort,
+        timeout: Duration,
+    ) -> Result<Connected<MultiplexedConnection>, ConnectError> {
+        resolve(&addr.host, addr.port).await?;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(None)
+            .set_push_sender(tx);
+        let client = redis::Client::open(self.info(addr, ProtocolVersion::RESP3)?)
+            .map_err(|e| connect_error(&e))?;
+        let (mut conn, closed) = match client.get_multiplexed_async_connection_with_config(&config).await {
+            Ok(conn) => {
+                let closed = CloseSignal::new(async move {
+                    while let Some(push) = rx.recv().await {
+                        if push.kind == PushKind::Disconnection {
+                            return DisconnectCause::Closed;
+                        }
+                    }
+                    DisconnectCause::Closed
+                });
+                (conn, closed)
+            }
+            Err(e) if e.kind() == ErrorKind::RESP3NotSupported => {
+                if !self.resp2_logged.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        client = %self.client_name,
+                        server = %addr,
+                        "server does not speak RESP3: falling back to RESP2, a closed connection is detected by the next probe only"
+                    );
+                }
+                let client = redis::Client::open(self.info(addr, ProtocolVersion::RESP2)?)
+                    .map_err(|e| connect_error(&e))?;
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(None);
+                let conn = client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map_err(|e| connect_error(&e))?;
+                (conn, CloseSignal::never())
+            }
+            Err(e) => return Err(connect_error(&e)),
+        };
+        redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(&self.client_name)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| connect_error(&e))?;
+        let mut identity = identify(&mut conn).await.map_err(|e| connect_error(&e))?;
+        identity.address = Some(HostPort {
+            host: addr.host.clone(),
+            port: identity_port(&identity).unwrap_or(addr.port),
+        }
+        .to_string());
+        Ok(Connected {
+            conn,
+            identity,
+            closed,
+        })
+    }
+}
+
+fn identity_port(id: &Identity) -> Option<u16> {
+    id.details.get("tcp_port")?.parse().ok()
+}
+
+/// Reads `INFO server` and `INFO replication` into an identity.
+pub async fn identify(conn: &mut MultiplexedConnection) -> Result<Identity, RedisError> {
+    let text: String = redis::cmd("INFO")
+        .arg("server")
+        .arg("replication")
+        .query_async(conn)
+        .await?;
+    Ok(parse_info(&text))
+}
+
+/// Parses the `key:value` lines of `INFO`.
+pub fn parse_info(text: &str) -> Identity {
+    let fields: BTreeMap<&str, &str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.trim_end().split_once(':'))
+        .collect();
+    let mut details = BTreeMap::new();
+    for k in ["master_replid", "tcp_port", "redis_mode", "master_host", "master_port"] {
+        if let Some(v) = fields.get(k) {
+            details.insert(k.to_string(), v.to_string());
+        }
+    }
+    Identity {
+        server_id: fields.get("run_id").map(|s| s.to_string()),
+        role: fields.get("role").and_then(|r| match *r {
+            "master" => Some(Role::Primary),
+            "slave" | "replica" => Some(Role::Replica),
+            _ => None,
+        }),
+        uptime: fields
+            .get("uptime_in_seconds")
+            .and_then(|s| s.parse().ok())
+            .map(Duration::from_secs),
+        version: fields.get("redis_version").map(|s| s.to_string()),
+        details,
+        ..Identity::default()
+    }
+}
+
+/// Classifies a driver error during connection set-up by its type.
+pub fn connect_error(e: &RedisError) -> ConnectError {
+    let result = match e.kind() {
+        ErrorKind::AuthenticationFailed => ConnectResult::Auth,
+        ErrorKind::Server(ServerErrorKind::BusyLoading | ServerErrorKind::MasterDown) => {
+            ConnectResult::NotReady
+        }
+        ErrorKind::Server(ServerErrorKind::NoPerm) => ConnectResult::Auth,
+        ErrorKind::Io => match find_io_error(e) {
+            Some(io) => classify_io(io),
+            None => ConnectResult::Io,
+        },
+        ErrorKind::Parse | ErrorKind::UnexpectedReturnType => ConnectResult::Protocol,
+        _ => match e.code() {
+            Some("WRONGPASS" | "NOAUTH" | "NOPERM") => ConnectResult::Auth,
+            Some("LOADING" | "MASTERDOWN") => ConnectResult::NotReady,
+            _ if crate::stores::is_tls_error(e) => ConnectResult::Tls,
+            _ => ConnectResult::Protocol,
+        },
+    };
+    ConnectError::new(result, e.to_string())
+}
+
+/// Classifies a driver error on a live connection.
+pub fn probe_error(e: &RedisError) -> ProbeError {
+    let cause = match find_io_error(e) {
+        Some(io) => disconnect_cause(io),
+        None if e.is_connection_dropped() => DisconnectCause::Closed,
+        None => DisconnectCause::Error,
+    };
+    ProbeError::new(cause, e.to_string())
+}
+
+/// A standalone Redis target.
+pub struct RedisStore {
+    node: RedisNode,
+    addr: HostPort,
+}
+
+impl RedisStore {
+    pub fn new(target: &str, url: &DbUrl) -> Self {
+        let db = url.path.parse().unwrap_or(0);
+        Self {
+            node: RedisNode::new(target, url, url.scheme == "rediss", db),
+            addr: url.first_host().clone(),
+        }
+    }
+}
+
+/// `PING` on a live connection.
+pub async fn ping(conn: &mut MultiplexedConnection) -> Result<(), ProbeError> {
+    redis::cmd("PING")
+        .query_async::<String>(conn)
+        .await
+        .map(|_| ())
+        .map_err(|e| probe_error(&e))
+}
+
+impl Store for RedisStore {
+    type Conn = MultiplexedConnection;
+
+    async fn connect(&self, timeout: Duration) -> Result<Connected<Self::Conn>, ConnectError> {
+        self.node.open(&self.addr, timeout).await
+    }
+
+    async fn probe(&self, conn: &mut Self::Conn) -> Result<(), ProbeError> {
+        ping(conn).await
+    }
+
+    async fn identify(&self, conn: &mut Self::Conn) -> Result<Identity, ProbeError> {
+        let mut id = identify(conn).await.map_err(|e| probe_error(&e))?;
+        id.address = Some(
+            HostPort {
+                host: self.addr.host.clone(),
+                port: identity_port(&id).unwrap_or(self.addr.port),
+            }
+            .to_string(),
+        );
+        Ok(id)
+    }
+
+    async fn close(&self, conn: Self::Conn) {
+        drop(conn);
+    }
+}

@@ -1,0 +1,531 @@
+//! The recorder: the one place events become Prometheus series, log lines
+//! and the `/api/v1/targets` state. Canaries call [`Recorder::emit`] and know
+//! nothing else about telemetry.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::events::{
+    ConnectResult, DisconnectCause, Event, EventSink, FailoverSource, OutageKind, OutageReport,
+    ProbeResult, TargetInfo,
+};
+use crate::stores::Identity;
+
+mod metrics;
+mod process;
+
+pub use metrics::{LATENCY_BUCKETS, OUTAGE_BUCKETS};
+use metrics::{
+    BuildLabels, CauseLabels, KindLabels, Metrics, ResultLabels, ServerInfoLabels, SourceLabels,
+    TargetLabels,
+};
+
+/// How many events `/api/v1/targets` keeps per target.
+pub const EVENTS_KEPT: usize = 50;
+
+/// The agent's version and the commit it was built from.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const REVISION: &str = env!("DBCANARY_REVISION");
+
+/// Where a target stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Never connected yet.
+    Connecting,
+    Up,
+    /// An outage is in progress.
+    Down,
+    /// The store is not supported by this build.
+    Unsupported,
+    Stopped,
+}
+
+/// An outage in progress, as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CurrentOutage {
+    #[serde(serialize_with = "ser_time")]
+    pub since: SystemTime,
+    #[serde(skip)]
+    pub since_mono: Instant,
+    pub cause: DisconnectCause,
+    pub attempts: u32,
+    pub last_result: Option<ConnectResult>,
+    pub last_error: Option<String>,
+}
+
+/// One remembered event.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRecord {
+    #[serde(serialize_with = "ser_time")]
+    pub at: SystemTime,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// Everything the API tells about one target.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetState {
+    pub name: String,
+    pub store: &'static str,
+    pub endpoint: String,
+    pub state: Phase,
+    pub identity: Option<Identity>,
+    #[serde(serialize_with = "ser_opt_time")]
+    pub connected_since: Option<SystemTime>,
+    #[serde(skip)]
+    pub connected_mono: Option<Instant>,
+    /// Connection attempts that failed before the first connection, and
+    /// the last reason.
+    pub startup_failures: u32,
+    pub last_error: Option<String>,
+    pub current_outage: Option<CurrentOutage>,
+    pub last_outage: Option<OutageReport>,
+    pub outages: u64,
+    pub events: VecDeque<EventRecord>,
+}
+
+impl TargetState {
+    fn new(t: &TargetInfo) -> Self {
+        Self {
+            name: t.name.clone(),
+            store: t.store.label(),
+            endpoint: t.endpoint.clone(),
+            state: Phase::Connecting,
+            identity: None,
+            connected_since: None,
+            connected_mono: None,
+            startup_failures: 0,
+            last_error: None,
+            current_outage: None,
+            last_outage: None,
+            outages: 0,
+            events: VecDeque::with_capacity(EVENTS_KEPT),
+        }
+    }
+
+    fn remember(&mut self, event: &Event) {
+        if self.events.len() == EVENTS_KEPT {
+            self.events.pop_front();
+        }
+        self.events.push_back(EventRecord {
+            at: SystemTime::now(),
+            event: event.clone(),
+        });
+    }
+}
+
+type States = Arc<Mutex<BTreeMap<String, TargetState>>>;
+
+/// Turns events into series, logs and API state.
+pub struct Recorder {
+    registry: Registry,
+    metrics: Metrics,
+    states: States,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Recorder {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(process::ProcessCollector));
+        let ours = registry.sub_registry_with_prefix("dbcanary");
+        let metrics = Metrics::register(ours);
+        let states: States = Arc::default();
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: VERSION.into(),
+                revision: REVISION.into(),
+            })
+            .set(1);
+        ours.register("build_info", "The agent itself (1)", build);
+        ours.register_collector(Box::new(ClockGauges {
+            states: states.clone(),
+        }));
+        Self {
+            registry,
+            metrics,
+            states,
+        }
+    }
+
+    /// The registry to encode on `/metrics`.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// A snapshot of every target's state.
+    pub fn targets(&self) -> Vec<TargetState> {
+        self.states.lock().expect("state lock").values().cloned().collect()
+    }
+
+    /// Registers a target's series at zero, so that rates work from the
+    /// first event and dashboards show every target at once.
+    pub fn add_target(&self, t: &TargetInfo, supported: bool) {
+        let mut st = TargetState::new(t);
+        if !supported {
+            st.state = Phase::Unsupported;
+            st.last_error = Some(format!("store {} is not supported yet", t.store));
+        }
+        self.states
+            .lock()
+            .expect("state lock")
+            .insert(t.name.clone(), st);
+        if !supported {
+            return;
+        }
+        let l = labels(t);
+        self.metrics.up.get_or_create(&l).set(0);
+        for r in [ProbeResult::Ok, ProbeResult::Error, ProbeResult::Timeout] {
+            let _ = self.metrics.probes.get_or_create(&with_result(t, r.as_str()));
+        }
+        for r in [
+            ConnectResult::Ok,
+            ConnectResult::Refused,
+            ConnectResult::Timeout,
+            ConnectResult::Dns,
+            ConnectResult::Tls,
+            ConnectResult::Auth,
+            ConnectResult::NotReady,
+            ConnectResult::Protocol,
+            ConnectResult::Io,
+        ] {
+            let _ = self
+                .metrics
+                .connect_attempts
+                .get_or_create(&with_result(t, r.as_str()));
+        }
+        for c in [
+            DisconnectCause::Closed,
+            DisconnectCause::Reset,
+            DisconnectCause::Timeout,
+            DisconnectCause::Error,
+        ] {
+            let _ = self.metrics.disconnects.get_or_create(&CauseLabels {
+                target: t.name.clone(),
+                store: t.store.label().into(),
+                cause: c.as_str().into(),
+            });
+        }
+        for s in [
+            FailoverSource::Outage,
+            FailoverSource::Sentinel,
+            FailoverSource::Topology,
+        ] {
+            let _ = self.metrics.failovers.get_or_create(&SourceLabels {
+                target: t.name.clone(),
+                store: t.store.label().into(),
+                source: s.as_str().into(),
+            });
+        }
+        let _ = self.metrics.restarts.get_or_create(&l);
+        let _ = self.metrics.canary_restarts.get_or_create(&l);
+    }
+
+    /// Counts a canary task restarted after a panic.
+    pub fn canary_restarted(&self, t: &TargetInfo) {
+        self.metrics.canary_restarts.get_or_create(&labels(t)).inc();
+    }
+
+    fn state<R>(&self, t: &TargetInfo, f: impl FnOnce(&mut TargetState) -> R) -> R {
+        let mut states = self.states.lock().expect("state lock");
+        let st = states
+            .entry(t.name.clone())
+            .or_insert_with(|| TargetState::new(t));
+        f(st)
+    }
+
+    fn set_server_info(&self, t: &TargetInfo, st: &mut TargetState, id: &Identity) {
+        if let Some(old) = &st.identity {
+            self.metrics.server_info.remove(&server_labels(t, old));
+        }
+        self.metrics.server_info.get_or_create(&server_labels(t, id)).set(1);
+        st.identity = Some(id.clone());
+    }
+}
+
+fn labels(t: &TargetInfo) -> TargetLabels {
+    TargetLabels {
+        target: t.name.clone(),
+        store: t.store.label().into(),
+    }
+}
+
+fn with_result(t: &TargetInfo, result: &str) -> ResultLabels {
+    ResultLabels {
+        target: t.name.clone(),
+        store: t.store.label().into(),
+        result: result.into(),
+    }
+}
+
+fn server_labels(t: &TargetInfo, id: &Identity) -> ServerInfoLabels {
+    ServerInfoLabels {
+        target: t.name.clone(),
+        store: t.store.label().into(),
+        server_id: id.server_id.clone().unwrap_or_default(),
+        role: id.role.map(|r| r.as_str()).unwrap_or("unknown").into(),
+        version: id.version.clone().unwrap_or_default(),
+        address: id.address.clone().unwrap_or_default(),
+    }
+}
+
+fn unix_secs(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs_f64()
+}
+
+impl EventSink for Recorder {
+    fn emit(&self, t: &TargetInfo, event: &Event) {
+        let l = labels(t);
+        match event {
+            Event::Started => {
+                tracing::info!(target_name = %t.name, store = %t.store, endpoint = %t.endpoint, "canary started");
+            }
+            Event::ConnectAttempt {
+                result,
+                duration,
+                error,
+            } => {
+                self.metrics
+                    .connect_attempts
+                    .get_or_create(&with_result(t, result.as_str()))
+                    .inc();
+                if *result == ConnectResult::Ok {
+                    self.metrics
+                        .connect_duration
+                        .get_or_create(&l)
+                        .observe(duration.as_secs_f64());
+                    return;
+                }
+                let first = self.state(t, |st| {
+                    st.last_error.clone_from(error);
+                    match &mut st.current_outage {
+                        Some(o) => {
+                            o.attempts += 1;
+                            o.last_result = Some(*result);
+                            o.last_error.clone_from(error);
+                            false
+                        }
+                        None => {
+                            st.startup_failures += 1;
+                            st.state == Phase::Connecting && st.startup_failures == 1
+                        }
+                    }
+                });
+                let err = error.as_deref().unwrap_or("");
+                if first {
+                    tracing::warn!(target_name = %t.name, result = result.as_str(), error = err, "cannot connect; retrying with backoff");
+                } else {
+                    tracing::debug!(target_name = %t.name, result = result.as_str(), error = err, "connection attempt failed");
+                }
+            }
+            Event::Connected { identity } => {
+                self.metrics.up.get_or_create(&l).set(1);
+                let first = self.state(t, |st| {
+                    let first = st.state == Phase::Connecting;
+                    st.state = Phase::Up;
+                    st.connected_since = Some(SystemTime::now());
+                    st.connected_mono = Some(Instant::now());
+                    st.current_outage = None;
+                    st.last_error = None;
+                    self.set_server_info(t, st, identity);
+                    st.remember(event);
+                    first
+                });
+                if first {
+                    tracing::info!(
+                        target_name = %t.name,
+                        server_id = identity.server_id.as_deref().unwrap_or(""),
+                        role = identity.role.map(|r| r.as_str()).unwrap_or("unknown"),
+                        address = identity.address.as_deref().unwrap_or(""),
+                        "connected"
+                    );
+                }
+            }
+            Event::Probe { result, duration } => {
+                self.metrics
+                    .probes
+                    .get_or_create(&with_result(t, result.as_str()))
+                    .inc();
+                self.metrics
+                    .probe_duration
+                    .get_or_create(&l)
+                    .observe(duration.as_secs_f64());
+            }
+            Event::Disconnected { cause, at, detail } => {
+                self.metrics.up.get_or_create(&l).set(0);
+                self.metrics
+                    .disconnects
+                    .get_or_create(&CauseLabels {
+                        target: t.name.clone(),
+                        store: t.store.label().into(),
+                        cause: cause.as_str().into(),
+                    })
+                    .inc();
+                self.state(t, |st| {
+                    st.state = Phase::Down;
+                    st.connected_since = None;
+                    st.connected_mono = None;
+                    st.current_outage = Some(CurrentOutage {
+                        since: *at,
+                        since_mono: Instant::now(),
+                        cause: *cause,
+                        attempts: 0,
+                        last_result: None,
+                        last_error: None,
+                    });
+                    st.remember(event);
+                });
+                tracing::warn!(target_name = %t.name, cause = cause.as_str(), detail = %detail, "connection lost");
+            }
+            Event::Restored(r) => {
+                self.metrics
+                    .outage_duration
+                    .get_or_create(&KindLabels {
+                        target: t.name.clone(),
+                        store: t.store.label().into(),
+                        kind: r.kind.as_str().into(),
+                    })
+                    .observe(r.duration.as_secs_f64());
+                if r.kind == OutageKind::Restart {
+                    self.metrics.restarts.get_or_create(&l).inc();
+                }
+                self.metrics
+                    .last_outage_end
+                    .get_or_create(&l)
+                    .set(unix_secs(r.ended_at));
+                self.state(t, |st| {
+                    st.last_outage = Some(r.clone());
+                    st.outages += 1;
+                    st.remember(event);
+                });
+                tracing::warn!(
+                    target_name = %t.name,
+                    outage_s = r.duration.as_secs_f64(),
+                    kind = r.kind.as_str(),
+                    reason = %r.reason,
+                    attempts = r.attempts,
+                    resolution_s = r.resolution.as_secs_f64(),
+                    "connection restored"
+                );
+            }
+            Event::Failover { source, from, to } => {
+                self.metrics
+                    .failovers
+                    .get_or_create(&SourceLabels {
+                        target: t.name.clone(),
+                        store: t.store.label().into(),
+                        source: source.as_str().into(),
+                    })
+                    .inc();
+                self.state(t, |st| st.remember(event));
+                tracing::warn!(target_name = %t.name, source = source.as_str(), from = from.as_deref().unwrap_or(""), to = %to, "failover");
+            }
+            Event::IdentityChanged { identity } => {
+                self.state(t, |st| {
+                    self.set_server_info(t, st, identity);
+                    st.remember(event);
+                });
+                tracing::info!(target_name = %t.name, role = identity.role.map(|r| r.as_str()).unwrap_or("unknown"), "server identity changed");
+            }
+            Event::Notice { message } => {
+                self.state(t, |st| st.remember(event));
+                tracing::warn!(target_name = %t.name, "{message}");
+            }
+            Event::Stopped => {
+                self.state(t, |st| {
+                    st.state = Phase::Stopped;
+                    st.remember(event);
+                });
+                tracing::debug!(target_name = %t.name, "canary stopped");
+            }
+        }
+    }
+}
+
+/// Gauges that depend on the clock, computed at scrape time:
+/// `dbcanary_connection_age_seconds` and `dbcanary_outage_in_progress_seconds`.
+#[derive(Debug)]
+struct ClockGauges {
+    states: States,
+}
+
+impl Collector for ClockGauges {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let now = Instant::now();
+        let rows: Vec<(TargetLabels, f64, f64)> = self
+            .states
+            .lock()
+            .expect("state lock")
+            .values()
+            .filter(|s| !matches!(s.state, Phase::Unsupported | Phase::Stopped))
+            .map(|s| {
+                let age = s.connected_mono.map_or(0.0, |c| (now - c).as_secs_f64());
+                let outage = s
+                    .current_outage
+                    .as_ref()
+                    .map_or(0.0, |o| (now - o.since_mono).as_secs_f64());
+                (
+                    TargetLabels {
+                        target: s.name.clone(),
+                        store: s.store.into(),
+                    },
+                    age,
+                    outage,
+                )
+            })
+            .collect();
+        for (name, help, pick) in [
+            (
+                "connection_age_seconds",
+                "Age of the current canary connection (0 while down)",
+                0usize,
+            ),
+            (
+                "outage_in_progress_seconds",
+                "Length of the current outage, 0 when up",
+                1usize,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for (l, age, outage) in &rows {
+                let v = if pick == 0 { *age } else { *outage };
+                ConstGauge::new(v).encode(family.encode_family(l)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn ser_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_rfc3339_micros(*t).to_string())
+}
+
+fn ser_opt_time<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => ser_time(t, s),
+        None => s.serialize_none(),
+    }
+}

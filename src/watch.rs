@@ -1,0 +1,260 @@
+//! `dbcanary watch URL...`: ad-hoc canaries that print one line per event as
+//! it happens and, on Ctrl-C, a summary of every drill (outage) seen.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::target_info;
+use crate::config::{DEFAULT_RECOVERY_DEADLINE, Target, TargetSource, default_settings};
+use crate::dburl::DbUrl;
+use crate::events::{DisconnectCause, Event, EventSink, OutageReport, TargetInfo};
+use crate::stores::{StoreKind, run_canary};
+
+/// A URL `watch` cannot use.
+#[derive(Debug, thiserror::Error)]
+#[error("argument {index}: {reason}")]
+pub struct WatchError {
+    pub index: usize,
+    pub reason: String,
+}
+
+/// Builds ad-hoc targets from URLs; each is named by its endpoint.
+pub fn targets(urls: &[String], interval: Duration) -> Result<Vec<Target>, WatchError> {
+    let mut settings = default_settings();
+    settings.interval = interval;
+    settings.timeout = settings.timeout.min(interval.max(Duration::from_millis(100)));
+    urls.iter()
+        .enumerate()
+        .map(|(i, u)| {
+            let err = |reason: String| WatchError {
+                index: i + 1,
+                reason,
+            };
+            let url = DbUrl::parse(u).map_err(|e| err(e.to_string()))?;
+            let kind = StoreKind::from_scheme(&url.scheme)
+                .ok_or_else(|| err(format!("unknown scheme {:?}", url.scheme)))?;
+            if !kind.supported() {
+                return Err(err(format!("store {kind} is not supported yet")));
+            }
+            let name = if url.path.is_empty() || kind != StoreKind::RedisSentinel {
+                url.endpoint()
+            } else {
+                format!("{}/{}", url.endpoint(), url.path)
+            };
+            Ok(Target {
+                name,
+                kind,
+                url,
+                settings,
+                depends_on: Vec::new(),
+                recovery_deadline: DEFAULT_RECOVERY_DEADLINE,
+                source: TargetSource::CommandLine,
+            })
+        })
+        .collect()
+}
+
+/// One outage seen by `watch`.
+#[derive(Debug, Clone)]
+struct Drill {
+    lost_at: SystemTime,
+    cause: DisconnectCause,
+    report: Option<OutageReport>,
+}
+
+/// Prints events as lines and remembers drills for the summary.
+pub struct WatchSink {
+    out: Mutex<Box<dyn Write + Send>>,
+    width: usize,
+    drills: Mutex<BTreeMap<String, Vec<Drill>>>,
+    /// Targets whose failed attempts are not printed (already said, or in
+    /// an outage).
+    unreachable: Mutex<HashSet<String>>,
+    started: SystemTime,
+}
+
+impl WatchSink {
+    pub fn new(out: Box<dyn Write + Send>, names: &[String]) -> Self {
+        Self {
+            out: Mutex::new(out),
+            width: names.iter().map(|n| n.len()).max().unwrap_or(0),
+            drills: Mutex::new(names.iter().map(|n| (n.clone(), Vec::new())).collect()),
+            unreachable: Mutex::new(HashSet::new()),
+            started: SystemTime::now(),
+        }
+    }
+
+    fn line(&self, target: &str, text: &str) {
+        let now = chrono::Local::now().format("%H:%M:%S%.3f");
+        let mut out = self.out.lock().expect("out lock");
+        let _ = writeln!(out, "{now} {target:<w$}  {text}", w = self.width);
+        let _ = out.flush();
+    }
+
+    /// The summary printed on Ctrl-C.
+    pub fn summary(&self) -> String {
+        let watched = SystemTime::now()
+            .duration_since(self.started)
+            .unwrap_or_default();
+        let drills = self.drills.lock().expect("drills lock");
+        let mut s = format!(
+            "summary after {}:\n",
+            humantime::format_duration(Duration::from_secs(watched.as_secs()))
+        );
+        for (name, list) in drills.iter() {
+            let ended: Vec<&OutageReport> = list.iter().filter_map(|d| d.report.as_ref()).collect();
+            let open = list.iter().filter(|d| d.report.is_none()).count();
+            s.push_str(&format!(
+                "  {name:<w$}  {} outage{}",
+                list.len(),
+                if list.len() == 1 { "" } else { "s" },
+                w = self.width
+            ));
+            if let Some(max) = ended.iter().map(|r| r.duration).max() {
+                let total: Duration = ended.iter().map(|r| r.duration).sum();
+                s.push_str(&format!(
+                    ", longest {}, total {}",
+                    secs(max),
+                    secs(total)
+                ));
+            }
+            if open > 0 {
+                s.push_str(", still down at exit");
+            }
+            s.push('\n');
+            for d in list {
+                let at = chrono::DateTime::<chrono::Local>::from(d.lost_at).format("%H:%M:%S%.3f");
+                match &d.report {
+                    Some(r) => s.push_str(&format!(
+                        "    {at} lost ({}), restored after {}, {} attempt{}, {}\n",
+                        d.cause.as_str(),
+                        secs(r.duration),
+                        r.attempts,
+                        if r.attempts == 1 { "" } else { "s" },
+                        r.kind.as_str()
+                    )),
+                    None => s.push_str(&format!(
+                        "    {at} lost ({}), not restored\n",
+                        d.cause.as_str()
+                    )),
+                }
+            }
+        }
+        s
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.3} s", d.as_secs_f64())
+}
+
+impl EventSink for WatchSink {
+    fn emit(&self, t: &TargetInfo, event: &Event) {
+        match event {
+            Event::Connected { identity } => {
+                self.unreachable.lock().expect("lock").remove(&t.name);
+                let mut text = format!(
+                    "connected to {}",
+                    identity.address.as_deref().unwrap_or(&t.endpoint)
+                );
+                let role = identity.role.map(|r| r.as_str()).unwrap_or("unknown role");
+                text.push_str(&format!(" ({role}"));
+                if let Some(v) = &identity.version {
+                    text.push_str(&format!(", {} {v}", t.store));
+                }
+                if let Some(id) = &identity.server_id {
+                    text.push_str(&format!(", id {}", &id[..id.len().min(12)]));
+                }
+                text.push(')');
+                self.line(&t.name, &text);
+            }
+            Event::ConnectAttempt {
+                result,
+                error: Some(e),
+                ..
+            } => {
+                // Outside an outage (at start), say once why the target is
+                // unreachable; during an outage the restore line says it all.
+                if self.unreachable.lock().expect("lock").insert(t.name.clone()) {
+                    self.line(&t.name, &format!("cannot connect ({}): {e}", result.as_str()));
+                }
+            }
+            Event::Disconnected { cause, at, detail } => {
+                // Attempts during an outage are not reported one by one.
+                self.unreachable.lock().expect("lock").insert(t.name.clone());
+                self.drills
+                    .lock()
+                    .expect("drills lock")
+                    .entry(t.name.clone())
+                    .or_default()
+                    .push(Drill {
+                        lost_at: *at,
+                        cause: *cause,
+                        report: None,
+                    });
+                self.line(&t.name, &format!("lost ({}): {detail}", cause.as_str()));
+            }
+            Event::Restored(r) => {
+                if let Some(d) = self
+                    .drills
+                    .lock()
+                    .expect("drills lock")
+                    .get_mut(&t.name)
+                    .and_then(|l| l.last_mut())
+                {
+                    d.report = Some(r.clone());
+                }
+                self.line(
+                    &t.name,
+                    &format!(
+                        "restored after {}, {} attempt{}, {} ({}; ±{})",
+                        secs(r.duration),
+                        r.attempts,
+                        if r.attempts == 1 { "" } else { "s" },
+                        r.kind.as_str(),
+                        r.reason,
+                        secs(r.resolution)
+                    ),
+                );
+            }
+            Event::Failover { source, from, to } => self.line(
+                &t.name,
+                &format!(
+                    "failover ({}): {} -> {to}",
+                    source.as_str(),
+                    from.as_deref().unwrap_or("?")
+                ),
+            ),
+            Event::IdentityChanged { identity } => self.line(
+                &t.name,
+                &format!(
+                    "now {}",
+                    identity.role.map(|r| r.as_str()).unwrap_or("unknown role")
+                ),
+            ),
+            Event::Notice { message } => self.line(&t.name, message),
+            _ => {}
+        }
+    }
+}
+
+/// Watches until `shutdown` is cancelled, then returns the summary.
+pub async fn run(targets: Vec<Target>, sink: Arc<WatchSink>, shutdown: CancellationToken) -> String {
+    let mut set = JoinSet::new();
+    for t in targets {
+        let info = target_info(&t);
+        let s: Arc<dyn EventSink> = sink.clone();
+        set.spawn(run_canary(t, info, s, shutdown.clone()));
+    }
+    shutdown.cancelled().await;
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        while set.join_next().await.is_some() {}
+    })
+    .await;
+    sink.summary()
+}
