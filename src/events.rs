@@ -192,7 +192,8 @@ pub enum Event {
     /// The canary connection was lost: an outage begins.
     Disconnected {
         cause: DisconnectCause,
-        #[serde(serialize_with = "ser_time")]
+        /// Wall-clock moment of detection.
+        #[serde(serialize_with = "ser_time", rename = "detected_at")]
         at: SystemTime,
         detail: String,
     },
