@@ -162,6 +162,9 @@ async fn dispatch(cli: Cli) -> ExitCode {
         }) => match load(&cli) {
             Ok(cfg) => {
                 print!("{}", config::effective_toml(&cfg));
+                for t in &cfg.targets {
+                    eprintln!("dbcanary: target {} ({}) from {}", t.name, t.kind, t.source);
+                }
                 eprintln!("dbcanary: configuration OK ({} targets)", cfg.targets.len());
                 ExitCode::SUCCESS
             }

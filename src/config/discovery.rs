@@ -9,7 +9,12 @@ use crate::stores::StoreKind;
 use super::{DEFAULT_RECOVERY_DEADLINE, Env, Target, TargetSource, valid_name};
 
 /// The variable suffixes discovery looks for.
-pub const SUFFIXES: [&str; 4] = ["_REDIS_URL", "_MYSQL_URL", "_MONGODB_URL", "_POSTGRESQL_URL"];
+pub const SUFFIXES: [&str; 4] = [
+    "_REDIS_URL",
+    "_MYSQL_URL",
+    "_MONGODB_URL",
+    "_POSTGRESQL_URL",
+];
 
 /// Discovers targets from the environment. Variables whose value is not a
 /// usable URL are skipped with a warning that names the variable (never its

@@ -396,9 +396,12 @@ fn validate(
 ) -> Result<Config, ConfigError> {
     let ctx = Ctx { file: label };
     let listen = raw.agent.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
-    let listen: SocketAddr = listen
-        .parse()
-        .map_err(|_| ctx.err("agent.listen", format!("{listen:?} is not an address like \"127.0.0.1:9838\"")))?;
+    let listen: SocketAddr = listen.parse().map_err(|_| {
+        ctx.err(
+            "agent.listen",
+            format!("{listen:?} is not an address like \"127.0.0.1:9838\""),
+        )
+    })?;
     let log_format = match raw.agent.log_format.as_deref().unwrap_or("text") {
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
@@ -624,7 +627,8 @@ impl fmt::Display for TargetSource {
     }
 }
 
-/// The effective configuration as TOML, with every secret redacted.
+/// The effective configuration as TOML that reads back as a config file,
+/// with every secret redacted.
 pub fn effective_toml(c: &Config) -> String {
     use toml::{Table, Value};
     let dur = |d: Duration| Value::String(humantime::format_duration(d).to_string());
@@ -637,7 +641,10 @@ pub fn effective_toml(c: &Config) -> String {
         b.insert("multiplier".into(), Value::Float(s.backoff.multiplier));
         b.insert("max".into(), dur(s.backoff.max));
         t.insert("backoff".into(), Value::Table(b));
-        t.insert("identity_every".into(), Value::Integer(s.identity_every.into()));
+        t.insert(
+            "identity_every".into(),
+            Value::Integer(s.identity_every.into()),
+        );
         t
     };
     let mut root = Table::new();
@@ -673,9 +680,7 @@ pub fn effective_toml(c: &Config) -> String {
         .map(|t| {
             let mut tt = Table::new();
             tt.insert("name".into(), Value::String(t.name.clone()));
-            tt.insert("store".into(), Value::String(t.kind.label().into()));
             tt.insert("url".into(), Value::String(t.url.redacted()));
-            tt.insert("source".into(), Value::String(t.source.to_string()));
             tt.extend(settings(&t.settings));
             if t.kind == StoreKind::Http {
                 tt.insert(

@@ -1,0 +1,289 @@
+//! Config fixtures: every refusal names the file, the key and the reason.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::Duration;
+
+use super::*;
+
+struct MapEnv(HashMap<String, String>);
+
+impl MapEnv {
+    fn new(pairs: &[(&str, &str)]) -> Self {
+        Self(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+}
+
+impl Env for MapEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+    fn vars(&self) -> Vec<(String, String)> {
+        self.0.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+    let p = dir.path().join(name);
+    std::fs::File::create(&p)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    p
+}
+
+fn load_text(text: &str, env: &[(&str, &str)]) -> (PathBuf, Result<Config, ConfigError>) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(&dir, "dbcanary.toml", text);
+    let r = load(Some(&p), &MapEnv::new(env));
+    (p, r)
+}
+
+/// (fixture, key, words the reason must contain)
+const REFUSED: &[(&str, &str, &str)] = &[
+    (
+        "[agent]\nlisten = \"nope\"\n",
+        "agent.listen",
+        "not an address",
+    ),
+    (
+        "[agent]\nlog_format = \"xml\"\n",
+        "agent.log_format",
+        "\"text\" or \"json\"",
+    ),
+    (
+        "[agent]\nlisen = \"127.0.0.1:1\"\n",
+        "agent",
+        "unknown field `lisen`",
+    ),
+    (
+        "[defaults]\ninterval = \"soon\"\n",
+        "defaults.interval",
+        "invalid duration",
+    ),
+    (
+        "[defaults]\ntimeout = \"0s\"\n",
+        "defaults.timeout",
+        "greater than zero",
+    ),
+    (
+        "[defaults]\nbackoff = { initial = \"2s\", max = \"1s\" }\n",
+        "defaults.backoff.max",
+        "not be smaller",
+    ),
+    (
+        "[defaults]\nbackoff = { multiplier = 0.5 }\n",
+        "defaults.backoff.multiplier",
+        "between 1.0 and 100.0",
+    ),
+    (
+        "[[target]]\nurl = \"redis://h\"\n",
+        "target[0].name",
+        "missing",
+    ),
+    (
+        "[[target]]\nname = \"Cache\"\nurl = \"redis://h\"\n",
+        "target[0].name",
+        "not a valid name",
+    ),
+    (
+        "[[target]]\nname = \"a\"\n",
+        "target[0].url",
+        "give url or url_env",
+    ),
+    (
+        "[[target]]\nname = \"a\"\nurl = \"redis://h\"\nurl_env = \"X\"\n",
+        "target[0].url",
+        "not both",
+    ),
+    (
+        "[[target]]\nname = \"a\"\nurl_env = \"NOT_SET_ANYWHERE\"\n",
+        "target[0].url_env",
+        "NOT_SET_ANYWHERE is not set",
+    ),
+    (
+        "[[target]]\nname = \"a\"\nurl = \"ftp://h\"\n",
+        "target[0].url",
+        "unknown scheme \"ftp\"",
+    ),
+    (
+        "[[target]]\nname = \"a\"\nurl = \"redis://:hunter2@h:99999\"\n",
+        "target[0].url",
+        "invalid port",
+    ),
+    (
+        "[[target]]\nname = \"a\"\nurl = \"redis://h\"\npassword_file = \"/nonexistent/secret\"\n",
+        "target[0].password_file",
+        "cannot read /nonexistent/secret",
+    ),
+    (
+        "[[target]]\nname = \"a\"\nurl = \"redis://h\"\n[[target]]\nname = \"a\"\nurl = \"redis://g\"\n",
+        "target[1].name",
+        "duplicate target name \"a\"",
+    ),
+    (
+        "[[target]]\nname = \"a\"\nurl = \"redis://h\"\ninterval = \"fast\"\n",
+        "target[0].interval",
+        "invalid duration",
+    ),
+    (
+        "[[target]]\nname = \"a\"\nurl = \"redis://h\"\ncolour = \"red\"\n",
+        "target",
+        "unknown field `colour`",
+    ),
+    (
+        "[[target]]\nname = \"a\"\nurl = \"redis://h\"\ndepends_on = [\"b\"]\n",
+        "target[0].depends_on",
+        "only http targets",
+    ),
+    (
+        "[[target]]\nname = \"app\"\nurl = \"http://h/health\"\ndepends_on = [\"cache\"]\n",
+        "target[0].depends_on",
+        "depends on \"cache\", which is not a configured target",
+    ),
+    (
+        "[otlp]\nendpoint = \"http://c:4317\"\nprotocol = \"carrier-pigeon\"\n",
+        "otlp.protocol",
+        "\"grpc\" or \"http/protobuf\"",
+    ),
+    (
+        "[otlp]\nendpoint = \"grpc://c:4317\"\n",
+        "otlp.endpoint",
+        "http:// or https://",
+    ),
+    ("[agent\n", "-", "cannot parse"),
+];
+
+#[test]
+fn refusals_name_file_key_and_reason() {
+    for (text, key, reason) in REFUSED {
+        let (path, r) = load_text(text, &[]);
+        let e = r.expect_err(text);
+        assert_eq!(e.file, path.display().to_string(), "fixture {text:?}");
+        assert!(
+            e.key.contains(key),
+            "fixture {text:?}: key {:?} should name {key:?}",
+            e.key
+        );
+        assert!(
+            e.reason.contains(reason),
+            "fixture {text:?}: reason {:?} should contain {reason:?}",
+            e.reason
+        );
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+}
+
+#[test]
+fn missing_file_is_refused() {
+    let e = load(
+        Some(Path::new("/nonexistent/dbcanary.toml")),
+        &MapEnv::new(&[]),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "/nonexistent/dbcanary.toml: -: file not found"
+    );
+}
+
+#[test]
+fn defaults_overrides_and_password_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = write(&dir, "pw", "s3cret\n");
+    let text = format!(
+        "[defaults]\ninterval = \"2s\"\n[[target]]\nname = \"cache\"\nurl = \"redis://127.0.0.1:6380\"\npassword_file = \"{}\"\ntimeout = \"250ms\"\n[[target]]\nname = \"orders\"\nurl_env = \"ORDERS_URL\"\n",
+        pw.display()
+    );
+    let p = write(&dir, "c.toml", &text);
+    let env = MapEnv::new(&[
+        ("ORDERS_URL", "mysql://u:p@db:3306/orders"),
+        ("DBCANARY__AGENT__LISTEN", "0.0.0.0:9999"),
+        ("DBCANARY__DEFAULTS__TIMEOUT", "400ms"),
+    ]);
+    let c = load(Some(&p), &env).unwrap();
+    assert_eq!(c.agent.listen.to_string(), "0.0.0.0:9999");
+    let cache = &c.targets[0];
+    assert_eq!(cache.settings.interval, Duration::from_secs(2));
+    assert_eq!(cache.settings.timeout, Duration::from_millis(250));
+    assert_eq!(cache.url.password(), Some("s3cret"));
+    let orders = &c.targets[1];
+    assert_eq!(orders.kind, StoreKind::Mysql);
+    assert_eq!(orders.settings.timeout, Duration::from_millis(400));
+    let shown = effective_toml(&c);
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(shown.contains("redis://:***@127.0.0.1:6380"), "{shown}");
+}
+
+#[test]
+fn yaml_works_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        &dir,
+        "c.yaml",
+        "agent:\n  listen: 127.0.0.1:9000\ntarget:\n  - name: cache\n    url: redis://h:1\n",
+    );
+    let c = load(Some(&p), &MapEnv::new(&[])).unwrap();
+    assert_eq!(c.agent.listen.to_string(), "127.0.0.1:9000");
+    assert_eq!(c.targets[0].name, "cache");
+}
+
+#[test]
+fn discovery_from_url_variables() {
+    let env = MapEnv::new(&[
+        (
+            "ORDERS_MONGODB_URL",
+            "mongodb://u:pw@db1,db2/?replicaSet=rs0",
+        ),
+        ("SESSIONS_REDIS_URL", "redis://:pw@cache:6379"),
+        ("DATABASE_URL", "postgresql://app@pg/app"),
+        ("BROKEN_MYSQL_URL", "not a url"),
+        ("UNRELATED", "redis://x"),
+    ]);
+    let c = load(None, &env).unwrap();
+    let mut names: Vec<(&str, StoreKind)> = c
+        .targets
+        .iter()
+        .map(|t| (t.name.as_str(), t.kind))
+        .collect();
+    names.sort_by_key(|(n, _)| *n);
+    assert_eq!(
+        names,
+        vec![
+            ("database", StoreKind::Postgresql),
+            ("orders", StoreKind::Mongodb),
+            ("sessions", StoreKind::Redis),
+        ]
+    );
+    assert!(
+        c.targets
+            .iter()
+            .all(|t| matches!(t.source, TargetSource::Env(_)))
+    );
+}
+
+#[test]
+fn local_defaults_when_nothing_configured() {
+    let c = load(None, &MapEnv::new(&[])).unwrap();
+    assert!(c.uses_local_defaults());
+    let urls: Vec<String> = c.targets.iter().map(|t| t.url.redacted()).collect();
+    assert_eq!(
+        urls,
+        vec![
+            "redis://127.0.0.1:6379",
+            "mysql://root@127.0.0.1:3306",
+            "mongodb://127.0.0.1:27017",
+            "postgresql://postgres@127.0.0.1:5432",
+        ]
+    );
+    let (_, r) = load_text(
+        "[discovery]\nenv = false\n",
+        &[("X_REDIS_URL", "redis://h")],
+    );
+    assert!(r.unwrap().uses_local_defaults());
+}

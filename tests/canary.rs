@@ -1,0 +1,348 @@
+//! The generic canary against a scripted fake store, on tokio's paused
+//! clock: drops, refusals, a different server, a restarted server, a hung
+//! probe. Real stores are tested end to end in their own files.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use dbcanary::backoff::BackoffConfig;
+use dbcanary::canary::{Canary, CanarySettings};
+use dbcanary::events::{
+    ConnectResult, DisconnectCause, Event, EventSink, FailoverSource, OutageKind, OutageReport,
+    TargetInfo,
+};
+use dbcanary::stores::{
+    CloseSignal, ConnectError, Connected, Identity, ProbeError, Role, Store, StoreKind,
+};
+
+/// What the fake server does now.
+struct World {
+    server_id: String,
+    started: Instant,
+    role: Role,
+    /// Connections are refused until this moment.
+    down_until: Option<Instant>,
+    /// Refuse this many attempts with `auth`.
+    refuse_auth: u32,
+    /// Probes never answer.
+    hang: bool,
+    kill: Option<oneshot::Sender<DisconnectCause>>,
+    connects: u32,
+}
+
+#[derive(Clone)]
+struct Fake(Arc<Mutex<World>>);
+
+impl Fake {
+    fn new() -> Self {
+        Self(Arc::new(Mutex::new(World {
+            server_id: "a".into(),
+            started: Instant::now() - Duration::from_secs(3600),
+            role: Role::Primary,
+            down_until: None,
+            refuse_auth: 0,
+            hang: false,
+            kill: None,
+            connects: 0,
+        })))
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut World) -> R) -> R {
+        f(&mut self.0.lock().unwrap())
+    }
+
+    /// The server closes the canary connection.
+    fn drop_connection(&self) {
+        if let Some(k) = self.with(|w| w.kill.take()) {
+            let _ = k.send(DisconnectCause::Closed);
+        }
+    }
+
+    fn identity(w: &World) -> Identity {
+        Identity {
+            server_id: Some(w.server_id.clone()),
+            role: Some(w.role),
+            uptime: Some(Instant::now() - w.started),
+            address: Some("fake:1".into()),
+            ..Identity::default()
+        }
+    }
+}
+
+impl Store for Fake {
+    type Conn = ();
+
+    async fn connect(&self, _t: Duration) -> Result<Connected<()>, ConnectError> {
+        let (tx, rx) = oneshot::channel();
+        self.with(|w| {
+            w.connects += 1;
+            if w.down_until.is_some_and(|u| Instant::now() < u) {
+                return Err(ConnectError::new(ConnectResult::Refused, "refused"));
+            }
+            if w.refuse_auth > 0 {
+                w.refuse_auth -= 1;
+                return Err(ConnectError::new(ConnectResult::Auth, "wrong password"));
+            }
+            w.kill = Some(tx);
+            Ok(Connected {
+                conn: (),
+                identity: Fake::identity(w),
+                closed: CloseSignal::new(
+                    async move { rx.await.unwrap_or(DisconnectCause::Closed) },
+                ),
+            })
+        })
+    }
+
+    async fn probe(&self, _c: &mut ()) -> Result<(), ProbeError> {
+        if self.with(|w| w.hang) {
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+
+    async fn identify(&self, _c: &mut ()) -> Result<Identity, ProbeError> {
+        Ok(self.with(|w| Fake::identity(w)))
+    }
+
+    async fn close(&self, _c: ()) {}
+}
+
+#[derive(Default)]
+struct Collect(Mutex<Vec<Event>>);
+
+impl EventSink for Collect {
+    fn emit(&self, _t: &TargetInfo, e: &Event) {
+        self.0.lock().unwrap().push(e.clone());
+    }
+}
+
+impl Collect {
+    fn restored(&self) -> Vec<OutageReport> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                Event::Restored(r) => Some(r.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn count(&self, f: impl Fn(&Event) -> bool) -> usize {
+        self.0.lock().unwrap().iter().filter(|e| f(e)).count()
+    }
+
+    /// Waits (on the paused clock) until `n` outages have ended.
+    async fn until_restored(&self, n: usize) -> Vec<OutageReport> {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let r = self.restored();
+            if r.len() >= n {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "no restore within the deadline");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn until(&self, f: impl Fn(&Event) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while self.count(&f) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "event not seen within the deadline"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn settings() -> CanarySettings {
+    CanarySettings {
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_millis(500),
+        backoff: BackoffConfig {
+            initial: Duration::from_millis(50),
+            multiplier: 2.0,
+            max: Duration::from_secs(1),
+        },
+        identity_every: 3,
+    }
+}
+
+fn start(fake: &Fake, sink: &Arc<Collect>) -> CancellationToken {
+    let token = CancellationToken::new();
+    let info = Arc::new(TargetInfo {
+        name: "t".into(),
+        store: StoreKind::Redis,
+        endpoint: "fake:1".into(),
+    });
+    let s: Arc<dyn EventSink> = sink.clone();
+    let canary = Canary::new(fake.clone(), info, settings(), s);
+    let t = token.clone();
+    tokio::spawn(async move { canary.run(t).await });
+    token
+}
+
+fn is_connected(e: &Event) -> bool {
+    matches!(e, Event::Connected { .. })
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropped_connection_to_a_running_server_is_network() {
+    let (fake, sink) = (Fake::new(), Arc::new(Collect::default()));
+    let _stop = start(&fake, &sink);
+    sink.until(is_connected).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    fake.drop_connection();
+    let r = sink.until_restored(1).await;
+    assert_eq!(r[0].kind, OutageKind::Network, "{}", r[0].reason);
+    assert_eq!(r[0].cause, DisconnectCause::Closed);
+    assert_eq!(r[0].attempts, 1, "reconnects at once");
+    assert_eq!(r[0].resolution, Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn refusals_are_counted_and_the_outage_measured() {
+    let (fake, sink) = (Fake::new(), Arc::new(Collect::default()));
+    let _stop = start(&fake, &sink);
+    sink.until(is_connected).await;
+    let down = Duration::from_secs(3);
+    fake.with(|w| {
+        w.down_until = Some(Instant::now() + down);
+        w.started = Instant::now() + down;
+    });
+    fake.drop_connection();
+    let r = sink.until_restored(1).await;
+    let o = &r[0];
+    assert_eq!(o.kind, OutageKind::Restart, "{}", o.reason);
+    assert!(o.attempts > 3, "attempts {}", o.attempts);
+    assert!(o.duration >= down, "{:?}", o.duration);
+    assert!(
+        o.duration <= down + o.resolution,
+        "{:?} > {down:?} + {:?}",
+        o.duration,
+        o.resolution
+    );
+    assert!(
+        o.resolution <= Duration::from_secs(1) + Duration::from_millis(10),
+        "backoff max bounds the error bar"
+    );
+    let refused = sink.count(|e| {
+        matches!(
+            e,
+            Event::ConnectAttempt {
+                result: ConnectResult::Refused,
+                ..
+            }
+        )
+    });
+    assert_eq!(refused as u32, o.attempts - 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn another_long_running_server_is_a_failover() {
+    let (fake, sink) = (Fake::new(), Arc::new(Collect::default()));
+    let _stop = start(&fake, &sink);
+    sink.until(is_connected).await;
+    fake.with(|w| {
+        w.server_id = "b".into();
+        w.started = Instant::now() - Duration::from_secs(7200);
+        w.refuse_auth = 0;
+    });
+    fake.drop_connection();
+    let r = sink.until_restored(1).await;
+    assert_eq!(r[0].kind, OutageKind::Failover);
+    assert_eq!(
+        sink.count(|e| matches!(
+            e,
+            Event::Failover {
+                source: FailoverSource::Outage,
+                ..
+            }
+        )),
+        1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn hung_probe_is_a_timeout_then_recovers() {
+    let (fake, sink) = (Fake::new(), Arc::new(Collect::default()));
+    let _stop = start(&fake, &sink);
+    sink.until(is_connected).await;
+    fake.with(|w| w.hang = true);
+    sink.until(|e| {
+        matches!(
+            e,
+            Event::Disconnected {
+                cause: DisconnectCause::Timeout,
+                ..
+            }
+        )
+    })
+    .await;
+    fake.with(|w| w.hang = false);
+    let r = sink.until_restored(1).await;
+    assert_eq!(r[0].cause, DisconnectCause::Timeout);
+    assert_eq!(r[0].kind, OutageKind::Network);
+}
+
+#[tokio::test(start_paused = true)]
+async fn role_flip_on_a_live_connection_is_a_topology_failover() {
+    let (fake, sink) = (Fake::new(), Arc::new(Collect::default()));
+    let _stop = start(&fake, &sink);
+    sink.until(is_connected).await;
+    fake.with(|w| w.role = Role::Replica);
+    sink.until(|e| {
+        matches!(
+            e,
+            Event::Failover {
+                source: FailoverSource::Topology,
+                ..
+            }
+        )
+    })
+    .await;
+    assert_eq!(sink.count(|e| matches!(e, Event::Disconnected { .. })), 0);
+    assert_eq!(
+        sink.count(|e| matches!(e, Event::IdentityChanged { .. })),
+        1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn startup_failures_are_attempts_not_outages_and_shutdown_stops() {
+    let (fake, sink) = (Fake::new(), Arc::new(Collect::default()));
+    fake.with(|w| w.refuse_auth = 5);
+    let stop = start(&fake, &sink);
+    sink.until(is_connected).await;
+    assert_eq!(
+        sink.count(|e| matches!(
+            e,
+            Event::ConnectAttempt {
+                result: ConnectResult::Auth,
+                ..
+            }
+        )),
+        5
+    );
+    assert!(
+        sink.restored().is_empty(),
+        "no outage before the first connection"
+    );
+    stop.cancel();
+    sink.until(|e| matches!(e, Event::Stopped)).await;
+    let connects = fake.with(|w| w.connects);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        fake.with(|w| w.connects),
+        connects,
+        "no attempts after shutdown"
+    );
+}
