@@ -76,7 +76,15 @@ pub async fn check(config: &Config, only: Option<&str>) -> Vec<CheckRow> {
 /// The rows as a table a person reads.
 pub fn table(rows: &[CheckRow]) -> String {
     let header = [
-        "TARGET", "STORE", "RESULT", "ADDRESS", "ROLE", "SERVER ID", "VERSION", "UPTIME", "LATENCY",
+        "TARGET",
+        "STORE",
+        "RESULT",
+        "ADDRESS",
+        "ROLE",
+        "SERVER ID",
+        "VERSION",
+        "UPTIME",
+        "LATENCY",
     ];
     let cells: Vec<Vec<String>> = rows
         .iter()
@@ -91,7 +99,10 @@ pub fn table(rows: &[CheckRow]) -> String {
                 r.server_id.clone().unwrap_or_else(dash),
                 r.version.clone().unwrap_or_else(dash),
                 r.uptime_s
-                    .map(|u| humantime::format_duration(std::time::Duration::from_secs(u as u64)).to_string())
+                    .map(|u| {
+                        humantime::format_duration(std::time::Duration::from_secs(u as u64))
+                            .to_string()
+                    })
                     .unwrap_or_else(dash),
                 r.latency_s
                     .map(|l| format!("{:.1} ms", l * 1000.0))

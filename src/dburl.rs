@@ -295,7 +295,10 @@ mod tests {
         assert_eq!(u.hosts.len(), 2);
         assert_eq!(u.hosts[1].port, 26379);
         assert_eq!(u.path, "mymaster");
-        assert_eq!(u.redacted(), "redis+sentinel://:***@h1:26379,h2:26379/mymaster?x=1");
+        assert_eq!(
+            u.redacted(),
+            "redis+sentinel://:***@h1:26379,h2:26379/mymaster?x=1"
+        );
         assert!(!format!("{u:?}").contains("cret"));
         assert_eq!(
             u.expose(),

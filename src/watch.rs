@@ -27,7 +27,9 @@ pub struct WatchError {
 pub fn targets(urls: &[String], interval: Duration) -> Result<Vec<Target>, WatchError> {
     let mut settings = default_settings();
     settings.interval = interval;
-    settings.timeout = settings.timeout.min(interval.max(Duration::from_millis(100)));
+    settings.timeout = settings
+        .timeout
+        .min(interval.max(Duration::from_millis(100)));
     urls.iter()
         .enumerate()
         .map(|(i, u)| {
@@ -117,11 +119,7 @@ impl WatchSink {
             ));
             if let Some(max) = ended.iter().map(|r| r.duration).max() {
                 let total: Duration = ended.iter().map(|r| r.duration).sum();
-                s.push_str(&format!(
-                    ", longest {}, total {}",
-                    secs(max),
-                    secs(total)
-                ));
+                s.push_str(&format!(", longest {}, total {}", secs(max), secs(total)));
             }
             if open > 0 {
                 s.push_str(", still down at exit");
@@ -180,13 +178,24 @@ impl EventSink for WatchSink {
             } => {
                 // Outside an outage (at start), say once why the target is
                 // unreachable; during an outage the restore line says it all.
-                if self.unreachable.lock().expect("lock").insert(t.name.clone()) {
-                    self.line(&t.name, &format!("cannot connect ({}): {e}", result.as_str()));
+                if self
+                    .unreachable
+                    .lock()
+                    .expect("lock")
+                    .insert(t.name.clone())
+                {
+                    self.line(
+                        &t.name,
+                        &format!("cannot connect ({}): {e}", result.as_str()),
+                    );
                 }
             }
             Event::Disconnected { cause, at, detail } => {
                 // Attempts during an outage are not reported one by one.
-                self.unreachable.lock().expect("lock").insert(t.name.clone());
+                self.unreachable
+                    .lock()
+                    .expect("lock")
+                    .insert(t.name.clone());
                 self.drills
                     .lock()
                     .expect("drills lock")
@@ -244,7 +253,11 @@ impl EventSink for WatchSink {
 }
 
 /// Watches until `shutdown` is cancelled, then returns the summary.
-pub async fn run(targets: Vec<Target>, sink: Arc<WatchSink>, shutdown: CancellationToken) -> String {
+pub async fn run(
+    targets: Vec<Target>,
+    sink: Arc<WatchSink>,
+    shutdown: CancellationToken,
+) -> String {
     let mut set = JoinSet::new();
     for t in targets {
         let info = target_info(&t);

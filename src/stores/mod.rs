@@ -230,7 +230,10 @@ pub trait Store: Send + Sync + 'static {
 /// Resolves `host:port` before a driver does, so that a name that does not
 /// resolve is reported as `dns` by type rather than by a driver's message.
 pub async fn resolve(host: &str, port: u16) -> Result<(), ConnectError> {
-    match tokio::net::lookup_host((host, port)).await.map(|a| a.count()) {
+    match tokio::net::lookup_host((host, port))
+        .await
+        .map(|a| a.count())
+    {
         Ok(n) if n > 0 => Ok(()),
         Ok(_) => Err(ConnectError::new(
             ConnectResult::Dns,
@@ -270,7 +273,9 @@ pub fn disconnect_cause(e: &io::Error) -> DisconnectCause {
 
 /// Walks an error chain, looking through the `Arc<dyn Error>` wrappers that
 /// drivers (redis-rs) put around the real error.
-fn chain<'a>(e: &'a (dyn std::error::Error + 'static)) -> Vec<&'a (dyn std::error::Error + 'static)> {
+fn chain<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Vec<&'a (dyn std::error::Error + 'static)> {
     type Shared = std::sync::Arc<dyn std::error::Error + Send + Sync>;
     let mut out = Vec::new();
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
@@ -311,9 +316,14 @@ pub async fn run_canary(
     let s = target.settings;
     match target.kind {
         StoreKind::Redis => {
-            Canary::new(redis::RedisStore::new(&target.name, &target.url), info, s, sink)
-                .run(shutdown)
-                .await
+            Canary::new(
+                redis::RedisStore::new(&target.name, &target.url),
+                info,
+                s,
+                sink,
+            )
+            .run(shutdown)
+            .await
         }
         StoreKind::RedisSentinel => {
             Canary::new(
@@ -346,7 +356,11 @@ pub async fn check_once(
     let identity = match target.kind {
         StoreKind::Redis => once(redis::RedisStore::new(&target.name, &target.url), t).await?,
         StoreKind::RedisSentinel => {
-            once(sentinel::SentinelStore::new(&target.name, &target.url, t), t).await?
+            once(
+                sentinel::SentinelStore::new(&target.name, &target.url, t),
+                t,
+            )
+            .await?
         }
         StoreKind::Mysql | StoreKind::Mongodb | StoreKind::Postgresql | StoreKind::Http => {
             return Err(ConnectError::new(

@@ -46,12 +46,22 @@ impl RedisNode {
         }
     }
 
-    fn info(&self, addr: &HostPort, protocol: ProtocolVersion) -> Result<ConnectionInfo, ConnectError> {
+    fn info(
+        &self,
+        addr: &HostPort,
+        protocol: ProtocolVersion,
+    ) -> Result<ConnectionInfo, ConnectError> {
         let scheme = if self.tls { "rediss" } else { "redis" };
         let info = format!("{scheme}://{addr}/{}", self.db)
             .into_connection_info()
-            .map_err(|e| ConnectError::new(ConnectResult::Protocol, format!("bad address {addr}: {e}")))?;
-        let mut settings = info.redis_settings().clone().set_protocol(protocol).set_db(self.db);
+            .map_err(|e| {
+                ConnectError::new(ConnectResult::Protocol, format!("bad address {addr}: {e}"))
+            })?;
+        let mut settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(protocol)
+            .set_db(self.db);
         if let Some(u) = &self.username {
             settings = settings.set_username(u);
         }
@@ -76,7 +86,10 @@ impl RedisNode {
             .set_push_sender(tx);
         let client = redis::Client::open(self.info(addr, ProtocolVersion::RESP3)?)
             .map_err(|e| connect_error(&e))?;
-        let (mut conn, closed) = match client.get_multiplexed_async_connection_with_config(&config).await {
+        let (mut conn, closed) = match client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+        {
             Ok(conn) => {
                 let closed = CloseSignal::new(async move {
                     while let Some(push) = rx.recv().await {
@@ -116,11 +129,13 @@ impl RedisNode {
             .await
             .map_err(|e| connect_error(&e))?;
         let mut identity = identify(&mut conn).await.map_err(|e| connect_error(&e))?;
-        identity.address = Some(HostPort {
-            host: addr.host.clone(),
-            port: identity_port(&identity).unwrap_or(addr.port),
-        }
-        .to_string());
+        identity.address = Some(
+            HostPort {
+                host: addr.host.clone(),
+                port: identity_port(&identity).unwrap_or(addr.port),
+            }
+            .to_string(),
+        );
         Ok(Connected {
             conn,
             identity,
@@ -151,7 +166,13 @@ pub fn parse_info(text: &str) -> Identity {
         .filter_map(|l| l.trim_end().split_once(':'))
         .collect();
     let mut details = BTreeMap::new();
-    for k in ["master_replid", "tcp_port", "redis_mode", "master_host", "master_port"] {
+    for k in [
+        "master_replid",
+        "tcp_port",
+        "redis_mode",
+        "master_host",
+        "master_port",
+    ] {
         if let Some(v) = fields.get(k) {
             details.insert(k.to_string(), v.to_string());
         }

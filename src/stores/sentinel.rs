@@ -19,9 +19,7 @@ use tokio::task::JoinSet;
 use crate::dburl::{DbUrl, HostPort};
 use crate::events::ConnectResult;
 use crate::stores::redis::{RedisNode, connect_error, identify, ping, probe_error};
-use crate::stores::{
-    Announcement, ConnectError, Connected, Identity, ProbeError, Role, Store,
-};
+use crate::stores::{Announcement, ConnectError, Connected, Identity, ProbeError, Role, Store};
 
 /// The channel Sentinel announces a new master on.
 const SWITCH_MASTER: &str = "+switch-master";
@@ -148,17 +146,28 @@ impl SentinelStore {
             }
             None => Err(last_err.map_or_else(
                 || ConnectError::new(ConnectResult::NotReady, "no sentinel configured"),
-                |e| ConnectError::new(e.result, format!("no sentinel answered (last error: {})", e.message)),
+                |e| {
+                    ConnectError::new(
+                        e.result,
+                        format!("no sentinel answered (last error: {})", e.message),
+                    )
+                },
             )),
         }
     }
 
     /// Subscribes to `+switch-master` on one sentinel and forwards
     /// announcements until that sentinel goes away.
-    async fn follow(&self, sentinel: &HostPort, tx: &mpsc::Sender<Announcement>) -> Result<(), ConnectError> {
+    async fn follow(
+        &self,
+        sentinel: &HostPort,
+        tx: &mpsc::Sender<Announcement>,
+    ) -> Result<(), ConnectError> {
         let (ptx, mut prx) = mpsc::unbounded_channel();
         let mut conn = self.client.conn(sentinel, Some(ptx)).await?;
-        conn.subscribe(SWITCH_MASTER).await.map_err(|e| connect_error(&e))?;
+        conn.subscribe(SWITCH_MASTER)
+            .await
+            .map_err(|e| connect_error(&e))?;
         tracing::debug!(%sentinel, master = %self.master_name(), "following +switch-master");
         loop {
             let push = tokio::select! {
@@ -251,7 +260,9 @@ impl Store for SentinelStore {
                         if all_down_reported {
                             all_down_reported = false;
                             let _ = tx
-                                .send(Announcement::Notice(format!("sentinel {s} reachable again")))
+                                .send(Announcement::Notice(format!(
+                                    "sentinel {s} reachable again"
+                                )))
                                 .await;
                         }
                     }
@@ -281,7 +292,8 @@ mod tests {
 
     #[test]
     fn parses_switch_master() {
-        let (from, to) = parse_switch_master("mymaster 127.0.0.1 7001 127.0.0.1 7002", "mymaster").unwrap();
+        let (from, to) =
+            parse_switch_master("mymaster 127.0.0.1 7001 127.0.0.1 7002", "mymaster").unwrap();
         assert_eq!(from.to_string(), "127.0.0.1:7001");
         assert_eq!(to.to_string(), "127.0.0.1:7002");
         assert!(parse_switch_master("other 127.0.0.1 7001 127.0.0.1 7002", "mymaster").is_none());

@@ -117,7 +117,11 @@ impl Metrics {
             last_outage_end: Family::default(),
             canary_restarts: Family::default(),
         };
-        registry.register("up", "1 while the canary connection is healthy", m.up.clone());
+        registry.register(
+            "up",
+            "1 while the canary connection is healthy",
+            m.up.clone(),
+        );
         registry.register_with_unit(
             "probe_duration",
             "Probe round trip",
@@ -147,7 +151,11 @@ impl Metrics {
             Unit::Seconds,
             m.outage_duration.clone(),
         );
-        registry.register("failovers", "Failover events, by source", m.failovers.clone());
+        registry.register(
+            "failovers",
+            "Failover events, by source",
+            m.failovers.clone(),
+        );
         registry.register("restarts", "Server restarts seen", m.restarts.clone());
         registry.register(
             "server_info",

@@ -23,11 +23,11 @@ use crate::stores::Identity;
 mod metrics;
 mod process;
 
-pub use metrics::{LATENCY_BUCKETS, OUTAGE_BUCKETS};
 use metrics::{
     BuildLabels, CauseLabels, KindLabels, Metrics, ResultLabels, ServerInfoLabels, SourceLabels,
     TargetLabels,
 };
+pub use metrics::{LATENCY_BUCKETS, OUTAGE_BUCKETS};
 
 /// How many events `/api/v1/targets` keeps per target.
 pub const EVENTS_KEPT: usize = 50;
@@ -171,7 +171,12 @@ impl Recorder {
 
     /// A snapshot of every target's state.
     pub fn targets(&self) -> Vec<TargetState> {
-        self.states.lock().expect("state lock").values().cloned().collect()
+        self.states
+            .lock()
+            .expect("state lock")
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Registers a target's series at zero, so that rates work from the
@@ -192,7 +197,10 @@ impl Recorder {
         let l = labels(t);
         self.metrics.up.get_or_create(&l).set(0);
         for r in [ProbeResult::Ok, ProbeResult::Error, ProbeResult::Timeout] {
-            let _ = self.metrics.probes.get_or_create(&with_result(t, r.as_str()));
+            let _ = self
+                .metrics
+                .probes
+                .get_or_create(&with_result(t, r.as_str()));
         }
         for r in [
             ConnectResult::Ok,
@@ -254,7 +262,10 @@ impl Recorder {
         if let Some(old) = &st.identity {
             self.metrics.server_info.remove(&server_labels(t, old));
         }
-        self.metrics.server_info.get_or_create(&server_labels(t, id)).set(1);
+        self.metrics
+            .server_info
+            .get_or_create(&server_labels(t, id))
+            .set(1);
         st.identity = Some(id.clone());
     }
 }

@@ -82,7 +82,11 @@ impl Collector for ProcessCollector {
                 "Resident memory size in bytes.",
                 s.resident_bytes,
             ),
-            ("process_open_fds", "Number of open file descriptors.", s.open_fds),
+            (
+                "process_open_fds",
+                "Number of open file descriptors.",
+                s.open_fds,
+            ),
             (
                 "process_max_fds",
                 "Maximum number of open file descriptors.",
