@@ -61,6 +61,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         http_stop.clone(),
     ));
     tracing::info!(%listen, targets = config.targets.len(), version = crate::telemetry::VERSION, "dbcanary listening");
+    if config.otlp.as_ref().is_some_and(|o| !o.endpoint.is_empty()) {
+        tracing::warn!(
+            "[otlp] is configured, but OTLP export is not available in this version yet: nothing is exported"
+        );
+    }
     if config.uses_local_defaults() {
         tracing::info!("no targets configured or discovered: watching the local default ports");
     }

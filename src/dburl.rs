@@ -64,6 +64,8 @@ pub struct DbUrl {
     pub path: String,
     /// Query string without the `?`.
     pub query: Option<String>,
+    /// Fragment without the `#` (redis-rs reads `#insecure`).
+    pub fragment: Option<String>,
 }
 
 /// Why a URL was refused. Never contains the URL itself (it may hold a
@@ -73,7 +75,7 @@ pub struct DbUrl {
 pub struct UrlError(String);
 
 impl DbUrl {
-    /// Parses `scheme://[user[:password]@]host[:port][,host[:port]...][/path][?query]`.
+    /// Parses `scheme://[user[:password]@]host[:port][,host[:port]...][/path][?query][#fragment]`.
     pub fn parse(s: &str) -> Result<Self, UrlError> {
         let s = s.trim();
         let (scheme, rest) = s
@@ -110,6 +112,10 @@ impl DbUrl {
         for part in hostlist.split(',') {
             hosts.push(parse_host(part, default_port)?);
         }
+        let (tail, fragment) = match tail.split_once('#') {
+            Some((t, f)) => (t, Some(f.to_string())),
+            None => (tail, None),
+        };
         let (path, query) = match tail.split_once('?') {
             Some((p, q)) => (p, Some(q.to_string())),
             None => (tail, None),
@@ -121,6 +127,7 @@ impl DbUrl {
             hosts,
             path: path.trim_start_matches('/').to_string(),
             query: query.filter(|q| !q.is_empty()),
+            fragment: fragment.filter(|f| !f.is_empty()),
         })
     }
 
@@ -155,7 +162,7 @@ impl DbUrl {
 
     /// The URL with the password replaced by `***`.
     pub fn redacted(&self) -> String {
-        self.render(self.password.as_ref().map(|_| "***"), &self.hosts)
+        self.render(self.password.as_ref().map(|_| "***"), &self.hosts, true)
     }
 
     /// The full URL, password included, for a driver, with `hosts` in place
@@ -165,7 +172,7 @@ impl DbUrl {
             .password
             .as_ref()
             .map(|p| utf8_percent_encode(p, USERINFO).to_string());
-        self.render(pw.as_deref(), hosts)
+        self.render(pw.as_deref(), hosts, false)
     }
 
     /// The full URL, password included, for a driver.
@@ -173,7 +180,7 @@ impl DbUrl {
         self.expose_with_hosts(&self.hosts)
     }
 
-    fn render(&self, password: Option<&str>, hosts: &[HostPort]) -> String {
+    fn render(&self, password: Option<&str>, hosts: &[HostPort], redact: bool) -> String {
         let mut out = format!("{}://", self.scheme);
         if self.username.is_some() || password.is_some() {
             if let Some(u) = &self.username {
@@ -201,7 +208,15 @@ impl DbUrl {
                 out.push('/');
             }
             out.push('?');
-            out.push_str(q);
+            if redact {
+                out.push_str(&redact_query(q));
+            } else {
+                out.push_str(q);
+            }
+        }
+        if let Some(f) = &self.fragment {
+            out.push('#');
+            out.push_str(f);
         }
         out
     }
@@ -225,6 +240,25 @@ impl fmt::Debug for DbUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "DbUrl({})", self.redacted())
     }
+}
+
+/// Masks the values of query parameters that carry secrets
+/// (`sentinel_password=...`, `token=...`).
+fn redact_query(q: &str) -> String {
+    q.split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if is_secret_key(k) => format!("{k}=***"),
+            _ => kv.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn is_secret_key(k: &str) -> bool {
+    let k = k.to_ascii_lowercase();
+    ["password", "secret", "token", "pwd"]
+        .iter()
+        .any(|s| k.contains(s))
 }
 
 fn decode(s: &str) -> Result<String, UrlError> {
@@ -312,6 +346,18 @@ mod tests {
         assert_eq!(u.first_host().to_string(), "[::1]:5432");
         assert_eq!(u.username.as_deref(), Some("postgres"));
         assert!(!u.has_password());
+        let u = DbUrl::parse("rediss://h:6380/2#insecure").unwrap();
+        assert_eq!(
+            (u.path.as_str(), u.fragment.as_deref()),
+            ("2", Some("insecure"))
+        );
+        assert_eq!(u.redacted(), "rediss://h:6380/2#insecure");
+        let u = DbUrl::parse("redis+sentinel://s1/m?sentinel_password=p%40ss&x=1").unwrap();
+        assert_eq!(
+            u.redacted(),
+            "redis+sentinel://s1:26379/m?sentinel_password=***&x=1"
+        );
+        assert_eq!(u.query_param("sentinel_password").as_deref(), Some("p@ss"));
     }
 
     #[test]

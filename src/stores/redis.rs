@@ -26,6 +26,8 @@ use crate::stores::{
 pub struct RedisNode {
     client_name: String,
     tls: bool,
+    /// `rediss://...#insecure`: skip certificate verification.
+    insecure: bool,
     username: Option<String>,
     password: Option<String>,
     db: i64,
@@ -39,6 +41,7 @@ impl RedisNode {
         Self {
             client_name: format!("dbcanary:{target}"),
             tls,
+            insecure: url.fragment.as_deref() == Some("insecure"),
             username: url.username.clone(),
             password: url.password().map(str::to_string),
             db,
@@ -52,7 +55,8 @@ impl RedisNode {
         protocol: ProtocolVersion,
     ) -> Result<ConnectionInfo, ConnectError> {
         let scheme = if self.tls { "rediss" } else { "redis" };
-        let info = format!("{scheme}://{addr}/{}", self.db)
+        let fragment = if self.insecure { "#insecure" } else { "" };
+        let info = format!("{scheme}://{addr}/{}{fragment}", self.db)
             .into_connection_info()
             .map_err(|e| {
                 ConnectError::new(ConnectResult::Protocol, format!("bad address {addr}: {e}"))
