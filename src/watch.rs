@@ -43,6 +43,7 @@ pub fn targets(urls: &[String], interval: Duration) -> Result<Vec<Target>, Watch
             if !kind.supported() {
                 return Err(err(format!("store {kind} is not supported yet")));
             }
+            crate::stores::check_url(kind, &url).map_err(err)?;
             let name = if url.path.is_empty() || kind != StoreKind::RedisSentinel {
                 url.endpoint()
             } else {

@@ -48,6 +48,10 @@ pub fn discover(env: &dyn Env, settings: CanarySettings) -> Vec<Target> {
             tracing::warn!(variable = %var, scheme = %url.scheme, "discovery: skipped, unknown scheme");
             continue;
         };
+        if let Err(reason) = crate::stores::check_url(kind, &url) {
+            tracing::warn!(variable = %var, %reason, "discovery: skipped, not a usable URL");
+            continue;
+        }
         if out.iter().any(|t| t.name == name) {
             tracing::warn!(variable = %var, target = %name, "discovery: skipped, name already taken");
             continue;

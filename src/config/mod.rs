@@ -550,6 +550,7 @@ fn validate_target(
             ),
         )
     })?;
+    crate::stores::check_url(kind, &url).map_err(|reason| ctx.err(&url_key, reason))?;
     if let Some(pf) = &t.password_file {
         let pw = std::fs::read_to_string(pf).map_err(|e| {
             ctx.err(

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::events::{ConnectResult, DisconnectCause};
 
+pub mod mysql;
 pub mod redis;
 pub mod sentinel;
 
@@ -57,7 +58,7 @@ impl StoreKind {
 
     /// Whether this build has a canary for the store.
     pub fn supported(self) -> bool {
-        matches!(self, Self::Redis | Self::RedisSentinel)
+        matches!(self, Self::Redis | Self::RedisSentinel | Self::Mysql)
     }
 }
 
@@ -227,6 +228,17 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
+/// Checks the store-specific parts of a target's URL (query options, host
+/// count) when the configuration is read, so that a bad URL is a config
+/// error rather than a canary that never starts. The reason never contains
+/// the URL.
+pub fn check_url(kind: StoreKind, url: &crate::dburl::DbUrl) -> Result<(), String> {
+    match kind {
+        StoreKind::Mysql => mysql::check_url(url),
+        _ => Ok(()),
+    }
+}
+
 /// Resolves `host:port` before a driver does, so that a name that does not
 /// resolve is reported as `dns` by type rather than by a driver's message.
 pub async fn resolve(host: &str, port: u16) -> Result<(), ConnectError> {
@@ -335,7 +347,13 @@ pub async fn run_canary(
             .run(shutdown)
             .await
         }
-        StoreKind::Mysql | StoreKind::Mongodb | StoreKind::Postgresql | StoreKind::Http => {
+        StoreKind::Mysql => match mysql::MysqlStore::new(&target.name, &target.url) {
+            Ok(store) => Canary::new(store, info, s, sink).run(shutdown).await,
+            Err(reason) => {
+                tracing::error!(target_name = %target.name, %reason, "bad MySQL URL: target not watched");
+            }
+        },
+        StoreKind::Mongodb | StoreKind::Postgresql | StoreKind::Http => {
             tracing::error!(target_name = %target.name, store = %target.kind, "store not supported yet");
         }
     }
@@ -362,7 +380,12 @@ pub async fn check_once(
             )
             .await?
         }
-        StoreKind::Mysql | StoreKind::Mongodb | StoreKind::Postgresql | StoreKind::Http => {
+        StoreKind::Mysql => {
+            let store = mysql::MysqlStore::new(&target.name, &target.url)
+                .map_err(|reason| ConnectError::new(ConnectResult::Protocol, reason))?;
+            once(store, t).await?
+        }
+        StoreKind::Mongodb | StoreKind::Postgresql | StoreKind::Http => {
             return Err(ConnectError::new(
                 ConnectResult::Protocol,
                 format!("store {} is not supported yet", target.kind),
