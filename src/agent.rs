@@ -1,6 +1,8 @@
 //! The supervisor: starts the HTTP listener and one canary task per target,
-//! restarts a canary that panics (and counts it), and on shutdown lets every
-//! canary close its connection within the time budget.
+//! restarts a canary that panics (and counts it), applies a reloaded
+//! configuration (SIGHUP: added targets start, removed ones stop and lose
+//! their series, unchanged ones keep their connection), and on shutdown lets
+//! every canary close its connection within the time budget.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,10 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Target, TargetSource};
+use crate::config::{Config, ConfigError, Target, TargetSource};
 use crate::events::{EventSink, TargetInfo};
 use crate::http::{AppState, serve};
 use crate::stores::run_canary;
@@ -30,6 +33,13 @@ pub enum AgentError {
     },
 }
 
+/// Reload requests (one message per SIGHUP) and how to read the new
+/// configuration.
+pub struct Reloads {
+    pub requests: mpsc::Receiver<()>,
+    pub load: Box<dyn Fn() -> Result<Config, ConfigError> + Send>,
+}
+
 /// The static facts of a target that its events carry.
 pub fn target_info(t: &Target) -> Arc<TargetInfo> {
     Arc::new(TargetInfo {
@@ -39,8 +49,132 @@ pub fn target_info(t: &Target) -> Arc<TargetInfo> {
     })
 }
 
+/// A target the agent watches now.
+struct Running {
+    target: Target,
+    info: Arc<TargetInfo>,
+    /// Stops this canary alone.
+    stop: CancellationToken,
+    task: Option<Id>,
+}
+
+/// The canary tasks and what they belong to.
+struct Canaries {
+    recorder: Arc<Recorder>,
+    /// Parent of every canary's own token.
+    stop: CancellationToken,
+    set: JoinSet<()>,
+    by_task: HashMap<Id, String>,
+    running: HashMap<String, Running>,
+    /// Canaries told to stop whose series go once their task has ended.
+    leaving: HashMap<Id, Arc<TargetInfo>>,
+}
+
+impl Canaries {
+    fn start(&mut self, t: &Target) {
+        let info = target_info(t);
+        let supported = t.kind.supported();
+        self.recorder.add_target(&info, supported);
+        if let TargetSource::Env(var) = &t.source {
+            tracing::info!(target_name = %t.name, variable = %var, url = %t.url, "target discovered from the environment");
+        }
+        let stop = self.stop.child_token();
+        let task = if supported {
+            Some(self.spawn(t, &info, &stop))
+        } else {
+            tracing::error!(target_name = %t.name, store = %t.kind, "store not supported yet by this version: target not watched");
+            None
+        };
+        self.running.insert(
+            t.name.clone(),
+            Running {
+                target: t.clone(),
+                info,
+                stop,
+                task,
+            },
+        );
+    }
+
+    fn spawn(&mut self, t: &Target, info: &Arc<TargetInfo>, stop: &CancellationToken) -> Id {
+        let sink: Arc<dyn EventSink> = self.recorder.clone();
+        let id = self
+            .set
+            .spawn(run_canary(t.clone(), info.clone(), sink, stop.clone()))
+            .id();
+        self.by_task.insert(id, t.name.clone());
+        id
+    }
+
+    /// Stops a canary; its series are removed when its task has ended.
+    fn remove(&mut self, name: &str) {
+        let Some(r) = self.running.remove(name) else {
+            return;
+        };
+        r.stop.cancel();
+        match r.task {
+            Some(id) => {
+                self.by_task.remove(&id);
+                self.leaving.insert(id, r.info);
+            }
+            None => self.recorder.remove_target(&r.info),
+        }
+    }
+
+    /// A task ended: forget a leaving canary, restart a panicked one.
+    fn ended(&mut self, id: Id, panicked: bool) {
+        if let Some(info) = self.leaving.remove(&id) {
+            self.recorder.remove_target(&info);
+            return;
+        }
+        let Some(name) = self.by_task.remove(&id) else {
+            return;
+        };
+        if !panicked {
+            return;
+        }
+        tracing::error!(target_name = %name, "canary task panicked: restarting it");
+        let Some(r) = self.running.get(&name) else {
+            return;
+        };
+        let (t, info, stop) = (r.target.clone(), r.info.clone(), r.stop.clone());
+        self.recorder.canary_restarted(&info);
+        let id = self.spawn(&t, &info, &stop);
+        if let Some(r) = self.running.get_mut(&name) {
+            r.task = Some(id);
+        }
+    }
+
+    /// Applies a new target list: unchanged targets keep their canary.
+    fn apply(&mut self, targets: &[Target]) {
+        let gone: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(name, r)| targets.iter().all(|t| &t.name != *name || *t != r.target))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in &gone {
+            let changed = targets.iter().any(|t| &t.name == name);
+            tracing::info!(target_name = %name, "{}", if changed { "target changed: restarting its canary" } else { "target removed" });
+            self.remove(name);
+        }
+        for t in targets {
+            if !self.running.contains_key(&t.name) {
+                if !gone.contains(&t.name) {
+                    tracing::info!(target_name = %t.name, "target added");
+                }
+                self.start(t);
+            }
+        }
+    }
+}
+
 /// Runs the agent until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AgentError> {
+pub async fn run(
+    config: Config,
+    mut reloads: Option<Reloads>,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
     let listener = TcpListener::bind(config.agent.listen)
         .await
         .map_err(|source| AgentError::Listen {
@@ -61,77 +195,78 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         http_stop.clone(),
     ));
     tracing::info!(%listen, targets = config.targets.len(), version = crate::telemetry::VERSION, "dbcanary listening");
-    if config.otlp.as_ref().is_some_and(|o| !o.endpoint.is_empty()) {
-        tracing::warn!(
-            "[otlp] is configured, but OTLP export is not available in this version yet: nothing is exported"
-        );
-    }
+    warn_unavailable(&config);
     if config.uses_local_defaults() {
         tracing::info!("no targets configured or discovered: watching the local default ports");
     }
 
-    let canary_stop = CancellationToken::new();
-    let mut canaries = JoinSet::new();
-    let mut by_task: HashMap<Id, usize> = HashMap::new();
-    let infos: Vec<Arc<TargetInfo>> = config.targets.iter().map(target_info).collect();
-    for (i, t) in config.targets.iter().enumerate() {
-        let supported = t.kind.supported();
-        recorder.add_target(&infos[i], supported);
-        if let TargetSource::Env(var) = &t.source {
-            tracing::info!(target_name = %t.name, variable = %var, url = %t.url, "target discovered from the environment");
-        }
-        if !supported {
-            tracing::error!(target_name = %t.name, store = %t.kind, "store not supported yet by this version: target not watched");
-            continue;
-        }
-        let id = spawn(&mut canaries, t, &infos[i], &recorder, &canary_stop);
-        by_task.insert(id, i);
+    let mut canaries = Canaries {
+        recorder,
+        stop: CancellationToken::new(),
+        set: JoinSet::new(),
+        by_task: HashMap::new(),
+        running: HashMap::new(),
+        leaving: HashMap::new(),
+    };
+    for t in &config.targets {
+        canaries.start(t);
     }
     ready.store(true, Ordering::Release);
+    let mut current = config;
 
     loop {
+        let reload = async {
+            match reloads.as_mut() {
+                Some(r) => r.requests.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            Some(done) = canaries.join_next_with_id() => {
-                let (id, panicked) = match done {
-                    Ok((id, ())) => (id, false),
-                    Err(e) => (e.id(), e.is_panic()),
-                };
-                let Some(i) = by_task.remove(&id) else { continue };
-                if panicked {
-                    tracing::error!(target_name = %config.targets[i].name, "canary task panicked: restarting it");
-                    recorder.canary_restarted(&infos[i]);
-                    let id = spawn(&mut canaries, &config.targets[i], &infos[i], &recorder, &canary_stop);
-                    by_task.insert(id, i);
+            Some(()) = reload => {
+                let Some(r) = reloads.as_ref() else { continue };
+                match (r.load)() {
+                    Ok(new) => {
+                        if new.agent.listen != current.agent.listen {
+                            tracing::warn!(old = %current.agent.listen, new = %new.agent.listen, "agent.listen changes only on restart");
+                        }
+                        warn_unavailable(&new);
+                        canaries.apply(&new.targets);
+                        tracing::info!(targets = new.targets.len(), "configuration reloaded");
+                        current = new;
+                    }
+                    Err(e) => tracing::error!(error = %e, "configuration reload refused; the previous configuration keeps running"),
+                }
+            }
+            Some(done) = canaries.set.join_next_with_id() => {
+                match done {
+                    Ok((id, ())) => canaries.ended(id, false),
+                    Err(e) => canaries.ended(e.id(), e.is_panic()),
                 }
             }
         }
     }
 
     tracing::info!("shutting down");
-    canary_stop.cancel();
+    canaries.stop.cancel();
     if tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while canaries.join_next().await.is_some() {}
+        while canaries.set.join_next().await.is_some() {}
     })
     .await
     .is_err()
     {
         tracing::warn!("some canaries did not stop in time; aborting them");
-        canaries.shutdown().await;
+        canaries.set.shutdown().await;
     }
     http_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(1), http.join_next()).await;
     Ok(())
 }
 
-fn spawn(
-    set: &mut JoinSet<()>,
-    t: &Target,
-    info: &Arc<TargetInfo>,
-    recorder: &Arc<Recorder>,
-    stop: &CancellationToken,
-) -> Id {
-    let sink: Arc<dyn EventSink> = recorder.clone();
-    set.spawn(run_canary(t.clone(), info.clone(), sink, stop.clone()))
-        .id()
+fn warn_unavailable(config: &Config) {
+    if config.otlp.as_ref().is_some_and(|o| !o.endpoint.is_empty()) {
+        tracing::warn!(
+            "[otlp] is configured, but OTLP export is not available in this version yet: nothing is exported"
+        );
+    }
 }

@@ -194,7 +194,7 @@ impl<S: Store> Canary<S> {
             after: after.clone(),
         };
         let failover = report.kind == OutageKind::Failover;
-        self.emit(Event::Restored(report));
+        self.emit(Event::Restored(Box::new(report)));
         if failover {
             self.emit(Event::Failover {
                 source: FailoverSource::Outage,
@@ -249,7 +249,7 @@ impl<S: Store> Canary<S> {
                     }
                     probes = probes.wrapping_add(1);
                     let every = self.settings.identity_every;
-                    if every > 0 && probes % every == 0
+                    if every > 0 && probes.is_multiple_of(every)
                         && let Some(lost) = self.refresh_identity(&mut conn, identity).await
                     {
                         return lost;

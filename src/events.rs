@@ -198,7 +198,7 @@ pub enum Event {
         detail: String,
     },
     /// An outage ended.
-    Restored(OutageReport),
+    Restored(Box<OutageReport>),
     /// A failover was seen.
     Failover {
         source: FailoverSource,

@@ -51,8 +51,9 @@ fn init_logs(format: LogFormat, default_level: &str) {
     }
 }
 
-/// Cancels the token on SIGTERM or SIGINT; logs SIGHUP.
-fn on_signals(token: CancellationToken) {
+/// Cancels the token on SIGTERM or SIGINT; passes SIGHUP on as a reload
+/// request (or ignores it, for commands that do not reload).
+fn on_signals(token: CancellationToken, reload: Option<tokio::sync::mpsc::Sender<()>>) {
     use tokio::signal::unix::{SignalKind, signal};
     tokio::spawn(async move {
         let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
@@ -67,7 +68,13 @@ fn on_signals(token: CancellationToken) {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
-                _ = hup.recv() => tracing::warn!("SIGHUP: configuration reload is not available in this version; restart the agent to apply a new configuration"),
+                _ = hup.recv() => match &reload {
+                    Some(tx) => {
+                        tracing::info!("SIGHUP: reloading the configuration");
+                        let _ = tx.try_send(());
+                    }
+                    None => tracing::debug!("SIGHUP ignored"),
+                },
             }
         }
         token.cancel();
@@ -90,8 +97,20 @@ async fn dispatch(cli: Cli) -> ExitCode {
             }
             init_logs(cfg.agent.log_format, "info");
             let token = CancellationToken::new();
-            on_signals(token.clone());
-            match dbcanary::agent::run(cfg, token).await {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            on_signals(token.clone(), Some(tx));
+            let file = cli.run.config.clone();
+            let reloads = dbcanary::agent::Reloads {
+                requests: rx,
+                load: Box::new(move || {
+                    let mut c = config::load(file.as_deref(), &ProcessEnv)?;
+                    if let Some(l) = listen {
+                        c.agent.listen = l;
+                    }
+                    Ok(c)
+                }),
+            };
+            match dbcanary::agent::run(cfg, Some(reloads), token).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");
@@ -152,7 +171,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 &names,
             ));
             let token = CancellationToken::new();
-            on_signals(token.clone());
+            on_signals(token.clone(), None);
             let summary = dbcanary::watch::run(targets, sink, token).await;
             print!("{summary}");
             ExitCode::SUCCESS

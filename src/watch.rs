@@ -172,24 +172,22 @@ impl EventSink for WatchSink {
                 text.push(')');
                 self.line(&t.name, &text);
             }
+            // Outside an outage (at start), say once why the target is
+            // unreachable; during an outage the restore line says it all.
             Event::ConnectAttempt {
                 result,
                 error: Some(e),
                 ..
-            } => {
-                // Outside an outage (at start), say once why the target is
-                // unreachable; during an outage the restore line says it all.
-                if self
-                    .unreachable
-                    .lock()
-                    .expect("lock")
-                    .insert(t.name.clone())
-                {
-                    self.line(
-                        &t.name,
-                        &format!("cannot connect ({}): {e}", result.as_str()),
-                    );
-                }
+            } if self
+                .unreachable
+                .lock()
+                .expect("lock")
+                .insert(t.name.clone()) =>
+            {
+                self.line(
+                    &t.name,
+                    &format!("cannot connect ({}): {e}", result.as_str()),
+                );
             }
             Event::Disconnected { cause, at, detail } => {
                 // Attempts during an outage are not reported one by one.
@@ -217,7 +215,7 @@ impl EventSink for WatchSink {
                     .get_mut(&t.name)
                     .and_then(|l| l.last_mut())
                 {
-                    d.report = Some(r.clone());
+                    d.report = Some((**r).clone());
                 }
                 self.line(
                     &t.name,

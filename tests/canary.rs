@@ -128,7 +128,7 @@ impl Collect {
             .unwrap()
             .iter()
             .filter_map(|e| match e {
-                Event::Restored(r) => Some(r.clone()),
+                Event::Restored(r) => Some((**r).clone()),
                 _ => None,
             })
             .collect()

@@ -202,44 +202,17 @@ impl Recorder {
                 .probes
                 .get_or_create(&with_result(t, r.as_str()));
         }
-        for r in [
-            ConnectResult::Ok,
-            ConnectResult::Refused,
-            ConnectResult::Timeout,
-            ConnectResult::Dns,
-            ConnectResult::Tls,
-            ConnectResult::Auth,
-            ConnectResult::NotReady,
-            ConnectResult::Protocol,
-            ConnectResult::Io,
-        ] {
+        for r in CONNECT_RESULTS {
             let _ = self
                 .metrics
                 .connect_attempts
                 .get_or_create(&with_result(t, r.as_str()));
         }
-        for c in [
-            DisconnectCause::Closed,
-            DisconnectCause::Reset,
-            DisconnectCause::Timeout,
-            DisconnectCause::Error,
-        ] {
-            let _ = self.metrics.disconnects.get_or_create(&CauseLabels {
-                target: t.name.clone(),
-                store: t.store.label().into(),
-                cause: c.as_str().into(),
-            });
+        for c in DISCONNECT_CAUSES {
+            let _ = self.metrics.disconnects.get_or_create(&cause_labels(t, c));
         }
-        for s in [
-            FailoverSource::Outage,
-            FailoverSource::Sentinel,
-            FailoverSource::Topology,
-        ] {
-            let _ = self.metrics.failovers.get_or_create(&SourceLabels {
-                target: t.name.clone(),
-                store: t.store.label().into(),
-                source: s.as_str().into(),
-            });
+        for s in FAILOVER_SOURCES {
+            let _ = self.metrics.failovers.get_or_create(&source_labels(t, s));
         }
         let _ = self.metrics.restarts.get_or_create(&l);
         let _ = self.metrics.canary_restarts.get_or_create(&l);
@@ -250,12 +223,56 @@ impl Recorder {
         self.metrics.canary_restarts.get_or_create(&labels(t)).inc();
     }
 
-    fn state<R>(&self, t: &TargetInfo, f: impl FnOnce(&mut TargetState) -> R) -> R {
+    /// Runs `f` on the target's state; events of a target that is not (or
+    /// no longer) registered are dropped.
+    fn state<R: Default>(&self, t: &TargetInfo, f: impl FnOnce(&mut TargetState) -> R) -> R {
         let mut states = self.states.lock().expect("state lock");
-        let st = states
-            .entry(t.name.clone())
-            .or_insert_with(|| TargetState::new(t));
-        f(st)
+        states.get_mut(&t.name).map(f).unwrap_or_default()
+    }
+
+    fn known(&self, t: &TargetInfo) -> bool {
+        self.states
+            .lock()
+            .expect("state lock")
+            .contains_key(&t.name)
+    }
+
+    /// Removes a target's state and every series it had.
+    pub fn remove_target(&self, t: &TargetInfo) {
+        let st = self.states.lock().expect("state lock").remove(&t.name);
+        let l = labels(t);
+        let m = &self.metrics;
+        m.up.remove(&l);
+        for f in [&m.probe_duration, &m.connect_duration] {
+            f.remove(&l);
+        }
+        for f in [&m.restarts, &m.canary_restarts] {
+            f.remove(&l);
+        }
+        m.last_outage_end.remove(&l);
+        for r in ["ok", "error", "timeout"] {
+            m.probes.remove(&with_result(t, r));
+        }
+        for r in CONNECT_RESULTS {
+            m.connect_attempts.remove(&with_result(t, r.as_str()));
+        }
+        for c in DISCONNECT_CAUSES {
+            m.disconnects.remove(&cause_labels(t, c));
+        }
+        for s in FAILOVER_SOURCES {
+            m.failovers.remove(&source_labels(t, s));
+        }
+        for k in [
+            OutageKind::Network,
+            OutageKind::Restart,
+            OutageKind::Failover,
+            OutageKind::Unknown,
+        ] {
+            m.outage_duration.remove(&kind_labels(t, k));
+        }
+        if let Some(id) = st.and_then(|s| s.identity) {
+            m.server_info.remove(&server_labels(t, &id));
+        }
     }
 
     fn set_server_info(&self, t: &TargetInfo, st: &mut TargetState, id: &Identity) {
@@ -267,6 +284,55 @@ impl Recorder {
             .get_or_create(&server_labels(t, id))
             .set(1);
         st.identity = Some(id.clone());
+    }
+}
+
+const CONNECT_RESULTS: [ConnectResult; 9] = [
+    ConnectResult::Ok,
+    ConnectResult::Refused,
+    ConnectResult::Timeout,
+    ConnectResult::Dns,
+    ConnectResult::Tls,
+    ConnectResult::Auth,
+    ConnectResult::NotReady,
+    ConnectResult::Protocol,
+    ConnectResult::Io,
+];
+
+const DISCONNECT_CAUSES: [DisconnectCause; 4] = [
+    DisconnectCause::Closed,
+    DisconnectCause::Reset,
+    DisconnectCause::Timeout,
+    DisconnectCause::Error,
+];
+
+const FAILOVER_SOURCES: [FailoverSource; 3] = [
+    FailoverSource::Outage,
+    FailoverSource::Sentinel,
+    FailoverSource::Topology,
+];
+
+fn cause_labels(t: &TargetInfo, c: DisconnectCause) -> CauseLabels {
+    CauseLabels {
+        target: t.name.clone(),
+        store: t.store.label().into(),
+        cause: c.as_str().into(),
+    }
+}
+
+fn source_labels(t: &TargetInfo, s: FailoverSource) -> SourceLabels {
+    SourceLabels {
+        target: t.name.clone(),
+        store: t.store.label().into(),
+        source: s.as_str().into(),
+    }
+}
+
+fn kind_labels(t: &TargetInfo, k: OutageKind) -> KindLabels {
+    KindLabels {
+        target: t.name.clone(),
+        store: t.store.label().into(),
+        kind: k.as_str().into(),
     }
 }
 
@@ -304,6 +370,9 @@ fn unix_secs(t: SystemTime) -> f64 {
 
 impl EventSink for Recorder {
     fn emit(&self, t: &TargetInfo, event: &Event) {
+        if !self.known(t) {
+            return;
+        }
         let l = labels(t);
         match event {
             Event::Started => {
@@ -384,11 +453,7 @@ impl EventSink for Recorder {
                 self.metrics.up.get_or_create(&l).set(0);
                 self.metrics
                     .disconnects
-                    .get_or_create(&CauseLabels {
-                        target: t.name.clone(),
-                        store: t.store.label().into(),
-                        cause: cause.as_str().into(),
-                    })
+                    .get_or_create(&cause_labels(t, *cause))
                     .inc();
                 self.state(t, |st| {
                     st.state = Phase::Down;
@@ -409,11 +474,7 @@ impl EventSink for Recorder {
             Event::Restored(r) => {
                 self.metrics
                     .outage_duration
-                    .get_or_create(&KindLabels {
-                        target: t.name.clone(),
-                        store: t.store.label().into(),
-                        kind: r.kind.as_str().into(),
-                    })
+                    .get_or_create(&kind_labels(t, r.kind))
                     .observe(r.duration.as_secs_f64());
                 if r.kind == OutageKind::Restart {
                     self.metrics.restarts.get_or_create(&l).inc();
@@ -423,7 +484,7 @@ impl EventSink for Recorder {
                     .get_or_create(&l)
                     .set(unix_secs(r.ended_at));
                 self.state(t, |st| {
-                    st.last_outage = Some(r.clone());
+                    st.last_outage = Some((**r).clone());
                     st.outages += 1;
                     st.remember(event);
                 });
@@ -440,11 +501,7 @@ impl EventSink for Recorder {
             Event::Failover { source, from, to } => {
                 self.metrics
                     .failovers
-                    .get_or_create(&SourceLabels {
-                        target: t.name.clone(),
-                        store: t.store.label().into(),
-                        source: source.as_str().into(),
-                    })
+                    .get_or_create(&source_labels(t, *source))
                     .inc();
                 self.state(t, |st| st.remember(event));
                 tracing::warn!(target_name = %t.name, source = source.as_str(), from = from.as_deref().unwrap_or(""), to = %to, "failover");
