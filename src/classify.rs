@@ -72,6 +72,15 @@ fn started_during(before: &Identity, after: &Identity, outage: Duration) -> bool
         if up > outage + UPTIME_TOLERANCE {
             return false;
         }
+        // Another process at the same address, young enough to have started
+        // during the outage: a restart, however young the old one was.
+        if let (Some(b), Some(a)) = (&before.server_id, &after.server_id)
+            && b != a
+        {
+            return before.address.is_none()
+                || after.address.is_none()
+                || before.address == after.address;
+        }
         // A young server that merely lost a connection is still as old as
         // it was plus the time since: only a shorter uptime is a restart.
         return match (before.uptime, before.read_at, after.read_at) {
@@ -126,6 +135,26 @@ mod tests {
             OUTAGE,
         );
         assert_eq!(c.kind, OutageKind::Restart);
+    }
+
+    #[test]
+    fn young_server_restarted_quickly_is_restart() {
+        // Both processes younger than the tolerance (a second drill soon
+        // after the first): the new id decides, not the extrapolated age.
+        let c = classify(
+            Some(&id("a", Role::Primary, 0)),
+            &id("b", Role::Primary, 0),
+            Duration::from_millis(1100),
+        );
+        assert_eq!(c.kind, OutageKind::Restart);
+    }
+
+    #[test]
+    fn young_server_at_another_address_is_failover() {
+        let mut after = id("b", Role::Primary, 1);
+        after.address = Some("127.0.0.1:6380".into());
+        let c = classify(Some(&id("a", Role::Primary, 1)), &after, OUTAGE);
+        assert_eq!(c.kind, OutageKind::Failover);
     }
 
     #[test]

@@ -58,7 +58,15 @@ impl RedisServer {
     /// A server with extra command-line arguments (`--replicaof ...`) and
     /// optionally `--requirepass`.
     pub async fn start_with(name: &str, args: &[&str], password: Option<&str>) -> RedisServer {
-        let mut s = RedisServer {
+        let mut s = Self::not_started(name, args, password);
+        s.launch().await;
+        s
+    }
+
+    /// A server with its port chosen but not running yet: start it with
+    /// [`RedisServer::start_again`].
+    pub fn not_started(name: &str, args: &[&str], password: Option<&str>) -> RedisServer {
+        RedisServer {
             port: free_port(),
             name: name.to_string(),
             dir: tempfile::Builder::new()
@@ -68,9 +76,7 @@ impl RedisServer {
             args: args.iter().map(|a| a.to_string()).collect(),
             password: password.map(str::to_string),
             proc: None,
-        };
-        s.launch().await;
-        s
+        }
     }
 
     /// `redis://127.0.0.1:PORT` (without the password).
@@ -142,9 +148,9 @@ impl RedisServer {
         at
     }
 
-    /// Starts the server again on the same port (after [`RedisServer::kill`]);
-    /// returns the moment it first answered `PING` (ground truth for the
-    /// outage end).
+    /// Starts the server (again) on its port, after [`RedisServer::kill`]
+    /// or [`RedisServer::not_started`]; returns the moment it first answered
+    /// `PING` (ground truth for the outage end).
     pub async fn start_again(&mut self) -> Moment {
         self.launch().await
     }
