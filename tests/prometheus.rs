@@ -1,0 +1,838 @@
+//! The bundled Grafana dashboards and Prometheus alert rules, proven against
+//! the real tools: `promtool` checks and unit-tests the rules and lints the
+//! agent's `/metrics`; a real `prometheus` scrapes a real agent watching a
+//! real Redis that is restarted, and then every PromQL expression of every
+//! dashboard panel, template variable and annotation, and every alert rule,
+//! is run through Prometheus' query API.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::Value;
+
+use support::redis::RedisServer;
+use support::{Agent, Proc, check, free_port, http_get, poll_until, require_binary};
+
+const DASHBOARDS: [&str; 2] = ["dbcanary-overview.json", "dbcanary-target.json"];
+const RULES: &str = "dbcanary.rules.yml";
+const RULES_TESTS: &str = "dbcanary.rules.test.yml";
+
+/// Every alert the rules file must define, with its severity.
+const ALERTS: [(&str, &str); 7] = [
+    ("DbcanaryTargetDown", "critical"),
+    ("DbcanaryReconnectFailing", "critical"),
+    ("DbcanaryReconnectLatencyHigh", "warning"),
+    ("DbcanaryFailover", "info"),
+    ("DbcanaryFlapping", "warning"),
+    ("DbcanaryAbsent", "critical"),
+    ("DbcanaryAppNotRecovered", "critical"),
+];
+
+/// What Grafana's variables become when the queries are run here. The
+/// windows reach back over the whole test, so that every outage it caused
+/// is inside them.
+const SUBSTITUTIONS: [(&str, &str); 12] = [
+    ("${__rate_interval}", "1m"),
+    ("$__rate_interval", "1m"),
+    ("${__interval}", "2s"),
+    ("$__interval", "2s"),
+    ("${__range}", "10m"),
+    ("$__range", "10m"),
+    ("${target:regex}", "cache"),
+    ("${target}", "cache"),
+    ("$target", "cache"),
+    ("${store:regex}", "redis"),
+    ("${store}", "redis"),
+    ("$store", "redis"),
+];
+
+fn dashboards_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards")
+}
+
+fn promtool() -> PathBuf {
+    require_binary("promtool", "prometheus")
+}
+
+fn load_dashboard(name: &str) -> Value {
+    let path = dashboards_dir().join(name);
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name} is not valid JSON: {e}"))
+}
+
+// ---------------------------------------------------------------------------
+// Dashboard queries
+// ---------------------------------------------------------------------------
+
+/// Where a dashboard query comes from.
+#[derive(Debug, Clone, PartialEq)]
+enum Origin {
+    /// A panel target; `exemplar` when the panel asks for exemplars.
+    Panel { exemplar: bool },
+    /// A template variable (`label_values(...)`, turned into PromQL).
+    Variable,
+    /// An annotation query: it marks events, so it may legitimately find
+    /// nothing when the event (a failover) did not happen.
+    Annotation,
+}
+
+#[derive(Debug, Clone)]
+struct Query {
+    dashboard: &'static str,
+    what: String,
+    origin: Origin,
+    /// As written in the dashboard.
+    raw: String,
+    /// With the variables substituted: plain PromQL.
+    promql: String,
+}
+
+fn substitute(expr: &str) -> String {
+    let mut s = expr.to_string();
+    for (from, to) in SUBSTITUTIONS {
+        s = s.replace(from, to);
+    }
+    s
+}
+
+/// `label_values(SELECTOR, LABEL)` as PromQL returning one series per value.
+fn label_values_promql(q: &str) -> String {
+    let inner = q
+        .trim()
+        .strip_prefix("label_values(")
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("unsupported variable query (expected label_values(...)): {q}"));
+    let (selector, label) = inner
+        .rsplit_once(',')
+        .unwrap_or_else(|| panic!("label_values without a metric: {q}"));
+    format!("count by ({}) ({})", label.trim(), selector.trim())
+}
+
+fn collect_panels<'a>(panels: &'a Value, out: &mut Vec<&'a Value>) {
+    for p in panels.as_array().into_iter().flatten() {
+        out.push(p);
+        if let Some(inner) = p.get("panels") {
+            collect_panels(inner, out);
+        }
+    }
+}
+
+fn panels(d: &Value) -> Vec<&Value> {
+    let mut out = Vec::new();
+    collect_panels(&d["panels"], &mut out);
+    out
+}
+
+/// Every PromQL expression of a dashboard: panel targets, template
+/// variables and annotations.
+fn dashboard_queries(name: &'static str, d: &Value) -> Vec<Query> {
+    let mut out = Vec::new();
+    let mut push = |what: String, origin: Origin, raw: &str, promql: String| {
+        out.push(Query {
+            dashboard: name,
+            what,
+            origin,
+            raw: raw.to_string(),
+            promql,
+        })
+    };
+    for p in panels(d) {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().unwrap_or_else(|| {
+                panic!("{name}: panel {:?} has a target without expr", p["title"])
+            });
+            push(
+                format!(
+                    "panel {:?} query {}",
+                    p["title"].as_str().unwrap_or("?"),
+                    t["refId"]
+                ),
+                Origin::Panel {
+                    exemplar: t["exemplar"] == true,
+                },
+                expr,
+                substitute(expr),
+            );
+        }
+    }
+    for v in d["templating"]["list"].as_array().into_iter().flatten() {
+        if v["type"] != "query" {
+            continue;
+        }
+        let q = match &v["query"] {
+            Value::String(s) => s.as_str(),
+            other => other["query"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}: variable {} has no query", v["name"])),
+        };
+        push(
+            format!("variable {}", v["name"]),
+            Origin::Variable,
+            q,
+            substitute(&label_values_promql(q)),
+        );
+    }
+    for a in d["annotations"]["list"].as_array().into_iter().flatten() {
+        if let Some(expr) = a["expr"].as_str() {
+            push(
+                format!("annotation {}", a["name"]),
+                Origin::Annotation,
+                expr,
+                substitute(expr),
+            );
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// A real Prometheus
+// ---------------------------------------------------------------------------
+
+/// A `prometheus` server scraping one agent every 500 ms, with the bundled
+/// rules loaded; killed when dropped.
+struct Prometheus {
+    addr: SocketAddr,
+    proc: Proc,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    async fn start(agent: SocketAddr) -> Prometheus {
+        let bin = require_binary("prometheus", "prometheus");
+        let dir = tempfile::Builder::new()
+            .prefix("dbcanary-prometheus-")
+            .tempdir()
+            .expect("tempdir");
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 500ms\n  scrape_timeout: 500ms\n  evaluation_interval: 500ms\n\
+                 rule_files:\n  - {rules}\n\
+                 scrape_configs:\n  - job_name: dbcanary\n    static_configs:\n      - targets: ['{agent}']\n",
+                rules = dashboards_dir().join(RULES).display()
+            ),
+        )
+        .expect("write prometheus.yml");
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let mut cmd = Command::new(bin);
+        cmd.arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"));
+        let proc = Proc::spawn("prometheus", cmd, dir.path());
+        let mut p = Prometheus {
+            addr,
+            proc,
+            _dir: dir,
+        };
+        poll_until(
+            Duration::from_secs(30),
+            "prometheus to be ready",
+            async || {
+                if let Some(status) = p.proc.try_wait() {
+                    panic!("prometheus exited ({status}):\n{}", p.proc.tail(30));
+                }
+                match http_get(p.addr, "/-/ready").await {
+                    Ok(r) => check(r.status == 200, format!("/-/ready answered {}", r.status)),
+                    Err(e) => Err(e.to_string()),
+                }
+            },
+        )
+        .await;
+        p
+    }
+
+    /// GETs an API path and returns its JSON answer (errors included).
+    async fn api(&self, path: &str) -> Value {
+        let r = http_get(self.addr, path)
+            .await
+            .unwrap_or_else(|e| panic!("GET {path} from prometheus: {e}\n{}", self.proc.tail(20)));
+        serde_json::from_str(&r.body).unwrap_or_else(|e| {
+            panic!(
+                "GET {path}: not JSON ({e}), status {}: {}",
+                r.status, r.body
+            )
+        })
+    }
+
+    /// Runs an instant query now: the result samples, or Prometheus' error.
+    async fn query(&self, promql: &str) -> Result<Vec<Value>, String> {
+        let v = self
+            .api(&format!(
+                "/api/v1/query?query={}",
+                utf8_percent_encode(promql, NON_ALPHANUMERIC)
+            ))
+            .await;
+        if v["status"] != "success" {
+            return Err(format!("{}: {}", v["errorType"], v["error"]));
+        }
+        Ok(match &v["data"]["result"] {
+            Value::Array(samples) => samples.clone(),
+            // A scalar or string: one sample.
+            other => vec![serde_json::json!({ "metric": {}, "value": other })],
+        })
+    }
+
+    /// Waits until `promql` returns at least one sample.
+    async fn wait_for(&self, promql: &str, limit: Duration) -> Vec<Value> {
+        poll_until(
+            limit,
+            &format!("prometheus: {promql}"),
+            async || match self.query(promql).await {
+                Ok(r) if !r.is_empty() => Ok(r),
+                other => Err(other),
+            },
+        )
+        .await
+    }
+
+    /// The loaded alerting rules (name → rule), once every one of them has
+    /// been evaluated at least once.
+    async fn evaluated_rules(&self) -> BTreeMap<String, Value> {
+        poll_until(
+            Duration::from_secs(20),
+            "every rule evaluated by prometheus",
+            async || {
+                let v = self.api("/api/v1/rules").await;
+                let rules: BTreeMap<String, Value> = v["data"]["groups"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+                    .map(|r| (r["name"].as_str().unwrap_or_default().to_string(), r))
+                    .collect();
+                let pending: Vec<_> = rules
+                    .values()
+                    .filter(|r| r["health"] == "unknown")
+                    .map(|r| r["name"].clone())
+                    .collect();
+                if rules.is_empty() || !pending.is_empty() {
+                    return Err(format!("not evaluated yet: {pending:?} of {v}"));
+                }
+                Ok(rules)
+            },
+        )
+        .await
+    }
+}
+
+fn values(samples: &[Value]) -> Vec<f64> {
+    samples
+        .iter()
+        .map(|s| {
+            s["value"][1]
+                .as_str()
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("unreadable sample {s}"))
+        })
+        .collect()
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64()
+}
+
+/// Kills the Redis server and waits until Prometheus has seen the outage.
+async fn kill_and_see_down(redis: &mut RedisServer, prom: &Prometheus) {
+    redis.kill();
+    prom.wait_for(
+        r#"dbcanary_up{job="dbcanary",target="cache",store="redis"} == 0"#,
+        Duration::from_secs(20),
+    )
+    .await;
+}
+
+/// Starts the Redis server again and waits until Prometheus has seen the
+/// `n`-th outage end and the target up again.
+async fn restart_and_see_restored(redis: &mut RedisServer, prom: &Prometheus, n: u32) {
+    redis.start_again().await;
+    prom.wait_for(
+        &format!(
+            r#"sum by (target) (dbcanary_outage_duration_seconds_count{{target="cache"}}) >= {n}
+               and on (target) dbcanary_up{{target="cache"}} == 1"#
+        ),
+        Duration::from_secs(20),
+    )
+    .await;
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+/// `promtool check rules` accepts the rules file and `promtool test rules`
+/// passes its unit tests (each alert fires and stays silent where it must).
+#[test]
+fn alert_rules_pass_promtool_check_and_unit_tests() {
+    let promtool = promtool();
+    let dir = dashboards_dir();
+    for args in [["check", "rules", RULES], ["test", "rules", RULES_TESTS]] {
+        let out = Command::new(&promtool)
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("run promtool");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "promtool {} failed ({}):\n{text}",
+            args.join(" "),
+            out.status
+        );
+        assert!(
+            text.contains("SUCCESS"),
+            "promtool {}: {text}",
+            args.join(" ")
+        );
+    }
+}
+
+/// The dashboards import into any Grafana as they are: current schema, a
+/// data source variable used by every query (no UID of someone's Grafana),
+/// `store`/`target` variables, titles and units, and the panels the
+/// operations issue asks for.
+#[test]
+fn dashboards_are_importable_and_complete() {
+    for name in DASHBOARDS {
+        let d = load_dashboard(name);
+        assert!(
+            d["schemaVersion"].as_u64().unwrap_or(0) >= 39,
+            "{name}: schemaVersion {}",
+            d["schemaVersion"]
+        );
+        assert!(d.get("__inputs").is_none(), "{name}: has __inputs");
+        assert!(d["id"].is_null(), "{name}: id must be null for import");
+        assert!(
+            !d["title"].as_str().unwrap_or("").is_empty(),
+            "{name}: title"
+        );
+        let own_uid = d["uid"].as_str().expect("dashboard uid");
+
+        let vars = d["templating"]["list"].as_array().expect("templating");
+        let var = |n: &str| {
+            vars.iter()
+                .find(|v| v["name"] == n)
+                .unwrap_or_else(|| panic!("{name}: no variable {n}"))
+        };
+        assert_eq!(var("datasource")["type"], "datasource", "{name}");
+        assert_eq!(var("datasource")["query"], "prometheus", "{name}");
+        for n in ["store", "target"] {
+            assert_eq!(var(n)["type"], "query", "{name}: variable {n}");
+            let q = serde_json::to_string(&var(n)["query"]).unwrap();
+            assert!(q.contains("label_values("), "{name}: variable {n}: {q}");
+        }
+
+        // Every data source reference is the variable (or Grafana's own
+        // annotations), and every "uid" is one of those or the dashboard's.
+        let mut uids = Vec::new();
+        walk_uids(&d, &mut uids);
+        for uid in &uids {
+            assert!(
+                uid == "${datasource}" || uid == "-- Grafana --" || uid == own_uid,
+                "{name}: hard-coded uid {uid:?}"
+            );
+        }
+
+        let mut ids = BTreeSet::new();
+        let mut cells = BTreeSet::new();
+        for p in panels(&d) {
+            let title = p["title"].as_str().unwrap_or("");
+            assert!(!title.is_empty(), "{name}: panel without title: {p}");
+            assert!(
+                ids.insert(p["id"].as_u64().expect("panel id")),
+                "{name}: id"
+            );
+            let g = &p["gridPos"];
+            let (x, y, w, h) = (
+                g["x"].as_u64().unwrap(),
+                g["y"].as_u64().unwrap(),
+                g["w"].as_u64().unwrap(),
+                g["h"].as_u64().unwrap(),
+            );
+            assert!(x + w <= 24, "{name}: {title:?} is wider than the grid");
+            for cx in x..x + w {
+                for cy in y..y + h {
+                    assert!(cells.insert((cx, cy)), "{name}: {title:?} overlaps");
+                }
+            }
+            if p["type"] == "row" {
+                continue;
+            }
+            assert_eq!(
+                p["datasource"]["uid"], "${datasource}",
+                "{name}: {title:?} data source"
+            );
+            let targets = p["targets"].as_array().expect("targets");
+            assert!(!targets.is_empty(), "{name}: {title:?} has no query");
+            for t in targets {
+                assert_eq!(t["datasource"]["uid"], "${datasource}", "{name}: {title:?}");
+            }
+            let unit = if p["type"] == "heatmap" {
+                &p["options"]["yAxis"]["unit"]
+            } else {
+                &p["fieldConfig"]["defaults"]["unit"]
+            };
+            assert!(
+                unit.as_str().is_some_and(|u| !u.is_empty()),
+                "{name}: {title:?} has no unit"
+            );
+            let exprs = serde_json::to_string(targets).unwrap();
+            if p["type"] != "table"
+                && (exprs.contains("histogram_quantile") || p["type"] == "heatmap")
+            {
+                assert_eq!(unit, "s", "{name}: {title:?} shows seconds");
+            }
+        }
+    }
+
+    // What the overview must show.
+    let overview = load_dashboard("dbcanary-overview.json");
+    let exprs = all_exprs(&overview);
+    for needle in [
+        "histogram_quantile(0.5, sum by (target, store, le) (increase(dbcanary_outage_duration_seconds_bucket",
+        "histogram_quantile(0.95, sum by (target, store, le) (increase(dbcanary_outage_duration_seconds_bucket",
+        "histogram_quantile(1, sum by (target, store, le) (increase(dbcanary_outage_duration_seconds_bucket",
+        "sum by (target, cause) (increase(dbcanary_disconnects_total",
+        "sum by (target, source) (increase(dbcanary_failovers_total",
+        "dbcanary_outage_in_progress_seconds",
+        "increase(dbcanary_disconnects_total{store=~\"$store\",target=~\"$target\"}[$__range])",
+    ] {
+        assert!(
+            exprs.iter().any(|e| e.contains(needle)),
+            "overview: no query with {needle}"
+        );
+    }
+    assert!(
+        panels(&overview)
+            .iter()
+            .any(|p| p["type"] == "state-timeline"
+                && p["targets"][0]["expr"]
+                    .as_str()
+                    .unwrap()
+                    .contains("dbcanary_up{")),
+        "overview: no state timeline of dbcanary_up"
+    );
+
+    // What the drill-down must show.
+    let t = load_dashboard("dbcanary-target.json");
+    let heatmap_of = |metric: &str| {
+        panels(&t).into_iter().find(|p| {
+            p["type"] == "heatmap"
+                && p["targets"][0]["expr"].as_str().unwrap().contains(metric)
+                && p["targets"][0]["format"] == "heatmap"
+        })
+    };
+    assert!(heatmap_of("dbcanary_probe_duration_seconds_bucket").is_some());
+    let outage = heatmap_of("dbcanary_outage_duration_seconds_bucket")
+        .expect("target: outage duration heatmap");
+    assert_eq!(outage["targets"][0]["exemplar"], true, "exemplars enabled");
+    let exprs = all_exprs(&t);
+    for needle in [
+        "sum by (result) (increase(dbcanary_connect_attempts_total",
+        "dbcanary_last_outage_end_timestamp_seconds",
+        "dbcanary_server_info{target=\"$target\"}",
+    ] {
+        assert!(
+            exprs.iter().any(|e| e.contains(needle)),
+            "target: no query with {needle}"
+        );
+    }
+    let annotations: Vec<String> = t["annotations"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["expr"].as_str().map(str::to_string))
+        .collect();
+    for metric in ["dbcanary_server_info", "dbcanary_failovers_total"] {
+        assert!(
+            annotations.iter().any(|a| a.contains(metric)),
+            "target: no annotation from {metric}: {annotations:?}"
+        );
+    }
+}
+
+fn all_exprs(d: &Value) -> Vec<String> {
+    panels(d)
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn walk_uids(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                if k == "uid" {
+                    out.push(x.as_str().unwrap_or("").to_string());
+                }
+                walk_uids(x, out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| walk_uids(x, out)),
+        _ => {}
+    }
+}
+
+/// `promtool check metrics` finds nothing to complain about in the agent's
+/// `/metrics`, with every kind of series present (after a Redis restart:
+/// outage histogram, last outage end, server info).
+#[tokio::test]
+async fn agent_metrics_pass_promtool_check_metrics() {
+    let promtool = promtool();
+    let mut redis = RedisServer::start().await;
+    let agent = Agent::start(&[("cache", &redis.url())]).await;
+    agent.wait_up("cache", true, Duration::from_secs(10)).await;
+    redis.kill();
+    agent.wait_up("cache", false, Duration::from_secs(10)).await;
+    redis.start_again().await;
+    agent
+        .wait_at_least(
+            "dbcanary_outage_duration_seconds_count",
+            &[("target", "cache")],
+            1.0,
+            Duration::from_secs(15),
+        )
+        .await;
+    let body = agent.get("/metrics").await.body;
+    for name in [
+        "dbcanary_last_outage_end_timestamp_seconds",
+        "dbcanary_server_info",
+        "dbcanary_build_info",
+    ] {
+        assert!(body.contains(name), "no {name} in /metrics:\n{body}");
+    }
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool check metrics");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .expect("feed /metrics to promtool");
+    let out = child.wait_with_output().expect("promtool check metrics");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics ({}) complains about /metrics:\n{said}\n--- /metrics ---\n{body}",
+        out.status
+    );
+}
+
+/// A real Prometheus scrapes the agent while its Redis is restarted (twice),
+/// then every dashboard query and every alert rule runs through Prometheus'
+/// query API: each one parses; each panel and variable query returns data
+/// (a number, not NaN); the alerts that describe an outage fire during it,
+/// and none does once the target is healthy again.
+#[tokio::test]
+async fn every_dashboard_and_alert_query_works_against_a_real_prometheus() {
+    let t0 = std::time::Instant::now();
+    let mut redis = RedisServer::start().await;
+    let agent = Agent::start(&[("cache", &redis.url())]).await;
+    agent.wait_up("cache", true, Duration::from_secs(10)).await;
+    let prom = Prometheus::start(agent.listen).await;
+    prom.wait_for(
+        r#"dbcanary_up{job="dbcanary",instance!="",target="cache",store="redis"} == 1"#,
+        Duration::from_secs(20),
+    )
+    .await;
+
+    // The rules Prometheus loaded are the ones the operations issue asks for.
+    let rules = prom.evaluated_rules().await;
+    let names: BTreeSet<&str> = rules.keys().map(String::as_str).collect();
+    let expected: BTreeSet<&str> = ALERTS.iter().map(|(n, _)| *n).collect();
+    assert_eq!(names, expected, "alert rules loaded by prometheus");
+    for (name, severity) in ALERTS {
+        let r = &rules[name];
+        assert_eq!(r["type"], "alerting", "{name}");
+        assert_eq!(r["labels"]["severity"], severity, "{name}");
+        let summary = r["annotations"]["summary"].as_str().unwrap_or("");
+        let description = r["annotations"]["description"].as_str().unwrap_or("");
+        assert!(!summary.is_empty() && description.len() > 80, "{name}: {r}");
+        if name != "DbcanaryAbsent" {
+            assert!(
+                summary.contains("$labels.target") && description.contains("$labels.target"),
+                "{name} must name the target: {r}"
+            );
+        }
+    }
+    let alert_expr = |name: &str| rules[name]["query"].as_str().unwrap().to_string();
+
+    // Outage 1: while Redis is down, the expressions of the alerts that
+    // describe this state find the target (the alerts themselves wait for
+    // their `for:` duration, longer than this test).
+    kill_and_see_down(&mut redis, &prom).await;
+    for name in ["DbcanaryTargetDown", "DbcanaryReconnectFailing"] {
+        let expr = alert_expr(name);
+        let found = prom
+            .wait_for(
+                &format!("({expr}) and on (target) dbcanary_up{{target=\"cache\"}}"),
+                Duration::from_secs(20),
+            )
+            .await;
+        assert_eq!(found[0]["metric"]["target"], "cache", "{name}: {found:?}");
+    }
+    restart_and_see_restored(&mut redis, &prom, 1).await;
+
+    // Outage 2. The first outage of a kind creates its histogram series,
+    // and rate()/increase() cannot see a series' first sample as an
+    // increase; a second outage makes sure the latency panels have one.
+    kill_and_see_down(&mut redis, &prom).await;
+    restart_and_see_restored(&mut redis, &prom, 2).await;
+    prom.wait_for(
+        r#"sum(increase(dbcanary_outage_duration_seconds_count{target="cache"}[1m])) > 0"#,
+        Duration::from_secs(20),
+    )
+    .await;
+
+    // Every dashboard query.
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for name in DASHBOARDS {
+        let d = load_dashboard(name);
+        let queries = dashboard_queries(name, &d);
+        assert!(queries.len() > 10, "{name}: only {} queries", queries.len());
+        for q in queries {
+            checked += 1;
+            if q.promql.contains('$') {
+                failures.push(format!(
+                    "{} {}: unknown variable left in {:?}",
+                    q.dashboard, q.what, q.promql
+                ));
+                continue;
+            }
+            let samples = match prom.query(&q.promql).await {
+                Ok(s) => s,
+                Err(e) => {
+                    failures.push(format!(
+                        "{} {}: {e}\n    query: {}\n    as written: {}",
+                        q.dashboard, q.what, q.promql, q.raw
+                    ));
+                    continue;
+                }
+            };
+            let numbers = values(&samples);
+            match q.origin {
+                Origin::Annotation => {
+                    // Identity change and restart markers must show the
+                    // restarts; failover markers have nothing to show.
+                    let must_mark = !q.what.contains("Failover");
+                    if must_mark && numbers.is_empty() {
+                        failures.push(format!(
+                            "{} {}: marks nothing after two restarts\n    query: {}",
+                            q.dashboard, q.what, q.promql
+                        ));
+                    }
+                }
+                Origin::Panel { .. } | Origin::Variable => {
+                    if !numbers.iter().any(|v| v.is_finite()) {
+                        failures.push(format!(
+                            "{} {}: no data ({samples:?})\n    query: {}",
+                            q.dashboard, q.what, q.promql
+                        ));
+                    }
+                }
+            }
+            if q.origin == (Origin::Panel { exemplar: true }) {
+                let now = unix_now();
+                let v = prom
+                    .api(&format!(
+                        "/api/v1/query_exemplars?query={}&start={}&end={}",
+                        utf8_percent_encode(&q.promql, NON_ALPHANUMERIC),
+                        now - 600.0,
+                        now
+                    ))
+                    .await;
+                if v["status"] != "success" {
+                    failures.push(format!(
+                        "{} {}: exemplar query failed: {v}",
+                        q.dashboard, q.what
+                    ));
+                }
+            }
+        }
+    }
+
+    // Every alert rule: evaluated by Prometheus without error, runs through
+    // the query API, and stays silent now that the target is healthy again
+    // (two short restarts: no failover, not flapping, not slow).
+    let rules = prom.evaluated_rules().await;
+    for (name, rule) in &rules {
+        checked += 1;
+        if rule["health"] != "ok" {
+            failures.push(format!(
+                "rule {name}: health {} {}",
+                rule["health"], rule["lastError"]
+            ));
+        }
+        match prom.query(rule["query"].as_str().unwrap()).await {
+            Err(e) => failures.push(format!("rule {name}: {e}")),
+            Ok(s) if !s.is_empty() => {
+                failures.push(format!("rule {name}: fires on a healthy target: {s:?}"))
+            }
+            Ok(_) => {}
+        }
+    }
+    let firing = prom.api("/api/v1/alerts").await;
+    let firing: Vec<&Value> = firing["data"]["alerts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["state"] == "firing")
+        .collect();
+    if !firing.is_empty() {
+        failures.push(format!("alerts firing: {firing:?}"));
+    }
+
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} queries failed against prometheus:\n{}\n{}",
+        failures.len(),
+        failures.join("\n"),
+        prom.proc.tail(20)
+    );
+    eprintln!(
+        "{checked} dashboard and alert queries checked against prometheus in {:?}",
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn label_values_become_promql() {
+    assert_eq!(
+        label_values_promql(r#"label_values(dbcanary_up{store=~"$store"}, target)"#),
+        r#"count by (target) (dbcanary_up{store=~"$store"})"#
+    );
+    assert_eq!(
+        substitute(r#"rate(x{target=~"$target",store=~"${store}"}[$__rate_interval])"#),
+        r#"rate(x{target=~"cache",store=~"redis"}[1m])"#
+    );
+}
