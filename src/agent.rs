@@ -31,6 +31,8 @@ pub enum AgentError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("agent.tls.{key}: {reason}")]
+    Tls { key: &'static str, reason: String },
 }
 
 /// Reload requests (one message per SIGHUP) and how to read the new
@@ -175,6 +177,13 @@ pub async fn run(
     mut reloads: Option<Reloads>,
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
+    let tls = match &config.agent.tls {
+        Some(files) => Some(
+            crate::http::tls_config(files)
+                .map_err(|(key, reason)| AgentError::Tls { key, reason })?,
+        ),
+        None => None,
+    };
     let listener = TcpListener::bind(config.agent.listen)
         .await
         .map_err(|source| AgentError::Listen {
@@ -188,13 +197,15 @@ pub async fn run(
     let mut http = JoinSet::new();
     http.spawn(serve(
         listener,
+        tls,
+        config.agent.basic_auth.clone(),
         AppState {
             recorder: recorder.clone(),
             ready: ready.clone(),
         },
         http_stop.clone(),
     ));
-    tracing::info!(%listen, targets = config.targets.len(), version = crate::telemetry::VERSION, "dbcanary listening");
+    tracing::info!(%listen, tls = config.agent.tls.is_some(), basic_auth = config.agent.basic_auth.is_some(), targets = config.targets.len(), version = crate::telemetry::VERSION, "dbcanary listening");
     warn_unavailable(&config);
     if config.uses_local_defaults() {
         tracing::info!("no targets configured or discovered: watching the local default ports");
@@ -229,6 +240,9 @@ pub async fn run(
                     Ok(new) => {
                         if new.agent.listen != current.agent.listen {
                             tracing::warn!(old = %current.agent.listen, new = %new.agent.listen, "agent.listen changes only on restart");
+                        }
+                        if new.agent.tls != current.agent.tls || new.agent.basic_auth != current.agent.basic_auth {
+                            tracing::warn!("agent.tls and agent.basic_auth change only on restart");
                         }
                         warn_unavailable(&new);
                         canaries.apply(&new.targets);

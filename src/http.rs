@@ -1,17 +1,31 @@
 //! The HTTP listener: `/metrics` (Prometheus text, or OpenMetrics when the
-//! scraper asks for it), `/healthz`, `/readyz` and `/api/v1/targets`.
+//! scraper asks for it), `/healthz`, `/readyz` and `/api/v1/targets`,
+//! optionally over TLS (rustls, ring) and behind basic authentication
+//! (everything but `/healthz`, so a liveness check needs no password).
 
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tokio::net::TcpListener;
+use base64::Engine;
+use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::{BasicAuth, TlsFiles};
 use crate::telemetry::Recorder;
 
 /// What the handlers share.
@@ -24,25 +38,214 @@ pub struct AppState {
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// A client gets this long to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The router, for the agent and for tests.
-pub fn router(state: AppState) -> Router {
-    Router::new()
+pub fn router(state: AppState, auth: Option<BasicAuth>) -> Router {
+    let mut protected = Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/api/v1/targets", get(targets))
-        .with_state(state)
+        .with_state(state);
+    if let Some(auth) = auth {
+        let checker = Arc::new(AuthChecker {
+            auth,
+            verified: Mutex::new(None),
+        });
+        protected = protected.route_layer(middleware::from_fn_with_state(checker, require_auth));
+    }
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(protected)
 }
 
 /// Serves until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<ServerConfig>>,
+    auth: Option<BasicAuth>,
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let app = router(state, auth);
+    let stop = shutdown.clone();
+    let Some(tls) = tls else {
+        return axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+    };
+    let local = listener.local_addr()?;
+    let (tx, rx) = mpsc::channel(64);
+    let server = axum::serve(TlsListener { rx, local }, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await });
+    tokio::select! {
+        r = server => r,
+        _ = accept_tls(listener, TlsAcceptor::from(tls), tx) => Ok(()),
+    }
+}
+
+/// Loads the listener's certificate chain and key. Errors name the key
+/// (`cert_file` / `key_file`) and the reason.
+pub fn tls_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, (&'static str, String)> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert_file)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| {
+            (
+                "cert_file",
+                format!("cannot read {}: {e}", files.cert_file.display()),
+            )
+        })?;
+    if certs.is_empty() {
+        return Err((
+            "cert_file",
+            format!("no certificate in {}", files.cert_file.display()),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key_file).map_err(|e| {
+        (
+            "key_file",
+            format!("cannot read {}: {e}", files.key_file.display()),
+        )
+    })?;
+    let mut config =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ("cert_file", e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| ("key_file", format!("does not fit the certificate: {e}")))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Accepts TCP connections and runs each TLS handshake in its own task, so
+/// a client that never finishes its handshake blocks nobody.
+async fn accept_tls(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+) {
+    let mut handshakes = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = tx.closed() => return,
+            Some(_) = handshakes.join_next() => {}
+            accepted = listener.accept() => {
+                let (tcp, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                handshakes.spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Hands finished TLS connections to axum.
+struct TlsListener {
+    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(c) => c,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
+/// Checks basic-auth credentials against the bcrypt hash. bcrypt is slow on
+/// purpose, so the last header that verified is remembered and compared in
+/// constant time instead of hashing on every scrape.
+struct AuthChecker {
+    auth: BasicAuth,
+    verified: Mutex<Option<String>>,
+}
+
+impl AuthChecker {
+    fn allows(&self, header: &str) -> bool {
+        if let Some(ok) = self.verified.lock().expect("auth lock").as_deref()
+            && constant_time_eq(ok.as_bytes(), header.as_bytes())
+        {
+            return true;
+        }
+        let Some(encoded) = header.strip_prefix("Basic ") else {
+            return false;
+        };
+        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+            return false;
+        };
+        let Ok(text) = String::from_utf8(decoded) else {
+            return false;
+        };
+        let Some((user, password)) = text.split_once(':') else {
+            return false;
+        };
+        let ok = constant_time_eq(user.as_bytes(), self.auth.username.as_bytes())
+            && bcrypt::verify(password, &self.auth.password_hash).unwrap_or(false);
+        if ok {
+            *self.verified.lock().expect("auth lock") = Some(header.to_string());
+        }
+        ok
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_auth(
+    State(checker): State<Arc<AuthChecker>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let allowed = match header {
+        Some(h) => {
+            let checker = checker.clone();
+            tokio::task::spawn_blocking(move || checker.allows(&h))
+                .await
+                .unwrap_or(false)
+        }
+        None => false,
+    };
+    if allowed {
+        next.run(req).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Basic realm=\"dbcanary\"")],
+            "authentication required\n",
+        )
+            .into_response()
+    }
 }
 
 fn wants_openmetrics(headers: &HeaderMap) -> bool {

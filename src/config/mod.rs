@@ -48,6 +48,36 @@ pub enum LogFormat {
 pub struct AgentConfig {
     pub listen: SocketAddr,
     pub log_format: LogFormat,
+    /// `[agent.tls]`: serve the listener over HTTPS.
+    pub tls: Option<TlsFiles>,
+    /// `[agent.basic_auth]`: require a user and password (all but `/healthz`).
+    pub basic_auth: Option<BasicAuth>,
+}
+
+/// Certificate chain and private key of the listener, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// HTTP basic authentication of the listener: a user and a bcrypt hash of
+/// its password (`htpasswd -nbB user password`, the part after the colon).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    pub username: String,
+    pub password_hash: String,
+}
+
+impl fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BasicAuth")
+            .field("username", &self.username)
+            .field("password_hash", &"***")
+            .finish()
+    }
 }
 
 /// `[otlp]` as given; export itself is configured by the OTLP exporter.
@@ -140,6 +170,8 @@ struct RawConfig {
 struct RawAgent {
     listen: Option<String>,
     log_format: Option<String>,
+    tls: Option<TlsFiles>,
+    basic_auth: Option<BasicAuth>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -412,6 +444,24 @@ fn validate(
             ));
         }
     };
+    if let Some(tls) = &raw.agent.tls {
+        crate::http::tls_config(tls)
+            .map_err(|(key, reason)| ctx.err(format!("agent.tls.{key}"), reason))?;
+    }
+    if let Some(auth) = &raw.agent.basic_auth {
+        if auth.username.is_empty() || auth.username.contains(':') {
+            return Err(ctx.err(
+                "agent.basic_auth.username",
+                "must be non-empty and without ':'",
+            ));
+        }
+        if !auth.password_hash.starts_with("$2") || auth.password_hash.len() != 60 {
+            return Err(ctx.err(
+                "agent.basic_auth.password_hash",
+                "must be a bcrypt hash ($2b$..., 60 characters), e.g. from `htpasswd -nbB user password`",
+            ));
+        }
+    }
     let defaults = ctx.settings(
         "defaults.",
         &RawSettingsRef {
@@ -470,7 +520,12 @@ fn validate(
     }
     Ok(Config {
         file,
-        agent: AgentConfig { listen, log_format },
+        agent: AgentConfig {
+            listen,
+            log_format,
+            tls: raw.agent.tls,
+            basic_auth: raw.agent.basic_auth,
+        },
         defaults,
         otlp: raw.otlp,
         discovery_env,
@@ -661,6 +716,24 @@ pub fn effective_toml(c: &Config) -> String {
             .into(),
         ),
     );
+    if let Some(tls) = &c.agent.tls {
+        let mut t = Table::new();
+        t.insert(
+            "cert_file".into(),
+            Value::String(tls.cert_file.display().to_string()),
+        );
+        t.insert(
+            "key_file".into(),
+            Value::String(tls.key_file.display().to_string()),
+        );
+        agent.insert("tls".into(), Value::Table(t));
+    }
+    if let Some(auth) = &c.agent.basic_auth {
+        let mut t = Table::new();
+        t.insert("username".into(), Value::String(auth.username.clone()));
+        t.insert("password_hash".into(), Value::String("***".into()));
+        agent.insert("basic_auth".into(), Value::Table(t));
+    }
     root.insert("agent".into(), Value::Table(agent));
     root.insert("defaults".into(), Value::Table(settings(&c.defaults)));
     if let Some(o) = &c.otlp {
