@@ -228,7 +228,17 @@ impl<S: Store> Canary<S> {
                 cause = closed.closed() => {
                     return UpEnd::Lost { cause, detail: "the transport reported the connection closed".into() };
                 }
-                Some(a) = ann.recv() => self.announced(a),
+                Some(a) = ann.recv() => {
+                    let failover = matches!(a, Announcement::Failover { .. });
+                    self.announced(a);
+                    // Who answers now, at once rather than at the next
+                    // periodic refresh; the failover is already counted.
+                    if failover
+                        && let Some(lost) = self.refresh_identity(&mut conn, identity, true).await
+                    {
+                        return lost;
+                    }
+                }
                 _ = ticker.tick() => {
                     let t0 = Instant::now();
                     let r = timeout(self.settings.timeout, self.store.probe(&mut conn)).await;
@@ -250,7 +260,7 @@ impl<S: Store> Canary<S> {
                     probes = probes.wrapping_add(1);
                     let every = self.settings.identity_every;
                     if every > 0 && probes.is_multiple_of(every)
-                        && let Some(lost) = self.refresh_identity(&mut conn, identity).await
+                        && let Some(lost) = self.refresh_identity(&mut conn, identity, false).await
                     {
                         return lost;
                     }
@@ -260,8 +270,14 @@ impl<S: Store> Canary<S> {
     }
 
     /// Re-reads the identity on the live connection; a role change is a
-    /// failover seen through the store's topology.
-    async fn refresh_identity(&self, conn: &mut S::Conn, identity: &mut Identity) -> Option<UpEnd> {
+    /// failover seen through the store's topology, unless the store has just
+    /// `announced` it.
+    async fn refresh_identity(
+        &self,
+        conn: &mut S::Conn,
+        identity: &mut Identity,
+        announced: bool,
+    ) -> Option<UpEnd> {
         let fresh = match timeout(self.settings.timeout, self.store.identify(conn)).await {
             Ok(Ok(mut fresh)) => {
                 fresh.read_at.get_or_insert_with(Instant::now);
@@ -282,7 +298,7 @@ impl<S: Store> Canary<S> {
         };
         let changed = fresh.role != identity.role || fresh.server_id != identity.server_id;
         if changed {
-            if fresh.role != identity.role {
+            if fresh.role != identity.role && !announced {
                 self.emit(Event::Failover {
                     source: FailoverSource::Topology,
                     from: describe(identity),
@@ -299,8 +315,8 @@ impl<S: Store> Canary<S> {
 
     fn announced(&self, a: Announcement) {
         match a {
-            Announcement::Failover { from, to } => self.emit(Event::Failover {
-                source: FailoverSource::Sentinel,
+            Announcement::Failover { source, from, to } => self.emit(Event::Failover {
+                source,
                 from: Some(from),
                 to,
             }),

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -16,7 +16,8 @@ use dbcanary::events::{
     TargetInfo,
 };
 use dbcanary::stores::{
-    CloseSignal, ConnectError, Connected, Identity, ProbeError, Role, Store, StoreKind,
+    Announcement, CloseSignal, ConnectError, Connected, Identity, ProbeError, Role, Store,
+    StoreKind,
 };
 
 /// What the fake server does now.
@@ -32,6 +33,8 @@ struct World {
     hang: bool,
     kill: Option<oneshot::Sender<DisconnectCause>>,
     connects: u32,
+    /// Where the store's announcements go, once the canary listens.
+    announcer: Option<mpsc::Sender<Announcement>>,
 }
 
 #[derive(Clone)]
@@ -48,6 +51,7 @@ impl Fake {
             hang: false,
             kill: None,
             connects: 0,
+            announcer: None,
         })))
     }
 
@@ -110,6 +114,11 @@ impl Store for Fake {
     }
 
     async fn close(&self, _c: ()) {}
+
+    async fn announce(&self, tx: mpsc::Sender<Announcement>) {
+        self.with(|w| w.announcer = Some(tx.clone()));
+        tx.closed().await
+    }
 }
 
 #[derive(Default)]
@@ -345,4 +354,52 @@ async fn startup_failures_are_attempts_not_outages_and_shutdown_stops() {
         connects,
         "no attempts after shutdown"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn announced_failover_refreshes_the_identity_at_once_and_counts_once() {
+    let (fake, sink) = (Fake::new(), Arc::new(Collect::default()));
+    let _stop = start(&fake, &sink);
+    sink.until(is_connected).await;
+    // The connection now reaches another server, in another role: the
+    // store's topology news says so before any periodic refresh would.
+    let announcer = fake.with(|w| {
+        w.server_id = "b".into();
+        w.role = Role::Replica;
+        w.announcer
+            .clone()
+            .expect("the canary listens to announcements")
+    });
+    let sent = Instant::now();
+    announcer
+        .send(Announcement::Failover {
+            source: FailoverSource::Topology,
+            from: "a".into(),
+            to: "b".into(),
+        })
+        .await
+        .unwrap();
+    sink.until(|e| matches!(e, Event::IdentityChanged { .. }))
+        .await;
+    assert!(
+        sent.elapsed() < settings().interval,
+        "identity refreshed {:?} after the announcement, not at once",
+        sent.elapsed()
+    );
+    assert_eq!(
+        sink.count(|e| matches!(e, Event::Failover { .. })),
+        1,
+        "the announced failover is counted once, not again as a role flip"
+    );
+    assert_eq!(
+        sink.count(|e| matches!(
+            e,
+            Event::Failover {
+                source: FailoverSource::Topology,
+                ..
+            }
+        )),
+        1
+    );
+    assert_eq!(sink.count(|e| matches!(e, Event::Disconnected { .. })), 0);
 }

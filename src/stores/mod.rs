@@ -13,7 +13,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::events::{ConnectResult, DisconnectCause};
+use crate::events::{ConnectResult, DisconnectCause, FailoverSource};
 
 pub mod mysql;
 pub mod redis;
@@ -191,8 +191,13 @@ pub struct Connected<C> {
 /// News the store pushes about its topology, outside any connection.
 #[derive(Debug, Clone)]
 pub enum Announcement {
-    /// The store announced a failover (Sentinel `+switch-master`).
-    Failover { from: String, to: String },
+    /// The store announced a failover (Sentinel `+switch-master`, a new
+    /// MongoDB primary), learned from `source`.
+    Failover {
+        source: FailoverSource,
+        from: String,
+        to: String,
+    },
     /// Something to tell the operator (e.g. every sentinel unreachable).
     Notice(String),
 }

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::dburl::{DbUrl, HostPort};
-use crate::events::ConnectResult;
+use crate::events::{ConnectResult, FailoverSource};
 use crate::stores::redis::{RedisNode, connect_error, identify, ping, probe_error};
 use crate::stores::{Announcement, ConnectError, Connected, Identity, ProbeError, Role, Store};
 
@@ -188,6 +188,7 @@ impl SentinelStore {
                 *self.master.lock().expect("master lock") = Some(to.clone());
                 let _ = tx
                     .send(Announcement::Failover {
+                        source: FailoverSource::Sentinel,
                         from: from.to_string(),
                         to: to.to_string(),
                     })
