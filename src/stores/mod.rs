@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::events::{ConnectResult, DisconnectCause, FailoverSource};
 
+pub mod mongodb;
 pub mod mysql;
 pub mod redis;
 pub mod sentinel;
@@ -58,7 +59,10 @@ impl StoreKind {
 
     /// Whether this build has a canary for the store.
     pub fn supported(self) -> bool {
-        matches!(self, Self::Redis | Self::RedisSentinel | Self::Mysql)
+        matches!(
+            self,
+            Self::Redis | Self::RedisSentinel | Self::Mysql | Self::Mongodb
+        )
     }
 }
 
@@ -240,6 +244,7 @@ pub trait Store: Send + Sync + 'static {
 pub fn check_url(kind: StoreKind, url: &crate::dburl::DbUrl) -> Result<(), String> {
     match kind {
         StoreKind::Mysql => mysql::check_url(url),
+        StoreKind::Mongodb => mongodb::check_url(url),
         _ => Ok(()),
     }
 }
@@ -358,7 +363,17 @@ pub async fn run_canary(
                 tracing::error!(target_name = %target.name, %reason, "bad MySQL URL: target not watched");
             }
         },
-        StoreKind::Mongodb | StoreKind::Postgresql | StoreKind::Http => {
+        StoreKind::Mongodb => {
+            Canary::new(
+                mongodb::MongoStore::new(&target.name, &target.url),
+                info,
+                s,
+                sink,
+            )
+            .run(shutdown)
+            .await
+        }
+        StoreKind::Postgresql | StoreKind::Http => {
             tracing::error!(target_name = %target.name, store = %target.kind, "store not supported yet");
         }
     }
@@ -390,7 +405,8 @@ pub async fn check_once(
                 .map_err(|reason| ConnectError::new(ConnectResult::Protocol, reason))?;
             once(store, t).await?
         }
-        StoreKind::Mongodb | StoreKind::Postgresql | StoreKind::Http => {
+        StoreKind::Mongodb => once(mongodb::MongoStore::new(&target.name, &target.url), t).await?,
+        StoreKind::Postgresql | StoreKind::Http => {
             return Err(ConnectError::new(
                 ConnectResult::Protocol,
                 format!("store {} is not supported yet", target.kind),
