@@ -9,6 +9,7 @@
 //! shared machines.
 #![allow(dead_code)]
 
+pub mod mongo;
 pub mod redis;
 
 use std::collections::{BTreeMap, HashSet};

@@ -1,0 +1,450 @@
+//! End-to-end: the agent, with the real Rust `mongodb` driver inside,
+//! against MongoDB members played by mockupdb (`tests/support/mockmongo.py`,
+//! one process per member, started by each test on free ports): a
+//! standalone restart, a replica-set primary killed and replaced, a
+//! stepdown without an outage, a spell without any primary, a member that
+//! never answers, and a password that must not leak.
+//!
+//! Ground truth for outage lengths is what the harness did: when it killed a
+//! member and when the new process said it listened.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::mongo::{Member, ReplicaSet, election_hex};
+use support::{Agent, FAST_DEFAULTS, check, events, parse_time, poll_until, secs_between};
+
+/// Heartbeats every 500 ms (the driver's minimum) keep topology news quick.
+const HB: &str = "heartbeatFrequencyMS=500";
+
+fn standalone_url(m: &Member) -> String {
+    format!("mongodb://{}/?{HB}", m.addr())
+}
+
+/// `dbcanary_server_info` samples of a target.
+async fn server_info(agent: &Agent, target: &str) -> Vec<(String, String, String)> {
+    agent
+        .metrics()
+        .await
+        .series("dbcanary_server_info", &[("target", target)])
+        .iter()
+        .filter(|s| s.value == 1.0)
+        .map(|s| {
+            (
+                s.labels["server_id"].clone(),
+                s.labels["role"].clone(),
+                s.labels["address"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// Waits until `dbcanary_server_info` names `server` as the primary.
+async fn wait_primary_named(agent: &Agent, target: &str, server: &str, limit: Duration) {
+    poll_until(
+        limit,
+        &format!("dbcanary_server_info{{target={target:?}}} naming {server} as primary"),
+        async || {
+            let info = server_info(agent, target).await;
+            check(
+                info.len() == 1 && info[0].0 == server && info[0].1 == "primary",
+                info,
+            )
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn standalone_restart_is_a_restart_measured_against_the_pause() {
+    let mut m = Member::standalone("standalone").await;
+    let before_pid = m.process_id.clone().expect("running");
+    // Probes only every 2 s: a loss seen well before the next probe can only
+    // come from the driver's events (the transport signal).
+    let agent = Agent::builder()
+        .toml(FAST_DEFAULTS)
+        .toml(&format!(
+            "[[target]]\nname = \"docs\"\nurl = \"{}\"\ninterval = \"2s\"\n",
+            standalone_url(&m)
+        ))
+        .start()
+        .await;
+    agent.wait_up("docs", true, Duration::from_secs(15)).await;
+    let t = agent.target("docs").await;
+    assert_eq!(t["identity"]["process_id"], before_pid.as_str(), "{t}");
+    assert_eq!(t["identity"]["server_id"], m.addr().as_str(), "{t}");
+    assert_eq!(t["identity"]["role"], "primary", "{t}");
+    assert_eq!(t["identity"]["version"], "7.0.0-mockupdb", "{t}");
+
+    let pause = Duration::from_millis(1500);
+    let killed = m.kill();
+    let detected = poll_until(Duration::from_secs(5), "the loss to be seen", async || {
+        let t = agent.target("docs").await;
+        match events(&t, "disconnected").first() {
+            Some(d) => Ok((*d).clone()),
+            None => Err(t["state"].clone()),
+        }
+    })
+    .await;
+    let lag = secs_between(killed, parse_time(&detected["detected_at"]));
+    assert!(
+        lag < 1.0,
+        "loss seen {lag:.3} s after the kill: not event-driven ({detected})"
+    );
+    assert!(
+        detected["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("transport"),
+        "{detected}"
+    );
+
+    // The known pause: the member stays dead this long (the scenario, not
+    // a synchronisation).
+    tokio::time::sleep(pause).await;
+    let started = m.start().await;
+    assert_ne!(started.process_id, before_pid);
+    agent
+        .wait_at_least(
+            "dbcanary_outage_duration_seconds_count",
+            &[("target", "docs"), ("kind", "restart")],
+            1.0,
+            Duration::from_secs(15),
+        )
+        .await;
+
+    let t = agent.target("docs").await;
+    let o = &t["last_outage"];
+    assert_eq!(o["kind"], "restart", "{o}");
+    assert_eq!(o["after"]["process_id"], started.process_id.as_str(), "{o}");
+    assert_eq!(o["before"]["process_id"], before_pid.as_str(), "{o}");
+    let measured = o["duration"].as_f64().expect("duration");
+    let resolution = o["resolution"].as_f64().expect("resolution");
+    let down = secs_between(killed, started.at);
+    let bound = resolution.max(0.25);
+    assert!(
+        measured >= down - 0.25 && measured <= down + bound,
+        "outage {measured:.3} s, member down {down:.3} s (pause {pause:?}), allowed +{bound:.3} s: {o}"
+    );
+    let metrics = agent.metrics().await;
+    assert_eq!(
+        metrics.value("dbcanary_restarts_total", &[("target", "docs")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metrics.value_or_zero(
+            "dbcanary_failovers_total",
+            &[("target", "docs"), ("source", "topology")]
+        ),
+        0.0,
+        "a standalone restart is no failover"
+    );
+}
+
+#[tokio::test]
+async fn killed_primary_replaced_by_a_secondary_is_a_failover() {
+    let mut rs = ReplicaSet::start(3).await;
+    let (a, b) = (rs.members[0].addr(), rs.members[1].addr());
+    let agent = Agent::start(&[("catalog", &rs.url("", HB))]).await;
+    agent
+        .wait_up("catalog", true, Duration::from_secs(15))
+        .await;
+    wait_primary_named(&agent, "catalog", &a, Duration::from_secs(5)).await;
+    let t = agent.target("catalog").await;
+    assert_eq!(t["identity"]["epoch"], election_hex(1).as_str(), "{t}");
+    assert_eq!(t["identity"]["details"]["set_name"], "rs0", "{t}");
+
+    rs.members[0].kill();
+    agent
+        .wait_up("catalog", false, Duration::from_secs(5))
+        .await;
+    // The election takes a moment, as a real one does.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    rs.elect(Some(1));
+
+    agent
+        .wait_at_least(
+            "dbcanary_failovers_total",
+            &[("target", "catalog"), ("source", "topology")],
+            1.0,
+            Duration::from_secs(15),
+        )
+        .await;
+    agent
+        .wait_up("catalog", true, Duration::from_secs(15))
+        .await;
+    wait_primary_named(&agent, "catalog", &b, Duration::from_secs(5)).await;
+
+    let t = agent.target("catalog").await;
+    let topo: Vec<&Value> = events(&t, "failover")
+        .into_iter()
+        .filter(|e| e["source"] == "topology")
+        .collect();
+    assert_eq!(topo.len(), 1, "{t}");
+    assert!(topo[0]["from"].as_str().unwrap_or("").contains(&a), "{t}");
+    assert!(topo[0]["to"].as_str().unwrap_or("").contains(&b), "{t}");
+    for o in events(&t, "restored") {
+        assert_eq!(o["kind"], "failover", "{o}");
+    }
+    assert_eq!(t["identity"]["epoch"], election_hex(2).as_str(), "{t}");
+    let metrics = agent.metrics().await;
+    assert_eq!(
+        metrics.value(
+            "dbcanary_failovers_total",
+            &[("target", "catalog"), ("source", "topology")]
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn stepdown_without_a_kill_is_a_failover_without_an_outage() {
+    let mut rs = ReplicaSet::start(3).await;
+    let (a, b) = (rs.members[0].addr(), rs.members[1].addr());
+    // The probe's bound covers the moment between "A steps down" and "B is
+    // primary", as an application's operation would wait for it.
+    let agent = Agent::builder()
+        .toml(FAST_DEFAULTS)
+        .toml(&format!(
+            "[[target]]\nname = \"orders\"\nurl = \"{}\"\ntimeout = \"1s\"\n",
+            rs.url("", HB)
+        ))
+        .start()
+        .await;
+    agent.wait_up("orders", true, Duration::from_secs(15)).await;
+    wait_primary_named(&agent, "orders", &a, Duration::from_secs(5)).await;
+    let probes_before = agent.metrics().await.value_or_zero(
+        "dbcanary_probes_total",
+        &[("target", "orders"), ("result", "ok")],
+    );
+
+    rs.elect(Some(1));
+    agent
+        .wait_at_least(
+            "dbcanary_failovers_total",
+            &[("target", "orders"), ("source", "topology")],
+            1.0,
+            Duration::from_secs(10),
+        )
+        .await;
+    wait_primary_named(&agent, "orders", &b, Duration::from_secs(5)).await;
+    // Probes keep succeeding on the new primary.
+    agent
+        .wait_at_least(
+            "dbcanary_probes_total",
+            &[("target", "orders"), ("result", "ok")],
+            probes_before + 5.0,
+            Duration::from_secs(10),
+        )
+        .await;
+
+    let metrics = agent.metrics().await;
+    assert_eq!(
+        metrics.sum("dbcanary_disconnects_total", &[("target", "orders")]),
+        0.0,
+        "the target went down:\n{}",
+        metrics.text
+    );
+    assert_eq!(
+        metrics.value("dbcanary_up", &[("target", "orders")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metrics.value(
+            "dbcanary_failovers_total",
+            &[("target", "orders"), ("source", "topology")]
+        ),
+        Some(1.0)
+    );
+    let t = agent.target("orders").await;
+    assert_eq!(t["outages"], 0, "{t}");
+    let f = events(&t, "failover");
+    assert_eq!(f.len(), 1, "{t}");
+    assert!(f[0]["from"].as_str().unwrap_or("").contains(&a), "{t}");
+    assert!(f[0]["to"].as_str().unwrap_or("").contains(&b), "{t}");
+    assert_eq!(t["identity"]["server_id"], b.as_str(), "{t}");
+}
+
+#[tokio::test]
+async fn no_primary_for_two_seconds_is_not_ready_then_recovers() {
+    let mut rs = ReplicaSet::start(3).await;
+    let agent = Agent::start(&[("ledger", &rs.url("", HB))]).await;
+    agent.wait_up("ledger", true, Duration::from_secs(15)).await;
+
+    let t0 = Instant::now();
+    rs.elect(None);
+    agent.wait_up("ledger", false, Duration::from_secs(5)).await;
+    agent
+        .wait_at_least(
+            "dbcanary_connect_attempts_total",
+            &[("target", "ledger"), ("result", "not_ready")],
+            2.0,
+            Duration::from_secs(10),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(t0.elapsed())).await;
+    // Member 0 wins the next election.
+    rs.elect(Some(0));
+    agent.wait_up("ledger", true, Duration::from_secs(10)).await;
+
+    let t = agent.target("ledger").await;
+    let o = &t["last_outage"];
+    assert!(
+        o["duration"].as_f64().unwrap_or(0.0) >= 1.5,
+        "no primary for 2 s, outage {o}"
+    );
+    assert!(o["attempts"].as_u64().unwrap_or(0) >= 3, "{o}");
+    // Same member, higher electionId: a failover by the topology epoch.
+    assert_eq!(o["kind"], "failover", "{o}");
+    let metrics = agent.metrics().await;
+    let attempts = metrics.series("dbcanary_connect_attempts_total", &[("target", "ledger")]);
+    for s in attempts.iter().filter(|s| s.value > 0.0) {
+        assert!(
+            ["ok", "not_ready"].contains(&s.labels["result"].as_str()),
+            "unexpected attempt result while members answered: {s:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn member_that_never_answers_times_out_without_stalling_others() {
+    // Accepts TCP (the kernel completes the handshake) and never answers.
+    let hung = std::net::TcpListener::bind(("127.0.0.1", support::free_port()))
+        .expect("bind the silent listener");
+    let hung_addr = hung.local_addr().expect("addr");
+    let healthy = Member::standalone("healthy").await;
+    let mut agent = Agent::start(&[
+        ("silent", &format!("mongodb://{hung_addr}/?{HB}")),
+        ("docs", &standalone_url(&healthy)),
+    ])
+    .await;
+    agent.wait_up("docs", true, Duration::from_secs(15)).await;
+    let first = agent
+        .wait_at_least(
+            "dbcanary_connect_attempts_total",
+            &[("target", "silent"), ("result", "timeout")],
+            3.0,
+            Duration::from_secs(15),
+        )
+        .await;
+    let probes = agent.metrics().await.value_or_zero(
+        "dbcanary_probes_total",
+        &[("target", "docs"), ("result", "ok")],
+    );
+    // The silent target keeps trying (no stuck task) while the healthy one
+    // keeps probing.
+    agent
+        .wait_at_least(
+            "dbcanary_connect_attempts_total",
+            &[("target", "silent"), ("result", "timeout")],
+            first + 3.0,
+            Duration::from_secs(15),
+        )
+        .await;
+    let metrics = agent.metrics().await;
+    assert!(
+        metrics.value_or_zero(
+            "dbcanary_probes_total",
+            &[("target", "docs"), ("result", "ok")]
+        ) >= probes + 3.0,
+        "the healthy target stalled:\n{}",
+        metrics.text
+    );
+    assert_eq!(
+        metrics.value("dbcanary_up", &[("target", "docs")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metrics.value("dbcanary_up", &[("target", "silent")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        metrics.sum("dbcanary_disconnects_total", &[("target", "docs")]),
+        0.0
+    );
+    // And nothing hangs the shutdown.
+    let (status, took) = agent.terminate(Duration::from_secs(5)).await;
+    assert!(status.success(), "exit {status} after {took:?}");
+    drop(hung);
+}
+
+#[tokio::test]
+async fn password_appears_in_no_output() {
+    const URL_SECRET: &str = "pw-in-url-7Hq2";
+    const FILE_SECRET: &str = "pw-in-file-9Zx4";
+    // The mock knows no authentication: the driver's SASL exchange fails,
+    // which is exactly the error path that must not leak.
+    let m = Member::standalone("auth").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pw_file = dir.path().join("secret");
+    std::fs::write(&pw_file, format!("{FILE_SECRET}\n")).expect("write secret");
+    let url = format!("mongodb://canary:{URL_SECRET}@{}/?{HB}", m.addr());
+    let file_url = format!("mongodb://canary@{}/admin?{HB}", m.addr());
+    let mut agent = Agent::builder()
+        .toml(FAST_DEFAULTS)
+        .target("inline", &url)
+        .toml(&format!(
+            "[[target]]\nname = \"filed\"\nurl = \"{file_url}\"\npassword_file = \"{}\"\n",
+            pw_file.display()
+        ))
+        .start()
+        .await;
+    for target in ["inline", "filed"] {
+        agent
+            .wait_at_least(
+                "dbcanary_connect_attempts_total",
+                &[("target", target), ("result", "auth")],
+                2.0,
+                Duration::from_secs(15),
+            )
+            .await;
+    }
+    let metrics = agent.metrics().await.text;
+    let api = agent.get("/api/v1/targets").await.body;
+    let run = |args: &[&str]| {
+        let out = support::dbcanary_command()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run dbcanary");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let config = agent.config.to_str().expect("utf-8 path").to_string();
+    let config_check = run(&["config", "check", "--config", &config]);
+    let check = run(&["check", "--config", &config]);
+    let watch = {
+        let mut cmd = support::dbcanary_command();
+        cmd.args(["watch", &url, "--interval", "200ms"]);
+        let mut p = support::Proc::spawn("watch", cmd, dir.path());
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        p.signal(support::Signal::Int);
+        p.wait_timeout(Duration::from_secs(5)).await;
+        format!("{}{}", p.stdout_text(), p.stderr_text())
+    };
+    let (status, _) = agent.terminate(Duration::from_secs(5)).await;
+    assert!(status.success());
+    let log = agent.log() + &agent.proc.stdout_text();
+    assert!(log.contains("auth"), "the auth failure is logged:\n{log}");
+    for (what, text) in [
+        ("agent log", &log),
+        ("/metrics", &metrics),
+        ("/api/v1/targets", &api),
+        ("config check", &config_check),
+        ("check", &check),
+        ("watch", &watch),
+    ] {
+        for secret in [URL_SECRET, FILE_SECRET] {
+            assert!(
+                !text.contains(secret),
+                "the password shows in the {what} output:\n{text}"
+            );
+        }
+    }
+}

@@ -1,0 +1,166 @@
+"""mockmongo: one MongoDB member for dbcanary's tests, played by mockupdb.
+
+There is no MongoDB server package on the test machines, so the tests start
+one of these per member (standalone or replica-set member) and drive the
+real Rust `mongodb` driver against them.
+
+    python mockmongo.py --port PORT --state FILE
+
+FILE holds the member's hello fields as MongoDB extended JSON (e.g.
+`{"isWritablePrimary": true, "setName": "rs0", "electionId": {"$oid": ...}}`)
+and is re-read every 10 ms: a test switches roles by rewriting it (atomically,
+by rename). This process adds what every reply needs (wire versions, sizes)
+and a `topologyVersion` whose `processId` is new for every process: a restart
+is a new process. Its `counter` moves with every change of FILE.
+
+Awaitable hellos (the driver's streaming monitor sends `topologyVersion` and
+`maxAwaitTimeMS`) are answered, as a real server does, when the state changes
+or when `maxAwaitTimeMS` has passed — never at once, which would make the
+driver spin. mockupdb runs every responder under one server-wide lock, so an
+awaiting hello is answered from its own thread.
+
+Every request gets an answer (an unanswered request would hang the client):
+hello/isMaster, ping, buildInfo, endSessions, and an error for anything else.
+
+Prints `READY port=P processId=HEX at=UNIX_SECONDS` once it listens.
+"""
+
+import argparse
+import datetime
+import itertools
+import sys
+import threading
+import time
+
+from bson import Int64, ObjectId, json_util
+from mockupdb import MockupDB
+
+VERSION = "7.0.0-mockupdb"
+
+
+class Member:
+    def __init__(self, state_path):
+        self.state_path = state_path
+        self.process_id = ObjectId()
+        self.cond = threading.Condition()
+        self.counter = 0
+        self.text = None
+        self.state = {}
+        self.connection_ids = itertools.count(1)
+        self.reload()
+
+    def reload(self):
+        try:
+            with open(self.state_path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError:
+            return
+        if text == self.text:
+            return
+        try:
+            state = json_util.loads(text)
+        except ValueError:
+            return  # half-written by a careless writer: keep the old state
+        with self.cond:
+            if self.text is not None:
+                self.counter += 1
+            self.text = text
+            self.state = state
+            self.cond.notify_all()
+
+    def watch(self):
+        while True:
+            time.sleep(0.01)
+            self.reload()
+
+    def hello_reply(self, command_name, request_doc):
+        with self.cond:
+            state = dict(self.state)
+            counter = self.counter
+        reply = {
+            "ok": 1,
+            "maxWireVersion": 21,
+            "minWireVersion": 0,
+            "maxBsonObjectSize": 16 * 1024 * 1024,
+            "maxMessageSizeBytes": 48000000,
+            "maxWriteBatchSize": 100000,
+            "localTime": datetime.datetime.now(datetime.timezone.utc),
+            "connectionId": next(self.connection_ids),
+            "topologyVersion": {"processId": self.process_id, "counter": Int64(counter)},
+        }
+        reply.update(state)
+        writable = bool(reply.pop("isWritablePrimary", False))
+        if command_name == "ismaster":
+            reply["ismaster"] = writable
+        else:
+            reply["isWritablePrimary"] = writable
+        if request_doc.get("helloOk"):
+            reply["helloOk"] = True
+        return reply
+
+    def is_current(self, topology_version):
+        return (
+            topology_version.get("processId") == self.process_id
+            and int(topology_version.get("counter", -1)) == self.counter
+        )
+
+    def await_and_reply(self, request, name, topology_version, max_await_ms):
+        deadline = time.monotonic() + max_await_ms / 1000.0
+        with self.cond:
+            while self.is_current(topology_version):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.cond.wait(left)
+        try:
+            request.reply(self.hello_reply(name, request.doc))
+        except OSError:
+            pass  # the client went away while waiting
+
+    def handle(self, request):
+        name = (getattr(request, "command_name", None) or "").lower()
+        doc = request.doc if hasattr(request, "doc") else {}
+        if name in ("hello", "ismaster"):
+            tv = doc.get("topologyVersion")
+            wait = doc.get("maxAwaitTimeMS")
+            if tv is not None and wait is not None:
+                threading.Thread(
+                    target=self.await_and_reply,
+                    args=(request, name, tv, int(wait)),
+                    daemon=True,
+                ).start()
+            else:
+                request.reply(self.hello_reply(name, doc))
+        elif name == "ping" or name == "endsessions":
+            request.reply({"ok": 1})
+        elif name == "buildinfo":
+            request.reply({"ok": 1, "version": VERSION, "versionArray": [7, 0, 0, 0]})
+        else:
+            request.reply(
+                {"ok": 0, "errmsg": "mockmongo: no such command: %s" % name, "code": 59}
+            )
+        return True
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--state", required=True)
+    args = parser.parse_args()
+
+    member = Member(args.state)
+    threading.Thread(target=member.watch, daemon=True).start()
+    server = MockupDB(port=args.port, request_timeout=int(1e6))
+    # mockupdb binds "localhost", which may resolve to ::1: force IPv4.
+    server._address = ("127.0.0.1", args.port)
+    server.autoresponds(member.handle)
+    server.run()
+    print(
+        "READY port=%d processId=%s at=%.6f" % (server.port, member.process_id, time.time()),
+        flush=True,
+    )
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
