@@ -1,0 +1,567 @@
+//! End-to-end: the agent against real MariaDB servers started by the tests
+//! (restart, connection kill, hung server, wrong password, failover behind
+//! HAProxy, read-only flip without an outage, no connection leak).
+//!
+//! Every test starts its own servers; nothing is shared between tests.
+//! Ground truth for outage lengths is what the harness did and saw.
+
+mod support;
+
+use std::time::Duration;
+
+use support::mariadb::{HaProxy, MariaDb};
+use support::{Agent, Metrics, check, events, parse_time, poll_until, secs_between};
+
+const CANARY_USER: &str = "dbcanary";
+const CANARY_PASSWORD: &str = "canary-pw-4f1d";
+
+/// Fast pacing: a probe every 100 ms, so that detection (probe-based for
+/// MySQL) stays well inside the tolerances below.
+const FAST: &str = r#"
+[defaults]
+interval = "100ms"
+timeout = "300ms"
+backoff = { initial = "20ms", multiplier = 2.0, max = "200ms" }
+"#;
+
+/// A server with the canary's least-privilege user (`USAGE` plus
+/// `SLAVE MONITOR` for role detection).
+async fn server_with_canary_user(name: &str, args: &[&str]) -> MariaDb {
+    let db = MariaDb::start(name, args).await;
+    db.create_user(CANARY_USER, CANARY_PASSWORD, Some("SLAVE MONITOR"))
+        .await;
+    db
+}
+
+fn canary_url(db: &MariaDb) -> String {
+    db.url(CANARY_USER, Some(CANARY_PASSWORD))
+}
+
+/// The single restored event of a target, with the API's target JSON.
+async fn restored_events(agent: &Agent, target: &str) -> Vec<serde_json::Value> {
+    let t = agent.target(target).await;
+    events(&t, "restored").into_iter().cloned().collect()
+}
+
+/// Outages per kind from the histogram counts.
+fn outages(m: &Metrics, target: &str, kind: &str) -> f64 {
+    m.value_or_zero(
+        "dbcanary_outage_duration_seconds_count",
+        &[("target", target), ("kind", kind)],
+    )
+}
+
+fn all_outages(m: &Metrics, target: &str) -> f64 {
+    m.sum(
+        "dbcanary_outage_duration_seconds_count",
+        &[("target", target)],
+    )
+}
+
+/// Waits until the target has had at least `n` outages (of any kind).
+async fn wait_outages(agent: &Agent, target: &str, n: f64, limit: Duration) {
+    poll_until(limit, &format!("{n} outages of {target}"), async || {
+        let got = all_outages(&agent.metrics().await, target);
+        check(got >= n, got)
+    })
+    .await;
+}
+
+/// The canary's one session on the server, once there is exactly one.
+async fn canary_session(db: &MariaDb, not: Option<u64>) -> u64 {
+    poll_until(
+        Duration::from_secs(10),
+        "exactly one new canary session",
+        async || {
+            let s = db.sessions_of(CANARY_USER).await;
+            match s.as_slice() {
+                [one] if Some(*one) != not => Ok(*one),
+                _ => Err(s),
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn restart_is_one_outage_of_kind_restart_as_long_as_the_pause() {
+    let mut db = server_with_canary_user("mariadb", &[]).await;
+    let agent = Agent::builder()
+        .toml(FAST)
+        .target("orders", &canary_url(&db))
+        .start()
+        .await;
+    agent.wait_up("orders", true, Duration::from_secs(15)).await;
+    // Uptime is whole seconds: let the connection age so that a restart
+    // (uptime back near 0) is unambiguous against the 1.5 s tolerance.
+    agent
+        .wait_at_least(
+            "dbcanary_connection_age_seconds",
+            &[("target", "orders")],
+            1.5,
+            Duration::from_secs(10),
+        )
+        .await;
+
+    let down = db.kill();
+    let pause = Duration::from_millis(1500);
+    tokio::time::sleep_until((down.mono + pause).into()).await;
+    let back = db.start_again().await;
+    let truth = back.mono - down.mono;
+
+    wait_outages(&agent, "orders", 1.0, Duration::from_secs(20)).await;
+    let m = agent.metrics().await;
+    assert_eq!(outages(&m, "orders", "restart"), 1.0, "{}", agent.log());
+    assert_eq!(all_outages(&m, "orders"), 1.0, "{}", m.text);
+    assert_eq!(
+        m.value_or_zero("dbcanary_restarts_total", &[("target", "orders")]),
+        1.0
+    );
+    let r = &restored_events(&agent, "orders").await[0];
+    assert_eq!(r["kind"], "restart", "{r}");
+    let measured = r["duration"].as_f64().unwrap();
+    let resolution = r["resolution"].as_f64().unwrap();
+    // Detection is probe-based (≤ one 100 ms interval late), the end is at
+    // most one backoff gap (the resolution) late; 50 ms for the harness's
+    // own polling of the restarted server.
+    let tolerance = resolution.max(0.25) + 0.05;
+    let diff = measured - truth.as_secs_f64();
+    assert!(
+        diff.abs() <= tolerance,
+        "outage measured {measured:.3} s, server down {:.3} s (kill → first login), \
+         tolerance {tolerance:.3} s\n{r}",
+        truth.as_secs_f64()
+    );
+    // The outage starts after the kill, not before.
+    let started = parse_time(&r["started_at"]);
+    assert!(secs_between(down.wall, started) >= -0.01, "{r}");
+}
+
+#[tokio::test]
+async fn killed_connection_is_a_network_outage() {
+    let db = server_with_canary_user("mariadb", &[]).await;
+    let agent = Agent::builder()
+        .toml(FAST)
+        .target("orders", &canary_url(&db))
+        .start()
+        .await;
+    agent.wait_up("orders", true, Duration::from_secs(15)).await;
+    let id = canary_session(&db, None).await;
+    let killed = db.kill_connection(id).await;
+
+    agent
+        .wait_at_least(
+            "dbcanary_outage_duration_seconds_count",
+            &[("target", "orders"), ("kind", "network")],
+            1.0,
+            Duration::from_secs(10),
+        )
+        .await;
+    let m = agent.metrics().await;
+    assert_eq!(all_outages(&m, "orders"), 1.0, "{}", m.text);
+    assert_eq!(
+        m.value_or_zero(
+            "dbcanary_disconnects_total",
+            &[("target", "orders"), ("cause", "closed")]
+        ),
+        1.0,
+        "{}",
+        m.text
+    );
+    let t = agent.target("orders").await;
+    let lost = events(&t, "disconnected")[0];
+    let detected = secs_between(killed.wall, parse_time(&lost["detected_at"]));
+    // Probe-based detection: within an interval (100 ms) plus slack.
+    assert!(
+        (0.0..1.0).contains(&detected),
+        "detected {detected:.3} s after the kill"
+    );
+    // The new session is another one, and the old one is gone.
+    let new_id = canary_session(&db, Some(id)).await;
+    assert_ne!(new_id, id);
+}
+
+#[tokio::test]
+async fn hung_server_is_detected_by_the_probe_timeout() {
+    let db = server_with_canary_user("mariadb", &[]).await;
+    let agent = Agent::builder()
+        .toml(FAST)
+        .target("orders", &canary_url(&db))
+        .start()
+        .await;
+    agent.wait_up("orders", true, Duration::from_secs(15)).await;
+
+    let stopped = db.pause();
+    agent
+        .wait_at_least(
+            "dbcanary_disconnects_total",
+            &[("target", "orders"), ("cause", "timeout")],
+            1.0,
+            Duration::from_secs(3),
+        )
+        .await;
+    // While it hangs, connection attempts time out too (the kernel accepts,
+    // the server never greets).
+    agent
+        .wait_at_least(
+            "dbcanary_connect_attempts_total",
+            &[("target", "orders"), ("result", "timeout")],
+            1.0,
+            Duration::from_secs(3),
+        )
+        .await;
+    tokio::time::sleep_until((stopped.mono + Duration::from_secs(3)).into()).await;
+    db.resume();
+
+    wait_outages(&agent, "orders", 1.0, Duration::from_secs(10)).await;
+    let m = agent.metrics().await;
+    assert!(
+        m.value_or_zero(
+            "dbcanary_probes_total",
+            &[("target", "orders"), ("result", "timeout")]
+        ) >= 1.0,
+        "{}",
+        m.text
+    );
+    let r = &restored_events(&agent, "orders").await[0];
+    assert_eq!(r["cause"], "timeout", "{r}");
+    assert_eq!(r["kind"], "network", "the same server kept running: {r}");
+    let lost = parse_time(&r["started_at"]);
+    let detected = secs_between(stopped.wall, lost);
+    assert!(
+        (0.0..1.5).contains(&detected),
+        "hang detected {detected:.3} s after SIGSTOP (interval 100 ms + timeout 300 ms)"
+    );
+    // A hang is not a crash: the canary is back on one connection.
+    canary_session(&db, None).await;
+}
+
+#[tokio::test]
+async fn wrong_password_is_an_auth_attempt_and_never_printed() {
+    let db = server_with_canary_user("mariadb", &[]).await;
+    let planted = "Planted-Wr0ng-9d3c";
+    let dir = tempfile::tempdir().unwrap();
+    let pw_file = dir.path().join("pw");
+    std::fs::write(&pw_file, format!("{planted}-file\n")).unwrap();
+    let mut agent = Agent::builder()
+        .toml(FAST)
+        .target("orders", &db.url(CANARY_USER, Some(planted)))
+        .toml(&format!(
+            "[[target]]\nname = \"billing\"\nurl = {:?}\npassword_file = {:?}\n",
+            db.url(CANARY_USER, None),
+            pw_file.display().to_string()
+        ))
+        .start()
+        .await;
+    for t in ["orders", "billing"] {
+        agent
+            .wait_at_least(
+                "dbcanary_connect_attempts_total",
+                &[("target", t), ("result", "auth")],
+                3.0,
+                Duration::from_secs(15),
+            )
+            .await;
+    }
+    agent.assert_alive();
+    let m = agent.metrics().await;
+    assert_eq!(m.value("dbcanary_up", &[("target", "orders")]), Some(0.0));
+    let api = agent.get("/api/v1/targets").await.body;
+    assert!(api.contains("Access denied"), "the reason is shown: {api}");
+    for (what, text) in [("metrics", &m.text), ("API", &api), ("log", &agent.log())] {
+        assert!(
+            !text.contains(planted),
+            "the password appears in the {what}:\n{text}"
+        );
+    }
+    assert!(
+        agent.log().contains("auth"),
+        "the failed attempts are logged:\n{}",
+        agent.log()
+    );
+}
+
+#[tokio::test]
+async fn failover_behind_haproxy_is_a_failover_to_the_new_server() {
+    let mut primary = server_with_canary_user(
+        "primary",
+        &["--server-id=1", "--log-bin", "--binlog-format=ROW"],
+    )
+    .await;
+    let replica = MariaDb::start(
+        "replica",
+        &[
+            "--server-id=2",
+            "--read-only=1",
+            "--log-bin",
+            "--log-slave-updates",
+            "--binlog-format=ROW",
+        ],
+    )
+    .await;
+    // The canary user reaches the replica through replication.
+    replica.replicate_from(&primary).await;
+    poll_until(
+        Duration::from_secs(10),
+        "the canary user on the replica",
+        async || {
+            let n = replica
+                .rows("SELECT COUNT(*) FROM mysql.user WHERE User = 'dbcanary'")
+                .await;
+            check(n[0][0].as_deref() == Some("1"), n)
+        },
+    )
+    .await;
+    let proxy = HaProxy::start(primary.port, replica.port).await;
+    let agent = Agent::builder()
+        .toml(FAST)
+        .target("orders", &proxy.url(CANARY_USER, Some(CANARY_PASSWORD)))
+        .start()
+        .await;
+    agent.wait_up("orders", true, Duration::from_secs(15)).await;
+    let before = agent.target("orders").await["identity"].clone();
+    assert_eq!(before["role"], "primary", "{before}");
+    assert_eq!(
+        before["address"],
+        format!("127.0.0.1:{}", primary.port),
+        "{before}"
+    );
+
+    primary.kill();
+    replica.promote().await;
+
+    agent
+        .wait_at_least(
+            "dbcanary_outage_duration_seconds_count",
+            &[("target", "orders"), ("kind", "failover")],
+            1.0,
+            Duration::from_secs(20),
+        )
+        .await;
+    let new_address = format!("127.0.0.1:{}", replica.port);
+    // Wait for the promoted replica as primary (if the canary reached it
+    // before the promotion, a topology refresh follows).
+    let info = poll_until(
+        Duration::from_secs(10),
+        "dbcanary_server_info on the promoted replica as primary",
+        async || {
+            let m = agent.metrics().await;
+            let s: Vec<_> = m
+                .series("dbcanary_server_info", &[("target", "orders")])
+                .into_iter()
+                .cloned()
+                .collect();
+            match s.as_slice() {
+                [one]
+                    if one.labels["address"] == new_address && one.labels["role"] == "primary" =>
+                {
+                    Ok(one.clone())
+                }
+                _ => Err(s),
+            }
+        },
+    )
+    .await;
+    assert_ne!(
+        info.labels["server_id"],
+        before["server_id"].as_str().unwrap(),
+        "a new server id after the failover"
+    );
+    let m = agent.metrics().await;
+    assert_eq!(
+        all_outages(&m, "orders"),
+        1.0,
+        "{}\n{}",
+        m.text,
+        proxy.log()
+    );
+    assert!(
+        m.value_or_zero(
+            "dbcanary_failovers_total",
+            &[("target", "orders"), ("source", "outage")]
+        ) >= 1.0
+    );
+    let r = &restored_events(&agent, "orders").await[0];
+    assert_eq!(r["before"]["server_id"], before["server_id"], "{r}");
+    assert_eq!(r["after"]["address"], new_address, "{r}");
+}
+
+#[tokio::test]
+async fn read_only_flip_is_a_topology_failover_without_an_outage() {
+    let db = server_with_canary_user("mariadb", &[]).await;
+    let agent = Agent::builder()
+        .toml(
+            r#"
+[defaults]
+interval = "100ms"
+timeout = "300ms"
+identity_every = 2
+"#,
+        )
+        .target("orders", &canary_url(&db))
+        .start()
+        .await;
+    agent.wait_up("orders", true, Duration::from_secs(15)).await;
+    let labels = [("target", "orders"), ("source", "topology")];
+    assert_eq!(
+        agent
+            .metrics()
+            .await
+            .value_or_zero("dbcanary_failovers_total", &labels),
+        0.0
+    );
+
+    db.exec("SET GLOBAL read_only = 1").await;
+    agent
+        .wait_at_least(
+            "dbcanary_failovers_total",
+            &labels,
+            1.0,
+            Duration::from_secs(5),
+        )
+        .await;
+    let m = agent.metrics().await;
+    assert_eq!(
+        m.value(
+            "dbcanary_server_info",
+            &[("target", "orders"), ("role", "replica")]
+        ),
+        Some(1.0),
+        "{}",
+        m.text
+    );
+    db.exec("SET GLOBAL read_only = 0").await;
+    agent
+        .wait_at_least(
+            "dbcanary_failovers_total",
+            &labels,
+            2.0,
+            Duration::from_secs(5),
+        )
+        .await;
+    let m = agent.metrics().await;
+    assert_eq!(
+        m.value(
+            "dbcanary_server_info",
+            &[("target", "orders"), ("role", "primary")]
+        ),
+        Some(1.0),
+        "{}",
+        m.text
+    );
+    assert_eq!(all_outages(&m, "orders"), 0.0, "no outage: {}", m.text);
+    assert_eq!(
+        m.sum("dbcanary_disconnects_total", &[("target", "orders")]),
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn twenty_outages_leave_exactly_one_canary_connection() {
+    // performance_schema on, to see the connect attribute; the canary user
+    // lacks SLAVE MONITOR, to exercise the role-from-read_only fallback.
+    let mut db = MariaDb::start("mariadb", &["--performance-schema=ON"]).await;
+    db.create_user(CANARY_USER, CANARY_PASSWORD, None).await;
+    let agent = Agent::builder()
+        .toml(FAST)
+        .target("orders", &canary_url(&db))
+        .start()
+        .await;
+    agent.wait_up("orders", true, Duration::from_secs(15)).await;
+
+    let mut last = None;
+    for i in 0..20u32 {
+        match i {
+            // One hang: attempts that time out mid-handshake must not leave
+            // connections behind either.
+            7 => {
+                let stopped = db.pause();
+                agent
+                    .wait_at_least(
+                        "dbcanary_connect_attempts_total",
+                        &[("target", "orders"), ("result", "timeout")],
+                        1.0,
+                        Duration::from_secs(5),
+                    )
+                    .await;
+                tokio::time::sleep_until((stopped.mono + Duration::from_secs(1)).into()).await;
+                db.resume();
+            }
+            // One restart.
+            13 => {
+                db.kill();
+                db.start_again().await;
+            }
+            _ => {
+                let id = canary_session(&db, last).await;
+                db.kill_connection(id).await;
+                last = Some(id);
+            }
+        }
+        wait_outages(&agent, "orders", f64::from(i + 1), Duration::from_secs(15)).await;
+    }
+    agent.wait_up("orders", true, Duration::from_secs(10)).await;
+    let m = agent.metrics().await;
+    assert_eq!(all_outages(&m, "orders"), 20.0, "{}", m.text);
+
+    let id = canary_session(&db, None).await;
+    // The same one session carries the connect attribute.
+    let attrs = db
+        .rows(
+            "SELECT PROCESSLIST_ID FROM performance_schema.session_connect_attrs \
+             WHERE ATTR_NAME = 'program_name' AND ATTR_VALUE = 'dbcanary:orders'",
+        )
+        .await;
+    assert_eq!(attrs, vec![vec![Some(id.to_string())]]);
+    let identity = agent.target("orders").await["identity"].clone();
+    assert_eq!(identity["role"], "primary", "{identity}");
+    assert!(
+        identity["details"]["role_from"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("read_only only"),
+        "{identity}"
+    );
+}
+
+/// Not a test: detection latency of a clean server-side close
+/// (`KILL CONNECTION`) against the probe interval. Run with
+/// `cargo test --test mysql -- --ignored --nocapture measure`.
+#[tokio::test]
+#[ignore]
+async fn measure_kill_detection() {
+    let db = server_with_canary_user("mariadb", &[]).await;
+    for interval in ["250ms", "1s"] {
+        let agent = Agent::builder()
+            .toml(&format!(
+                "[defaults]\ninterval = \"{interval}\"\ntimeout = \"500ms\"\n"
+            ))
+            .target("orders", &canary_url(&db))
+            .start()
+            .await;
+        agent.wait_up("orders", true, Duration::from_secs(15)).await;
+        let mut figures = Vec::new();
+        let mut last = None;
+        for i in 0..10u32 {
+            let id = canary_session(&db, last).await;
+            // Kill at a random phase of the probe cycle.
+            tokio::time::sleep(Duration::from_millis(u64::from(i) * 37 % 250)).await;
+            let killed = db.kill_connection(id).await;
+            last = Some(id);
+            wait_outages(&agent, "orders", f64::from(i + 1), Duration::from_secs(10)).await;
+            let t = agent.target("orders").await;
+            let lost = events(&t, "disconnected");
+            let at = parse_time(&lost.last().unwrap()["detected_at"]);
+            figures.push(secs_between(killed.wall, at) * 1000.0);
+        }
+        figures.sort_by(f64::total_cmp);
+        let mean = figures.iter().sum::<f64>() / figures.len() as f64;
+        eprintln!(
+            "interval {interval}: KILL → detected: min {:.0} ms, median {:.0} ms, mean {mean:.0} ms, max {:.0} ms (n={})",
+            figures[0],
+            figures[figures.len() / 2],
+            figures[figures.len() - 1],
+            figures.len()
+        );
+    }
+}
