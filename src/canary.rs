@@ -298,7 +298,10 @@ impl<S: Store> Canary<S> {
         };
         let changed = fresh.role != identity.role || fresh.server_id != identity.server_id;
         if changed {
-            if fresh.role != identity.role && !announced {
+            // A role that became unreadable is not a failover; only a known
+            // role that flipped (e.g. MySQL read_only turned on) is.
+            let flipped = matches!((identity.role, fresh.role), (Some(a), Some(b)) if a != b);
+            if flipped && !announced {
                 self.emit(Event::Failover {
                     source: FailoverSource::Topology,
                     from: describe(identity),
