@@ -39,7 +39,7 @@ async fn sighup_applies_added_removed_and_unchanged_targets() {
     agent
         .wait_at_least(
             "dbcanary_outage_duration_seconds_count",
-            &[("target", "keep")],
+            &[("target", "keep"), ("kind", "network")],
             1.0,
             LIMIT,
         )

@@ -133,6 +133,14 @@ impl RedisNode {
             .await
             .map_err(|e| connect_error(&e))?;
         let mut identity = identify(&mut conn).await.map_err(|e| connect_error(&e))?;
+        // HELLO, CLIENT and INFO are served while the dataset loads; PING is
+        // not. Say so by type instead of failing the first probe.
+        if identity.details.get("loading").is_some_and(|l| l == "1") {
+            return Err(ConnectError::new(
+                ConnectResult::NotReady,
+                "the server is loading its dataset (LOADING)",
+            ));
+        }
         identity.address = Some(
             HostPort {
                 host: addr.host.clone(),
@@ -157,6 +165,7 @@ pub async fn identify(conn: &mut MultiplexedConnection) -> Result<Identity, Redi
     let text: String = redis::cmd("INFO")
         .arg("server")
         .arg("replication")
+        .arg("persistence")
         .query_async(conn)
         .await?;
     Ok(parse_info(&text))
@@ -171,6 +180,7 @@ pub fn parse_info(text: &str) -> Identity {
         .collect();
     let mut details = BTreeMap::new();
     for k in [
+        "loading",
         "master_replid",
         "tcp_port",
         "redis_mode",

@@ -214,6 +214,14 @@ impl Recorder {
         for s in FAILOVER_SOURCES {
             let _ = self.metrics.failovers.get_or_create(&source_labels(t, s));
         }
+        // Outage histograms too: rate() cannot count a series' first sample,
+        // so a series born at 1 would hide the first outage of its kind.
+        for k in OUTAGE_KINDS {
+            let _ = self
+                .metrics
+                .outage_duration
+                .get_or_create(&kind_labels(t, k));
+        }
         let _ = self.metrics.restarts.get_or_create(&l);
         let _ = self.metrics.canary_restarts.get_or_create(&l);
     }
@@ -262,12 +270,7 @@ impl Recorder {
         for s in FAILOVER_SOURCES {
             m.failovers.remove(&source_labels(t, s));
         }
-        for k in [
-            OutageKind::Network,
-            OutageKind::Restart,
-            OutageKind::Failover,
-            OutageKind::Unknown,
-        ] {
+        for k in OUTAGE_KINDS {
             m.outage_duration.remove(&kind_labels(t, k));
         }
         if let Some(id) = st.and_then(|s| s.identity) {
@@ -304,6 +307,13 @@ const DISCONNECT_CAUSES: [DisconnectCause; 4] = [
     DisconnectCause::Reset,
     DisconnectCause::Timeout,
     DisconnectCause::Error,
+];
+
+const OUTAGE_KINDS: [OutageKind; 4] = [
+    OutageKind::Network,
+    OutageKind::Restart,
+    OutageKind::Failover,
+    OutageKind::Unknown,
 ];
 
 const FAILOVER_SOURCES: [FailoverSource; 3] = [

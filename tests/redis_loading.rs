@@ -1,0 +1,68 @@
+//! A Redis that restarts with a large dataset answers `LOADING` until the
+//! dataset is in memory: the canary counts those attempts as `not_ready`,
+//! not as failures of another kind, and the outage ends as a restart.
+
+mod support;
+
+use std::time::Duration;
+
+use support::redis::RedisServer;
+use support::{Agent, require_binary};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn loading_dataset_is_not_ready() {
+    let mut redis =
+        RedisServer::start_with("redis", &["--enable-debug-command", "yes"], None).await;
+    // About a second of loading on these machines. redis-cli, because
+    // populating takes longer than the harness's command timeout.
+    let cli = require_binary("redis-cli", "apt-get install -y redis-tools");
+    let port = redis.port.to_string();
+    for cmd in [&["DEBUG", "POPULATE", "3000000"][..], &["SAVE"]] {
+        let out = std::process::Command::new(&cli)
+            .args(["-p", &port])
+            .args(cmd)
+            .output()
+            .expect("run redis-cli");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.trim() == "OK", "redis-cli {cmd:?}: {text}");
+    }
+    let agent = Agent::start(&[("big", &redis.url())]).await;
+    agent.wait_up("big", true, LIMIT).await;
+
+    redis.kill();
+    // Returns once the server answers PING, i.e. after loading.
+    redis.start_again().await;
+
+    agent
+        .wait_at_least(
+            "dbcanary_outage_duration_seconds_count",
+            &[("target", "big"), ("kind", "restart")],
+            1.0,
+            LIMIT,
+        )
+        .await;
+    let m = agent.metrics().await;
+    let not_ready = m.value_or_zero(
+        "dbcanary_connect_attempts_total",
+        &[("target", "big"), ("result", "not_ready")],
+    );
+    assert!(
+        not_ready >= 1.0,
+        "attempts during LOADING are not_ready:\n{}",
+        m.text
+    );
+    // (A reset while the old process dies is a fair `io`.)
+    for other in ["protocol", "auth"] {
+        assert_eq!(
+            m.value_or_zero(
+                "dbcanary_connect_attempts_total",
+                &[("target", "big"), ("result", other)]
+            ),
+            0.0,
+            "no {other} attempts:\n{}",
+            agent.log()
+        );
+    }
+}
