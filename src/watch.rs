@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::target_info;
-use crate::config::{DEFAULT_RECOVERY_DEADLINE, Target, TargetSource, default_settings};
+use crate::config::{Target, TargetSource, default_settings};
 use crate::dburl::DbUrl;
 use crate::events::{DisconnectCause, Event, EventSink, OutageReport, TargetInfo};
 use crate::stores::{StoreKind, run_canary};
@@ -49,15 +49,13 @@ pub fn targets(urls: &[String], interval: Duration) -> Result<Vec<Target>, Watch
             } else {
                 format!("{}/{}", url.endpoint(), url.path)
             };
-            Ok(Target {
+            Ok(Target::store(
                 name,
                 kind,
                 url,
                 settings,
-                depends_on: Vec::new(),
-                recovery_deadline: DEFAULT_RECOVERY_DEADLINE,
-                source: TargetSource::CommandLine,
-            })
+                TargetSource::CommandLine,
+            ))
         })
         .collect()
 }

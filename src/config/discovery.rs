@@ -6,7 +6,7 @@ use crate::canary::CanarySettings;
 use crate::dburl::DbUrl;
 use crate::stores::StoreKind;
 
-use super::{DEFAULT_RECOVERY_DEADLINE, Env, Target, TargetSource, valid_name};
+use super::{Env, Target, TargetSource, valid_name};
 
 /// The variable suffixes discovery looks for.
 pub const SUFFIXES: [&str; 4] = [
@@ -56,15 +56,13 @@ pub fn discover(env: &dyn Env, settings: CanarySettings) -> Vec<Target> {
             tracing::warn!(variable = %var, target = %name, "discovery: skipped, name already taken");
             continue;
         }
-        out.push(Target {
+        out.push(Target::store(
             name,
             kind,
             url,
             settings,
-            depends_on: Vec::new(),
-            recovery_deadline: DEFAULT_RECOVERY_DEADLINE,
-            source: TargetSource::Env(var),
-        });
+            TargetSource::Env(var),
+        ));
     }
     out
 }

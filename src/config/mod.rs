@@ -128,6 +128,27 @@ pub struct Target {
     pub source: TargetSource,
 }
 
+impl Target {
+    /// A store target (not an application) with the given settings.
+    pub fn store(
+        name: String,
+        kind: StoreKind,
+        url: DbUrl,
+        settings: CanarySettings,
+        source: TargetSource,
+    ) -> Self {
+        Self {
+            name,
+            kind,
+            url,
+            settings,
+            depends_on: Vec::new(),
+            recovery_deadline: DEFAULT_RECOVERY_DEADLINE,
+            source,
+        }
+    }
+}
+
 /// The whole validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -659,15 +680,14 @@ pub fn local_defaults(settings: CanarySettings) -> Vec<Target> {
     .into_iter()
     .map(|(name, url)| {
         let url = DbUrl::parse(url).expect("built-in URL parses");
-        Target {
-            name: name.to_string(),
-            kind: StoreKind::from_scheme(&url.scheme).expect("built-in scheme"),
+        let kind = StoreKind::from_scheme(&url.scheme).expect("built-in scheme");
+        Target::store(
+            name.to_string(),
+            kind,
             url,
             settings,
-            depends_on: Vec::new(),
-            recovery_deadline: DEFAULT_RECOVERY_DEADLINE,
-            source: TargetSource::LocalDefault,
-        }
+            TargetSource::LocalDefault,
+        )
     })
     .collect()
 }
