@@ -282,6 +282,250 @@ async fn wrong_password_is_an_auth_attempt_and_never_printed() {
 }
 
 #[tokio::test]
+async fn too_many_connections_is_not_ready_with_its_own_log_line() {
+    let db = MariaDb::start("mariadb", &[]).await;
+    db.exec(&format!(
+        "CREATE USER '{CANARY_USER}'@'%' IDENTIFIED BY '{CANARY_PASSWORD}' \
+         WITH MAX_USER_CONNECTIONS 1"
+    ))
+    .await;
+    // Someone else holds the user's only connection.
+    let holder = db
+        .conn_as(CANARY_USER, CANARY_PASSWORD)
+        .await
+        .expect("the holder connects");
+    let mut agent = Agent::builder()
+        .toml(FAST)
+        .target("orders", &canary_url(&db))
+        .start()
+        .await;
+    agent
+        .wait_at_least(
+            "dbcanary_connect_attempts_total",
+            &[("target", "orders"), ("result", "not_ready")],
+            2.0,
+            Duration::from_secs(10),
+        )
+        .await;
+    agent.assert_alive();
+    let warned = agent
+        .log()
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("too many connections"))
+        .count();
+    assert_eq!(warned, 1, "one warning per streak:\n{}", agent.log());
+    holder.disconnect().await.expect("disconnect");
+    agent.wait_up("orders", true, Duration::from_secs(10)).await;
+}
+
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let bin = support::require_binary("openssl", "openssl");
+    let out = std::process::Command::new(bin)
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn tls_modes_use_rustls_and_verify_the_server_certificate() {
+    // A CA, a server certificate for "localhost", and an unrelated CA.
+    let certs = tempfile::tempdir().unwrap();
+    let d = certs.path();
+    let key = ["-newkey", "rsa:2048", "-nodes"];
+    openssl(
+        d,
+        &[
+            &["req", "-x509"][..],
+            &key,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=dbcanary test CA",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        d,
+        &[
+            &["req"][..],
+            &key,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            &["req", "-x509"][..],
+            &key,
+            &[
+                "-keyout",
+                "other.key",
+                "-out",
+                "other.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=other CA",
+            ],
+        ]
+        .concat(),
+    );
+    let p = |f: &str| d.join(f).display().to_string();
+    let db = server_with_canary_user(
+        "mariadb",
+        &[
+            &format!("--ssl-ca={}", p("ca.pem")),
+            &format!("--ssl-cert={}", p("server.pem")),
+            &format!("--ssl-key={}", p("server.key")),
+        ],
+    )
+    .await;
+    let base = |host: &str| {
+        format!(
+            "mysql://{CANARY_USER}:{CANARY_PASSWORD}@{host}:{}/",
+            db.port
+        )
+    };
+    let cases = [
+        ("preferred", base("127.0.0.1"), "ok"),
+        (
+            "disabled",
+            format!("{}?ssl-mode=disabled", base("127.0.0.1")),
+            "ok",
+        ),
+        (
+            "required",
+            format!("{}?ssl-mode=required", base("127.0.0.1")),
+            "ok",
+        ),
+        (
+            "identity",
+            format!(
+                "{}?ssl-mode=verify_identity&ssl-ca={}",
+                base("localhost"),
+                p("ca.pem")
+            ),
+            "ok",
+        ),
+        (
+            "identity-ip",
+            format!(
+                "{}?ssl-mode=verify_identity&ssl-ca={}",
+                base("127.0.0.1"),
+                p("ca.pem")
+            ),
+            "tls",
+        ),
+        (
+            "identity-name",
+            format!(
+                "{}?ssl-mode=verify_identity&ssl-ca={}&ssl-server-name=localhost",
+                base("127.0.0.1"),
+                p("ca.pem")
+            ),
+            "ok",
+        ),
+        (
+            "wrong-ca",
+            format!(
+                "{}?ssl-mode=verify_ca&ssl-ca={}",
+                base("localhost"),
+                p("other.pem")
+            ),
+            "tls",
+        ),
+    ];
+    let ssl_accepts = async || {
+        db.rows("SHOW GLOBAL STATUS LIKE 'Ssl_accepts'").await[0][1]
+            .clone()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let check = |cases: &[(&str, String, &str)]| {
+        let mut config = String::new();
+        for (name, url, _) in cases {
+            config.push_str(&support::target_toml(name, url));
+        }
+        std::fs::write(d.join("dbcanary.toml"), config).unwrap();
+        let out = support::dbcanary_command()
+            .args(["check", "--json", "--config", &p("dbcanary.toml")])
+            .output()
+            .expect("run dbcanary check");
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "check --json: {e}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        for (name, _, want) in cases {
+            let row = rows
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["target"] == *name)
+                .unwrap_or_else(|| panic!("no row {name} in {rows}"));
+            assert_eq!(row["result"], *want, "{name}: {row}");
+        }
+    };
+    // preferred speaks TLS when offered, disabled does not: one handshake.
+    let before = ssl_accepts().await;
+    check(&cases[..2]);
+    assert_eq!(
+        ssl_accepts().await - before,
+        1,
+        "TLS handshakes of preferred + disabled"
+    );
+    check(&cases[2..]);
+}
+
+#[tokio::test]
 async fn failover_behind_haproxy_is_a_failover_to_the_new_server() {
     let mut primary = server_with_canary_user(
         "primary",
@@ -531,7 +775,7 @@ async fn twenty_outages_leave_exactly_one_canary_connection() {
 #[ignore]
 async fn measure_kill_detection() {
     let db = server_with_canary_user("mariadb", &[]).await;
-    for interval in ["250ms", "1s"] {
+    for (interval, every) in [("250ms", 250u64), ("1s", 1000)] {
         let agent = Agent::builder()
             .toml(&format!(
                 "[defaults]\ninterval = \"{interval}\"\ntimeout = \"500ms\"\n"
@@ -541,11 +785,12 @@ async fn measure_kill_detection() {
             .await;
         agent.wait_up("orders", true, Duration::from_secs(15)).await;
         let mut figures = Vec::new();
+        let mut outage = Vec::new();
         let mut last = None;
         for i in 0..10u32 {
             let id = canary_session(&db, last).await;
-            // Kill at a random phase of the probe cycle.
-            tokio::time::sleep(Duration::from_millis(u64::from(i) * 37 % 250)).await;
+            // Kill at phases spread over the probe cycle.
+            tokio::time::sleep(Duration::from_millis(every * u64::from(i) / 10)).await;
             let killed = db.kill_connection(id).await;
             last = Some(id);
             wait_outages(&agent, "orders", f64::from(i + 1), Duration::from_secs(10)).await;
@@ -553,7 +798,15 @@ async fn measure_kill_detection() {
             let lost = events(&t, "disconnected");
             let at = parse_time(&lost.last().unwrap()["detected_at"]);
             figures.push(secs_between(killed.wall, at) * 1000.0);
+            let restored = events(&t, "restored");
+            outage.push(restored.last().unwrap()["duration"].as_f64().unwrap() * 1000.0);
         }
+        outage.sort_by(f64::total_cmp);
+        eprintln!(
+            "interval {interval}: reconnect after KILL (outage): median {:.1} ms, max {:.1} ms",
+            outage[outage.len() / 2],
+            outage[outage.len() - 1]
+        );
         figures.sort_by(f64::total_cmp);
         let mean = figures.iter().sum::<f64>() / figures.len() as f64;
         eprintln!(

@@ -57,7 +57,8 @@ mod code {
     pub const PARSE_ERROR: u16 = 1064;
     pub const HOST_IS_BLOCKED: u16 = 1129;
     pub const HOST_NOT_PRIVILEGED: u16 = 1130;
-    pub const TOO_MANY_USER_CONNECTIONS: u16 = 1203;
+    pub const TOO_MANY_USER_CONNECTIONS: u16 = 1203; // global max_user_connections
+    pub const USER_LIMIT_REACHED: u16 = 1226; // the account's MAX_USER_CONNECTIONS
     pub const SPECIFIC_ACCESS_DENIED: u16 = 1227;
     pub const NOT_SUPPORTED_AUTH_MODE: u16 = 1251;
     pub const ACCESS_DENIED_NO_PASSWORD: u16 = 1698;
@@ -346,13 +347,13 @@ impl MysqlStore {
     fn connect_error(&self, e: &Error) -> ConnectError {
         let err = connect_error(e);
         if let Error::Server(s) = e
-            && matches!(s.code, code::CON_COUNT | code::TOO_MANY_USER_CONNECTIONS)
+            && is_too_many(s.code)
             && !self.too_many_logged.swap(true, Ordering::Relaxed)
         {
             tracing::warn!(
                 target_name = %self.target,
                 code = s.code,
-                "the server refuses new connections: too many connections (counted as not_ready until it accepts again)"
+                "the server refuses new connections: too many connections (server, user or account limit); attempts count as not_ready until it accepts again"
             );
         }
         err
@@ -525,14 +526,23 @@ fn server_result(s: &ServerError) -> ConnectResult {
         | code::ACCOUNT_LOCKED_MYSQL
         | code::ACCOUNT_LOCKED_MARIADB
         | code::USER_IS_BLOCKED => ConnectResult::Auth,
-        code::CON_COUNT
-        | code::TOO_MANY_USER_CONNECTIONS
-        | code::SERVER_SHUTDOWN
-        | code::SERVER_OFFLINE_MODE
-        | code::CONNECTION_KILLED => ConnectResult::NotReady,
+        c if is_too_many(c) => ConnectResult::NotReady,
+        code::SERVER_SHUTDOWN | code::SERVER_OFFLINE_MODE | code::CONNECTION_KILLED => {
+            ConnectResult::NotReady
+        }
         code::SECURE_TRANSPORT_REQUIRED => ConnectResult::Tls,
         _ => ConnectResult::Protocol,
     }
+}
+
+/// Whether a server error is a connection limit ("too many connections"
+/// for the server, the user or the account): the server is there but
+/// refuses more connections for now.
+fn is_too_many(code: u16) -> bool {
+    matches!(
+        code,
+        code::CON_COUNT | code::TOO_MANY_USER_CONNECTIONS | code::USER_LIMIT_REACHED
+    )
 }
 
 /// Classifies a driver error on a live connection.
@@ -742,6 +752,8 @@ mod tests {
         };
         assert_eq!(s(1045), ConnectResult::Auth);
         assert_eq!(s(1040), ConnectResult::NotReady);
+        assert_eq!(s(1226), ConnectResult::NotReady);
+        assert_eq!(s(3159), ConnectResult::Tls);
         assert_eq!(s(1053), ConnectResult::NotReady);
         assert_eq!(s(1064), ConnectResult::Protocol);
         let refused = Error::Io(IoError::Io(std::io::Error::from(

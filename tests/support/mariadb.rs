@@ -201,6 +201,14 @@ impl MariaDb {
             .unwrap_or_else(|e| panic!("{}: root connection: {e}", self.name))
     }
 
+    /// A new connection as `user` (TCP), bounded.
+    pub async fn conn_as(&self, user: &str, password: &str) -> mysql_async::Result<Conn> {
+        let opts = admin_opts(self.port).user(Some(user)).pass(Some(password));
+        tokio::time::timeout(QUERY_TIMEOUT, Conn::new(opts))
+            .await
+            .unwrap_or_else(|_| panic!("{}: no connection within {QUERY_TIMEOUT:?}", self.name))
+    }
+
     /// Runs statements (`;`-separated) as `root`.
     pub async fn exec(&self, sql: &str) {
         let mut c = self.conn().await;
