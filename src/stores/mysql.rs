@@ -488,6 +488,19 @@ pub fn build_identity(
     }
 }
 
+/// An error as one readable line, without the driver's nested
+/// "Input/output error: Input/output error:" prefixes. Never holds a
+/// password: the driver's messages carry user and host at most.
+fn message(e: &Error) -> String {
+    match e {
+        Error::Io(IoError::Io(io)) => io.to_string(),
+        Error::Io(IoError::Tls(tls)) => format!("TLS: {tls}"),
+        Error::Driver(d) => d.to_string(),
+        Error::Server(s) => s.to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// Classifies a driver error during connection set-up by its type and, for
 /// server errors, by the error code.
 pub fn connect_error(e: &Error) -> ConnectError {
@@ -510,7 +523,7 @@ pub fn connect_error(e: &Error) -> ConnectError {
         },
         Error::Url(_) => ConnectResult::Protocol,
     };
-    ConnectError::new(result, e.to_string())
+    ConnectError::new(result, message(e))
 }
 
 fn server_result(s: &ServerError) -> ConnectResult {
@@ -556,7 +569,7 @@ pub fn probe_error(e: &Error) -> ProbeError {
         }
         _ => DisconnectCause::Error,
     };
-    ProbeError::new(cause, e.to_string())
+    ProbeError::new(cause, message(e))
 }
 
 /// The canary's connection. Dropping it (the canary drops a connection it
