@@ -3,7 +3,8 @@
 //! one process per member, started by each test on free ports): a
 //! standalone restart, a replica-set primary killed and replaced, a
 //! stepdown without an outage, a spell without any primary, a member that
-//! never answers, and a password that must not leak.
+//! never answers, TLS (insecure and verified), and a password that must not
+//! leak.
 //!
 //! Ground truth for outage lengths is what the harness did: when it killed a
 //! member and when the new process said it listened.
@@ -385,6 +386,47 @@ async fn member_that_never_answers_times_out_without_stalling_others() {
     let (status, took) = agent.terminate(Duration::from_secs(5)).await;
     assert!(status.success(), "exit {status} after {took:?}");
     drop(hung);
+}
+
+#[tokio::test]
+async fn tls_member_is_reached_over_rustls_and_a_bad_certificate_is_tls() {
+    let m = Member::standalone_tls("tls").await;
+    let agent = Agent::start(&[
+        (
+            "secure",
+            &format!("mongodb://{}/?tls=true&tlsInsecure=true&{HB}", m.addr()),
+        ),
+        (
+            "verified",
+            &format!("mongodb://{}/?tls=true&{HB}", m.addr()),
+        ),
+    ])
+    .await;
+    agent.wait_up("secure", true, Duration::from_secs(15)).await;
+    // The member's certificate is self-signed: verification refuses it, and
+    // the attempt says so by its type.
+    agent
+        .wait_at_least(
+            "dbcanary_connect_attempts_total",
+            &[("target", "verified"), ("result", "tls")],
+            2.0,
+            Duration::from_secs(15),
+        )
+        .await;
+    let t = agent.target("secure").await;
+    assert_eq!(t["identity"]["version"], "7.0.0-mockupdb", "{t}");
+    let metrics = agent.metrics().await;
+    for s in metrics
+        .series("dbcanary_connect_attempts_total", &[("target", "verified")])
+        .iter()
+        .filter(|s| s.value > 0.0)
+    {
+        assert_eq!(s.labels["result"], "tls", "{s:?}");
+    }
+    assert_eq!(
+        metrics.value("dbcanary_up", &[("target", "verified")]),
+        Some(0.0)
+    );
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@ There is no MongoDB server package on the test machines, so the tests start
 one of these per member (standalone or replica-set member) and drive the
 real Rust `mongodb` driver against them.
 
-    python mockmongo.py --port PORT --state FILE
+    python mockmongo.py --port PORT --state FILE [--tls]
 
 FILE holds the member's hello fields as MongoDB extended JSON (e.g.
 `{"isWritablePrimary": true, "setName": "rs0", "electionId": {"$oid": ...}}`)
@@ -22,17 +22,24 @@ awaiting hello is answered from its own thread.
 Every request gets an answer (an unanswered request would hang the client):
 hello/isMaster, ping, buildInfo, endSessions, and an error for anything else.
 
+With `--tls` it speaks only TLS, with mockupdb's bundled self-signed
+certificate (CN "server", no SAN: only an insecure client accepts it).
+
 Prints `READY port=P processId=HEX at=UNIX_SECONDS` once it listens.
 """
 
 import argparse
 import datetime
 import itertools
+import os
+import ssl
 import sys
+import types
 import threading
 import time
 
 from bson import Int64, ObjectId, json_util
+import mockupdb
 from mockupdb import MockupDB
 
 VERSION = "7.0.0-mockupdb"
@@ -146,11 +153,24 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--state", required=True)
+    parser.add_argument("--tls", action="store_true")
     args = parser.parse_args()
+    if args.tls:
+        # mockupdb calls ssl.wrap_socket, which newer Pythons lack: hand it
+        # a context-based one. The handshake happens in each connection's
+        # thread, so a client refusing the certificate cannot kill the
+        # accept loop.
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(os.path.join(os.path.dirname(mockupdb.__file__), "server.pem"))
+        mockupdb._ssl = types.SimpleNamespace(
+            wrap_socket=lambda sock, certfile, server_side: ctx.wrap_socket(
+                sock, server_side=server_side, do_handshake_on_connect=False
+            )
+        )
 
     member = Member(args.state)
     threading.Thread(target=member.watch, daemon=True).start()
-    server = MockupDB(port=args.port, request_timeout=int(1e6))
+    server = MockupDB(port=args.port, request_timeout=int(1e6), ssl=args.tls)
     # mockupdb binds "localhost", which may resolve to ::1: force IPv4.
     server._address = ("127.0.0.1", args.port)
     server.autoresponds(member.handle)

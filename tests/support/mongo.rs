@@ -93,6 +93,8 @@ pub struct Member {
     /// `topologyVersion.processId` of the running process.
     pub process_id: Option<String>,
     readies: usize,
+    /// Speak only TLS (mockupdb's self-signed certificate).
+    tls: bool,
 }
 
 /// When a member process started listening, by its own clock.
@@ -117,6 +119,7 @@ impl Member {
             proc: None,
             process_id: None,
             readies: 0,
+            tls: false,
         };
         m.set_hello(hello);
         m
@@ -125,6 +128,15 @@ impl Member {
     /// A running standalone server (`isWritablePrimary`, no set).
     pub async fn standalone(name: &str) -> Member {
         let mut m = Member::new(name, &json!({ "isWritablePrimary": true }));
+        m.start().await;
+        m
+    }
+
+    /// A running standalone server that speaks only TLS, with a self-signed
+    /// certificate that only `tlsInsecure=true` accepts.
+    pub async fn standalone_tls(name: &str) -> Member {
+        let mut m = Member::new(name, &json!({ "isWritablePrimary": true }));
+        m.tls = true;
         m.start().await;
         m
     }
@@ -152,6 +164,9 @@ impl Member {
             .arg(self.port.to_string())
             .arg("--state")
             .arg(&self.state);
+        if self.tls {
+            cmd.arg("--tls");
+        }
         self.proc = Some(Proc::spawn(&self.name, cmd, self.dir.path()));
     }
 
