@@ -1,6 +1,8 @@
-//! A Redis that restarts with a large dataset answers `LOADING` until the
-//! dataset is in memory: the canary counts those attempts as `not_ready`,
-//! not as failures of another kind, and the outage ends as a restart.
+//! Redis servers that are not the happy path: one that restarts with a large
+//! dataset answers `LOADING` until the dataset is in memory (the canary
+//! counts those attempts as `not_ready` and the outage ends as a restart),
+//! and one without RESP3 (`HELLO` renamed away), where the canary falls back
+//! to RESP2 and probe-only detection and says so.
 
 mod support;
 
@@ -65,4 +67,39 @@ async fn loading_dataset_is_not_ready() {
             agent.log()
         );
     }
+}
+
+#[tokio::test]
+async fn without_resp3_falls_back_to_resp2_and_probes_detect_the_loss() {
+    let redis = RedisServer::start_with("redis", &["--rename-command", "HELLO", ""], None).await;
+    let agent = Agent::start(&[("old", &redis.url())]).await;
+    agent.wait_up("old", true, LIMIT).await;
+    support::poll_until(LIMIT, "the RESP2 fallback in the log", async || {
+        support::check(agent.log().contains("falling back to RESP2"), ())
+    })
+    .await;
+    let clients = redis.canary_clients("old").await.unwrap();
+    assert_eq!(clients.len(), 1, "{clients:?}");
+    redis
+        .query::<()>(&["CLIENT", "KILL", "ID", &clients[0].id.to_string()])
+        .await
+        .unwrap();
+    agent
+        .wait_at_least(
+            "dbcanary_outage_duration_seconds_count",
+            &[("target", "old"), ("kind", "network")],
+            1.0,
+            LIMIT,
+        )
+        .await;
+    let m = agent.metrics().await;
+    assert_eq!(
+        m.value_or_zero(
+            "dbcanary_disconnects_total",
+            &[("target", "old"), ("cause", "closed")]
+        ),
+        1.0,
+        "the failed probe saw the closed connection:\n{}",
+        m.text
+    );
 }

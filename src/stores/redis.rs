@@ -105,7 +105,7 @@ impl RedisNode {
                 });
                 (conn, closed)
             }
-            Err(e) if e.kind() == ErrorKind::RESP3NotSupported => {
+            Err(e) if refuses_resp3(&e) => {
                 if !self.resp2_logged.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         client = %self.client_name,
@@ -154,6 +154,17 @@ impl RedisNode {
             closed,
         })
     }
+}
+
+/// Whether the server refused `HELLO 3`. redis-rs types this only for the
+/// pre-7 wording of the error (``unknown command `HELLO` ``); newer servers
+/// (or a renamed `HELLO`) say `unknown command 'HELLO'` under the generic
+/// `ERR` code, so the detail is the only signal there is.
+fn refuses_resp3(e: &RedisError) -> bool {
+    e.kind() == ErrorKind::RESP3NotSupported
+        || (e.code() == Some("ERR")
+            && e.detail()
+                .is_some_and(|d| d.starts_with("unknown command") && d.contains("HELLO")))
 }
 
 fn identity_port(id: &Identity) -> Option<u16> {
