@@ -1,0 +1,219 @@
+//! Benchmarks, not tests: figures for the README, never pass/fail timing
+//! bounds. Run them on their own, in release mode:
+//!
+//! ```text
+//! cargo test --release --test bench -- --ignored --nocapture --test-threads 1
+//! ```
+//!
+//! - `close_detection_latency`: how long after the harness kills a Redis
+//!   connection (SIGKILL of `redis-server`, or `CLIENT KILL`) the agent has
+//!   detected it (the `detected_at` of its `disconnected` event).
+//! - `footprint_four_redis_targets`: the agent's resident memory and CPU use
+//!   with four healthy Redis targets at the default 1 s probe interval.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::redis::{Moment, RedisServer};
+use support::{Agent, FAST_DEFAULTS, events, parse_time, poll_until, secs_between};
+
+const DRILLS: usize = 50;
+
+/// `(p50, p90, p99, max)` of a sample, in the sample's unit.
+fn percentiles(mut v: Vec<f64>) -> (f64, f64, f64, f64) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let at = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+    (at(0.50), at(0.90), at(0.99), *v.last().unwrap())
+}
+
+fn report(what: &str, ms: Vec<f64>) {
+    let n = ms.len();
+    let (p50, p90, p99, max) = percentiles(ms);
+    println!(
+        "{what:<36} n={n:<3} p50 {p50:7.2} ms  p90 {p90:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms"
+    );
+}
+
+/// Waits for the `n`-th disconnect of `target` and returns how long after
+/// `killed` the agent detected it, in milliseconds.
+async fn detection_ms(agent: &Agent, target: &str, n: usize, killed: Moment) -> f64 {
+    let lost: Value = poll_until(
+        Duration::from_secs(10),
+        &format!("disconnect #{n} of {target}"),
+        async || {
+            let t = agent.target(target).await;
+            let count = events(&t, "disconnected").len();
+            let total = t["outages"].as_u64().unwrap_or(0) as usize
+                + usize::from(!t["current_outage"].is_null());
+            match events(&t, "disconnected").last() {
+                Some(e) if total >= n => Ok((*e).clone()),
+                _ => Err(format!("{count} disconnects, {total} outages")),
+            }
+        },
+    )
+    .await;
+    secs_between(killed.wall, parse_time(&lost["detected_at"])) * 1000.0
+}
+
+#[tokio::test]
+#[ignore = "benchmark: cargo test --release --test bench -- --ignored --nocapture"]
+async fn close_detection_latency() {
+    // CLIENT KILL of the canary's connection: the server closes it.
+    let redis = RedisServer::start().await;
+    let agent = Agent::builder()
+        .toml(FAST_DEFAULTS)
+        .target("cache", &redis.url())
+        .log("info")
+        .start()
+        .await;
+    agent.wait_up("cache", true, Duration::from_secs(10)).await;
+    let mut ms = Vec::new();
+    for n in 1..=DRILLS {
+        let id = redis.wait_canary("cache", Duration::from_secs(5)).await;
+        let killed = redis.client_kill(id).await;
+        ms.push(detection_ms(&agent, "cache", n, killed).await);
+        agent.wait_up("cache", true, Duration::from_secs(5)).await;
+    }
+    report("CLIENT KILL -> detected_at", ms);
+    drop(agent);
+
+    // SIGKILL of redis-server: the kernel closes its sockets.
+    let mut redis = RedisServer::start().await;
+    let agent = Agent::builder()
+        .toml(FAST_DEFAULTS)
+        .target("cache", &redis.url())
+        .log("info")
+        .start()
+        .await;
+    agent.wait_up("cache", true, Duration::from_secs(10)).await;
+    let mut ms = Vec::new();
+    for n in 1..=DRILLS {
+        redis.wait_canary("cache", Duration::from_secs(5)).await;
+        let killed = redis.kill();
+        ms.push(detection_ms(&agent, "cache", n, killed).await);
+        redis.start_again().await;
+        agent.wait_up("cache", true, Duration::from_secs(5)).await;
+    }
+    report("SIGKILL redis-server -> detected_at", ms);
+}
+
+fn proc_status_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| {
+            v.trim_start_matches(':')
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // Fields after the command name (which may contain spaces) start at
+    // field 3; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')').expect("comm end") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// CPU time of the live threads of a process in nanoseconds (sum of
+/// `/proc/PID/task/*/schedstat`): finer than clock ticks, but blind to
+/// threads that exited in between.
+fn cpu_ns_live_threads(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("/proc/PID/task")
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+#[tokio::test]
+#[ignore = "benchmark: cargo test --release --test bench -- --ignored --nocapture"]
+async fn footprint_four_redis_targets() {
+    let mut servers = Vec::new();
+    for i in 0..4 {
+        servers.push(RedisServer::start_with(&format!("redis{i}"), &[], None).await);
+    }
+    // The built-in defaults: probe every 1 s.
+    let mut b = Agent::builder().log("info");
+    for (i, s) in servers.iter().enumerate() {
+        b = b.target(&format!("cache{i}"), &s.url());
+    }
+    let agent = b.start().await;
+    for i in 0..4 {
+        agent
+            .wait_up(&format!("cache{i}"), true, Duration::from_secs(10))
+            .await;
+    }
+    // Warm-up: a few probes per target and a few scrapes, as in service.
+    for _ in 0..5 {
+        agent.metrics().await;
+        agent.api().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let pid = agent.pid();
+    let rss_start = proc_status_kb(pid, "VmRSS");
+
+    let window = Duration::from_secs(30);
+    let ticks0 = cpu_ticks(pid);
+    let ns0 = cpu_ns_live_threads(pid);
+    let t0 = std::time::Instant::now();
+    let mut scrapes = 0;
+    while t0.elapsed() < window {
+        tokio::time::sleep(Duration::from_secs(10).min(window.saturating_sub(t0.elapsed()))).await;
+        agent.metrics().await; // a Prometheus scrape every 10 s
+        scrapes += 1;
+    }
+    let ticks1 = cpu_ticks(pid);
+    let ns1 = cpu_ns_live_threads(pid);
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu_s = (ticks1 - ticks0) as f64 / clock_ticks_per_sec();
+    let rss_end = proc_status_kb(pid, "VmRSS");
+    let hwm = proc_status_kb(pid, "VmHWM");
+    let probes = agent
+        .metrics()
+        .await
+        .sum("dbcanary_probes_total", &[("result", "ok")]);
+
+    println!(
+        "agent footprint, 4 Redis targets, 1 s probe interval, {scrapes} scrapes in the window:"
+    );
+    println!(
+        "  VmRSS after warm-up  {:.1} MiB",
+        rss_start as f64 / 1024.0
+    );
+    println!(
+        "  VmRSS after {elapsed:.0} s     {:.1} MiB (peak VmHWM {:.1} MiB)",
+        rss_end as f64 / 1024.0,
+        hwm as f64 / 1024.0
+    );
+    println!(
+        "  CPU (utime+stime)    {cpu_s:.2} s over {elapsed:.1} s = {:.3} % of one core",
+        cpu_s / elapsed * 100.0
+    );
+    let sched_s = ns1.saturating_sub(ns0) as f64 / 1e9;
+    println!(
+        "  CPU (schedstat)      {:.1} ms over {elapsed:.1} s = {:.4} % of one core",
+        sched_s * 1000.0,
+        sched_s / elapsed * 100.0
+    );
+    println!("  probes ok so far     {probes}");
+}
