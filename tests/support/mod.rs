@@ -664,7 +664,8 @@ impl Agent {
         .await;
     }
 
-    /// Waits until `name{labels}` is at least `min`, and returns it.
+    /// Waits until the sum of the `name{labels}` series is at least `min`,
+    /// and returns it.
     pub async fn wait_at_least(
         &self,
         name: &str,
@@ -673,7 +674,8 @@ impl Agent {
         limit: Duration,
     ) -> f64 {
         poll_until(limit, &format!("{name}{labels:?} >= {min}"), async || {
-            let got = self.metrics().await.value_or_zero(name, labels);
+            // Summed, so that leaving out a label (say `kind`) means "any".
+            let got = self.metrics().await.sum(name, labels);
             if got >= min { Ok(got) } else { Err(got) }
         })
         .await
