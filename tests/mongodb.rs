@@ -388,6 +388,51 @@ async fn member_that_never_answers_times_out_without_stalling_others() {
     drop(hung);
 }
 
+/// Waits until the member has had exactly `n` client connections for a
+/// whole second.
+async fn connections_settle_at(m: &Member, n: usize, limit: Duration) {
+    let mut since: Option<Instant> = None;
+    poll_until(
+        limit,
+        &format!("{n} connections on {}", m.name),
+        async || {
+            let got = m.connections();
+            if got != Some(n) {
+                since = None;
+                return Err(got);
+            }
+            let t = *since.get_or_insert_with(Instant::now);
+            check(t.elapsed() >= Duration::from_secs(1), got)
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn restarts_leave_exactly_one_client_behind() {
+    let mut m = Member::standalone("leak").await;
+    let agent = Agent::start(&[("docs", &standalone_url(&m))]).await;
+    agent.wait_up("docs", true, Duration::from_secs(15)).await;
+    // One client: its monitor, its round-trip-time monitor (the streaming
+    // protocol) and the canary's one pooled connection.
+    connections_settle_at(&m, 3, Duration::from_secs(10)).await;
+    for n in 1..=4 {
+        m.kill();
+        m.start().await;
+        agent
+            .wait_at_least(
+                "dbcanary_outage_duration_seconds_count",
+                &[("target", "docs"), ("kind", "restart")],
+                n as f64,
+                Duration::from_secs(15),
+            )
+            .await;
+    }
+    // A client left behind by any reconnect would have found the new
+    // process too.
+    connections_settle_at(&m, 3, Duration::from_secs(10)).await;
+}
+
 #[tokio::test]
 async fn tls_member_is_reached_over_rustls_and_a_bad_certificate_is_tls() {
     let m = Member::standalone_tls("tls").await;

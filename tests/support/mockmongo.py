@@ -25,7 +25,9 @@ hello/isMaster, ping, buildInfo, endSessions, and an error for anything else.
 With `--tls` it speaks only TLS, with mockupdb's bundled self-signed
 certificate (CN "server", no SAN: only an insecure client accepts it).
 
-Prints `READY port=P processId=HEX at=UNIX_SECONDS` once it listens.
+Keeps the number of open client connections in FILE.conns (so a test can
+see that old driver clients are gone), and prints
+`READY port=P processId=HEX at=UNIX_SECONDS` once it listens.
 """
 
 import argparse
@@ -54,6 +56,8 @@ class Member:
         self.text = None
         self.state = {}
         self.connection_ids = itertools.count(1)
+        self.server = None
+        self.conns_written = None
         self.reload()
 
     def reload(self):
@@ -79,6 +83,19 @@ class Member:
         while True:
             time.sleep(0.01)
             self.reload()
+            self.write_connections()
+
+    def write_connections(self):
+        if self.server is None:
+            return
+        socks = list(self.server._server_socks.keys())
+        n = sum(1 for s in socks if s.fileno() != -1)
+        if n != self.conns_written:
+            tmp = self.state_path + ".conns.tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write("%d\n" % n)
+            os.replace(tmp, self.state_path + ".conns")
+            self.conns_written = n
 
     def hello_reply(self, command_name, request_doc):
         with self.cond:
@@ -175,6 +192,7 @@ def main():
     server._address = ("127.0.0.1", args.port)
     server.autoresponds(member.handle)
     server.run()
+    member.server = server
     print(
         "READY port=%d processId=%s at=%.6f" % (server.port, member.process_id, time.time()),
         flush=True,

@@ -226,7 +226,18 @@ impl Member {
         let at = SystemTime::now();
         p.kill();
         self.process_id = None;
+        let _ = std::fs::remove_file(self.state.with_extension("json.conns"));
         at
+    }
+
+    /// Client connections the running process has open, as it last wrote
+    /// them down (every 10 ms).
+    pub fn connections(&self) -> Option<usize> {
+        std::fs::read_to_string(self.state.with_extension("json.conns"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// The member's output, for failure messages.
