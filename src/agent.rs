@@ -2,7 +2,8 @@
 //! restarts a canary that panics (and counts it), applies a reloaded
 //! configuration (SIGHUP: added targets start, removed ones stop and lose
 //! their series, unchanged ones keep their connection), and on shutdown lets
-//! every canary close its connection within the time budget.
+//! every canary close its connection and flushes OTLP export, all within the
+//! 5 s budget.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,14 +15,18 @@ use tokio::sync::mpsc;
 use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ConfigError, Target, TargetSource};
+use crate::config::{Config, ConfigError, ProcessEnv, Target, TargetSource};
 use crate::events::{EventSink, TargetInfo};
 use crate::http::{AppState, serve};
 use crate::stores::run_canary;
 use crate::telemetry::Recorder;
+use crate::telemetry::otlp::{OtlpError, OtlpSettings};
 
 /// How long canaries get to close politely on shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// The whole shutdown: canaries, OTLP flush, listener (SPEC: exit within 5 s).
+const SHUTDOWN_BUDGET: Duration = Duration::from_millis(4500);
 
 /// Errors that stop the agent.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +38,8 @@ pub enum AgentError {
     },
     #[error("agent.tls.{key}: {reason}")]
     Tls { key: &'static str, reason: String },
+    #[error("OTLP export: {0}")]
+    Otlp(#[from] OtlpError),
 }
 
 /// Reload requests (one message per SIGHUP) and how to read the new
@@ -191,7 +198,11 @@ pub async fn run(
             source,
         })?;
     let listen = listener.local_addr().unwrap_or(config.agent.listen);
-    let recorder = Arc::new(Recorder::new());
+    let otlp = OtlpSettings::resolve(config.otlp.as_ref(), &ProcessEnv)?;
+    let recorder = Arc::new(Recorder::with_otlp(otlp.as_ref())?);
+    if let Some(o) = &otlp {
+        tracing::info!(endpoint = %redact_endpoint(&o.endpoint), protocol = ?o.transport, traces = o.traces, metrics = o.metrics, "OTLP export on");
+    }
     let ready = Arc::new(AtomicBool::new(false));
     let http_stop = CancellationToken::new();
     let mut http = JoinSet::new();
@@ -206,7 +217,6 @@ pub async fn run(
         http_stop.clone(),
     ));
     tracing::info!(%listen, tls = config.agent.tls.is_some(), basic_auth = config.agent.basic_auth.is_some(), targets = config.targets.len(), version = crate::telemetry::VERSION, "dbcanary listening");
-    warn_unavailable(&config);
     if config.uses_local_defaults() {
         tracing::info!("no targets configured or discovered: watching the local default ports");
     }
@@ -244,7 +254,9 @@ pub async fn run(
                         if new.agent.tls != current.agent.tls || new.agent.basic_auth != current.agent.basic_auth {
                             tracing::warn!("agent.tls and agent.basic_auth change only on restart");
                         }
-                        warn_unavailable(&new);
+                        if new.otlp != current.otlp {
+                            tracing::warn!("[otlp] changes only on restart");
+                        }
                         canaries.apply(&new.targets);
                         tracing::info!(targets = new.targets.len(), "configuration reloaded");
                         current = new;
@@ -262,6 +274,8 @@ pub async fn run(
     }
 
     tracing::info!("shutting down");
+    let began = std::time::Instant::now();
+    let recorder = canaries.recorder.clone();
     canaries.stop.cancel();
     if tokio::time::timeout(SHUTDOWN_GRACE, async {
         while canaries.set.join_next().await.is_some() {}
@@ -272,15 +286,35 @@ pub async fn run(
         tracing::warn!("some canaries did not stop in time; aborting them");
         canaries.set.shutdown().await;
     }
+    if recorder.exports() {
+        // What the canaries' last events produced (an open outage's span
+        // ends with status error) goes out now, in what is left of the
+        // budget; the flush blocks, so it runs off the async workers.
+        let budget = SHUTDOWN_BUDGET
+            .saturating_sub(began.elapsed())
+            .clamp(Duration::from_millis(300), Duration::from_secs(2));
+        let flush = tokio::task::spawn_blocking(move || recorder.shutdown_export(budget));
+        if tokio::time::timeout(budget + Duration::from_millis(200), flush)
+            .await
+            .is_err()
+        {
+            tracing::warn!("OTLP flush did not finish in time");
+        }
+    }
     http_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(1), http.join_next()).await;
     Ok(())
 }
 
-fn warn_unavailable(config: &Config) {
-    if config.otlp.as_ref().is_some_and(|o| !o.endpoint.is_empty()) {
-        tracing::warn!(
-            "[otlp] is configured, but OTLP export is not available in this version yet: nothing is exported"
-        );
+/// The collector's URL for a log line: without user info or query.
+fn redact_endpoint(endpoint: &str) -> String {
+    match url::Url::parse(endpoint) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.to_string()
+        }
+        Err(_) => "(unparsable)".into(),
     }
 }

@@ -28,7 +28,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(dispatch(cli))
+    let code = runtime.block_on(dispatch(cli));
+    // Do not wait on a blocking task still flushing OTLP past the budget.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    code
 }
 
 fn load(cli: &Cli) -> Result<Config, ExitCode> {

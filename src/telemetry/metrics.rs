@@ -3,6 +3,7 @@
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -66,6 +67,17 @@ pub struct ServerInfoLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SignalLabels {
+    pub signal: String,
+}
+
+/// The exemplar of an outage observation: its span's trace.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TraceLabels {
+    pub trace_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: String,
     pub revision: String,
@@ -81,6 +93,12 @@ impl MetricConstructor<Histogram> for Buckets {
     }
 }
 
+impl MetricConstructor<HistogramWithExemplars<TraceLabels>> for Buckets {
+    fn new_metric(&self) -> HistogramWithExemplars<TraceLabels> {
+        HistogramWithExemplars::new(self.0.iter().copied())
+    }
+}
+
 type GaugeF = Gauge<f64, AtomicU64>;
 
 /// The registered metric families.
@@ -91,7 +109,9 @@ pub struct Metrics {
     pub connect_duration: Family<TargetLabels, Histogram, Buckets>,
     pub connect_attempts: Family<ResultLabels, Counter>,
     pub disconnects: Family<CauseLabels, Counter>,
-    pub outage_duration: Family<KindLabels, Histogram, Buckets>,
+    /// With the trace id of each outage's span as exemplar, when traces are
+    /// exported (OpenMetrics only; the Prometheus text format drops it).
+    pub outage_duration: Family<KindLabels, HistogramWithExemplars<TraceLabels>, Buckets>,
     pub failovers: Family<SourceLabels, Counter>,
     pub restarts: Family<TargetLabels, Counter>,
     pub server_info: Family<ServerInfoLabels, Gauge>,

@@ -1,6 +1,7 @@
-//! The recorder: the one place events become Prometheus series, log lines
-//! and the `/api/v1/targets` state. Canaries call [`Recorder::emit`] and know
-//! nothing else about telemetry.
+//! The recorder: the one place events become Prometheus series, log lines,
+//! the `/api/v1/targets` state and (through [`otlp`]) OTLP metrics and
+//! traces. Canaries call [`Recorder::emit`] and know nothing else about
+//! telemetry.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -21,13 +22,15 @@ use crate::events::{
 use crate::stores::Identity;
 
 mod metrics;
+pub mod otlp;
 mod process;
 
 use metrics::{
-    BuildLabels, CauseLabels, KindLabels, Metrics, ResultLabels, ServerInfoLabels, SourceLabels,
-    TargetLabels,
+    BuildLabels, CauseLabels, KindLabels, Metrics, ResultLabels, ServerInfoLabels, SignalLabels,
+    SourceLabels, TargetLabels, TraceLabels,
 };
 pub use metrics::{LATENCY_BUCKETS, OUTAGE_BUCKETS};
+use otlp::{Otlp, OtlpError, OtlpSettings};
 
 /// How many events `/api/v1/targets` keeps per target.
 pub const EVENTS_KEPT: usize = 50;
@@ -131,6 +134,8 @@ pub struct Recorder {
     registry: Registry,
     metrics: Metrics,
     states: States,
+    /// The OTLP consumer, when export is configured.
+    otlp: Option<Otlp>,
 }
 
 impl Default for Recorder {
@@ -140,7 +145,18 @@ impl Default for Recorder {
 }
 
 impl Recorder {
+    /// A recorder without OTLP export.
     pub fn new() -> Self {
+        Self::build(None).unwrap_or_else(|e| unreachable!("no OTLP, no error: {e}"))
+    }
+
+    /// A recorder that also exports over OTLP when `otlp` is given. Call it
+    /// inside the tokio runtime (the gRPC exporter's channel lives there).
+    pub fn with_otlp(otlp: Option<&OtlpSettings>) -> Result<Self, OtlpError> {
+        Self::build(otlp)
+    }
+
+    fn build(otlp: Option<&OtlpSettings>) -> Result<Self, OtlpError> {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(process::ProcessCollector));
         let ours = registry.sub_registry_with_prefix("dbcanary");
@@ -157,11 +173,45 @@ impl Recorder {
         ours.register_collector(Box::new(ClockGauges {
             states: states.clone(),
         }));
-        Self {
+        let otlp = match otlp {
+            Some(settings) => {
+                let dropped =
+                    Family::<SignalLabels, prometheus_client::metrics::counter::Counter>::default();
+                for (on, signal) in [(settings.traces, "traces"), (settings.metrics, "metrics")] {
+                    if on {
+                        let _ = dropped.get_or_create(&SignalLabels {
+                            signal: signal.into(),
+                        });
+                    }
+                }
+                ours.register(
+                    "otlp_dropped",
+                    "Spans and metric streams OTLP export dropped (queue full or collector failing), by signal",
+                    dropped.clone(),
+                );
+                Some(Otlp::build(settings, &states, dropped)?)
+            }
+            None => None,
+        };
+        Ok(Self {
             registry,
             metrics,
             states,
+            otlp,
+        })
+    }
+
+    /// Flushes and stops OTLP export within `budget` (blocking; outage spans
+    /// still open end with status error). Nothing to do without OTLP.
+    pub fn shutdown_export(&self, budget: Duration) {
+        if let Some(o) = &self.otlp {
+            o.shutdown(budget);
         }
+    }
+
+    /// Whether OTLP export is configured.
+    pub fn exports(&self) -> bool {
+        self.otlp.is_some()
     }
 
     /// The registry to encode on `/metrics`.
@@ -224,11 +274,17 @@ impl Recorder {
         }
         let _ = self.metrics.restarts.get_or_create(&l);
         let _ = self.metrics.canary_restarts.get_or_create(&l);
+        if let Some(o) = &self.otlp {
+            o.add_target(t);
+        }
     }
 
     /// Counts a canary task restarted after a panic.
     pub fn canary_restarted(&self, t: &TargetInfo) {
         self.metrics.canary_restarts.get_or_create(&labels(t)).inc();
+        if let Some(o) = &self.otlp {
+            o.canary_restarted(t);
+        }
     }
 
     /// Runs `f` on the target's state; events of a target that is not (or
@@ -290,7 +346,7 @@ impl Recorder {
     }
 }
 
-const CONNECT_RESULTS: [ConnectResult; 9] = [
+pub(crate) const CONNECT_RESULTS: [ConnectResult; 9] = [
     ConnectResult::Ok,
     ConnectResult::Refused,
     ConnectResult::Timeout,
@@ -302,7 +358,7 @@ const CONNECT_RESULTS: [ConnectResult; 9] = [
     ConnectResult::Io,
 ];
 
-const DISCONNECT_CAUSES: [DisconnectCause; 4] = [
+pub(crate) const DISCONNECT_CAUSES: [DisconnectCause; 4] = [
     DisconnectCause::Closed,
     DisconnectCause::Reset,
     DisconnectCause::Timeout,
@@ -316,7 +372,7 @@ const OUTAGE_KINDS: [OutageKind; 4] = [
     OutageKind::Unknown,
 ];
 
-const FAILOVER_SOURCES: [FailoverSource; 3] = [
+pub(crate) const FAILOVER_SOURCES: [FailoverSource; 3] = [
     FailoverSource::Outage,
     FailoverSource::Sentinel,
     FailoverSource::Topology,
@@ -383,6 +439,9 @@ impl EventSink for Recorder {
         if !self.known(t) {
             return;
         }
+        // The OTLP consumer sees the event first: an outage's span gives the
+        // trace id its Prometheus observation carries as exemplar.
+        let trace_id = self.otlp.as_ref().and_then(|o| o.on_event(t, event));
         let l = labels(t);
         match event {
             Event::Started => {
@@ -485,7 +544,11 @@ impl EventSink for Recorder {
                 self.metrics
                     .outage_duration
                     .get_or_create(&kind_labels(t, r.kind))
-                    .observe(r.duration.as_secs_f64());
+                    .observe(
+                        r.duration.as_secs_f64(),
+                        trace_id.map(|trace_id| TraceLabels { trace_id }),
+                        None,
+                    );
                 if r.kind == OutageKind::Restart {
                     self.metrics.restarts.get_or_create(&l).inc();
                 }

@@ -1,0 +1,1022 @@
+//! OTLP export: the recorder's second consumer. The same events that become
+//! Prometheus series here become OpenTelemetry instruments and outage traces
+//! (SPEC "Traces"), sent to a collector over gRPC or HTTP/protobuf.
+//!
+//! Export must never hurt probing: the recorder only hands finished spans to
+//! a bounded queue (anything beyond it is dropped and counted in
+//! `dbcanary_otlp_dropped_total`), exporters run on their own threads, and a
+//! failing collector earns a rate-limited warning, nothing more.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use opentelemetry::metrics::{
+    Counter, Gauge, Histogram, Meter, MeterProvider as _, ObservableGauge,
+};
+use opentelemetry::trace::{
+    Span as _, SpanBuilder, SpanContext, SpanKind, Status, TraceContextExt, Tracer as _,
+    TracerProvider as _,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::data::ResourceMetrics;
+use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider, SpanData, SpanExporter,
+    SpanProcessor,
+};
+use prometheus_client::metrics::counter::Counter as PromCounter;
+use prometheus_client::metrics::family::Family;
+
+use super::metrics::{LATENCY_BUCKETS, OUTAGE_BUCKETS, SignalLabels};
+use super::{Phase, States};
+use crate::config::{Env, OtlpConfig, parse_duration};
+use crate::events::{ConnectResult, Event, FailoverSource, OutageKind, OutageReport, TargetInfo};
+use crate::stores::StoreKind;
+
+/// Finished spans waiting for export, at most. Beyond it spans are dropped
+/// (and counted): a collector that is down costs bounded memory.
+pub const MAX_QUEUED_SPANS: usize = 2048;
+
+/// A failing collector is reported at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Why OTLP export could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum OtlpError {
+    #[error("{key}: {reason}")]
+    Setting { key: String, reason: String },
+    #[error("cannot build the OTLP {signal} exporter: {source}")]
+    Build {
+        signal: &'static str,
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
+}
+
+/// How to reach the collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Grpc,
+    HttpProtobuf,
+}
+
+/// `[otlp]` and the standard `OTEL_*` variables, resolved (config wins).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtlpSettings {
+    /// The collector's base URL.
+    pub endpoint: String,
+    pub transport: Transport,
+    pub headers: BTreeMap<String, String>,
+    pub timeout: Duration,
+    pub export_interval: Duration,
+    pub traces: bool,
+    pub metrics: bool,
+    /// Resource attributes, in order of increasing precedence.
+    pub resource: Vec<(String, String)>,
+}
+
+impl OtlpSettings {
+    /// Resolves the settings; `None` when there is no endpoint (export off).
+    pub fn resolve(cfg: Option<&OtlpConfig>, env: &dyn Env) -> Result<Option<Self>, OtlpError> {
+        let empty = OtlpConfig::default();
+        let cfg = cfg.unwrap_or(&empty);
+        let var = |k: &str| env.var(k).filter(|v| !v.trim().is_empty());
+        let endpoint = if cfg.endpoint.is_empty() {
+            match var("OTEL_EXPORTER_OTLP_ENDPOINT") {
+                Some(e) => e,
+                None => return Ok(None),
+            }
+        } else {
+            cfg.endpoint.clone()
+        };
+        let protocol = cfg
+            .protocol
+            .clone()
+            .or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"))
+            .unwrap_or_else(|| "grpc".into());
+        let transport = match protocol.trim() {
+            "grpc" => Transport::Grpc,
+            "http/protobuf" => Transport::HttpProtobuf,
+            other => {
+                return Err(setting(
+                    "otlp.protocol",
+                    format!("must be \"grpc\" or \"http/protobuf\", got {other:?}"),
+                ));
+            }
+        };
+        let duration = |key: &str, given: &Option<String>, var_name: &str, default| {
+            if let Some(v) = given {
+                return parse_duration(v).map_err(|e| setting(key, e.to_string()));
+            }
+            match var(var_name) {
+                Some(ms) => ms
+                    .trim()
+                    .parse::<u64>()
+                    .map(Duration::from_millis)
+                    .map_err(|_| setting(var_name, format!("not milliseconds: {ms:?}"))),
+                None => Ok(default),
+            }
+        };
+        let timeout = duration(
+            "otlp.timeout",
+            &cfg.timeout,
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+            DEFAULT_TIMEOUT,
+        )?;
+        let export_interval = duration(
+            "otlp.export_interval",
+            &cfg.export_interval,
+            "OTEL_METRIC_EXPORT_INTERVAL",
+            DEFAULT_INTERVAL,
+        )?;
+        if timeout.is_zero() || export_interval.is_zero() {
+            return Err(setting(
+                "otlp.timeout",
+                "timeout and export_interval must be greater than zero",
+            ));
+        }
+        let switch = |given: Option<bool>, var_name: &str| {
+            given.unwrap_or_else(|| var(var_name).is_none_or(|v| v.trim() != "none"))
+        };
+        let mut resource = vec![
+            ("service.name".to_string(), "dbcanary".to_string()),
+            ("service.version".into(), super::VERSION.into()),
+        ];
+        if let Some(host) = host_name() {
+            resource.push(("host.name".into(), host));
+        }
+        if let Some(attrs) = var("OTEL_RESOURCE_ATTRIBUTES") {
+            resource.extend(parse_key_values(&attrs));
+        }
+        if let Some(name) = var("OTEL_SERVICE_NAME") {
+            resource.push(("service.name".into(), name));
+        }
+        resource.extend(
+            cfg.resource_attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        Ok(Some(Self {
+            endpoint,
+            transport,
+            headers: cfg.headers.clone(),
+            timeout,
+            export_interval,
+            traces: switch(cfg.traces, "OTEL_TRACES_EXPORTER"),
+            metrics: switch(cfg.metrics, "OTEL_METRICS_EXPORTER"),
+            resource,
+        }))
+    }
+
+    fn signal_endpoint(&self, path: &str) -> String {
+        match self.transport {
+            Transport::Grpc => self.endpoint.clone(),
+            Transport::HttpProtobuf => format!("{}{path}", self.endpoint.trim_end_matches('/')),
+        }
+    }
+
+    fn resource(&self) -> Resource {
+        // Later entries win, as the order of `resource` promises.
+        let mut map: BTreeMap<&str, &str> = BTreeMap::new();
+        for (k, v) in &self.resource {
+            map.insert(k, v);
+        }
+        Resource::builder_empty()
+            .with_attributes(
+                map.into_iter()
+                    .map(|(k, v)| KeyValue::new(k.to_string(), v.to_string())),
+            )
+            .build()
+    }
+}
+
+fn setting(key: &str, reason: impl Into<String>) -> OtlpError {
+    OtlpError::Setting {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// `k1=v1,k2=v2` with percent-encoded values (`OTEL_RESOURCE_ATTRIBUTES`).
+fn parse_key_values(s: &str) -> Vec<(String, String)> {
+    s.split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| {
+            let v = percent_encoding::percent_decode_str(v.trim()).decode_utf8_lossy();
+            (k.trim().to_string(), v.into_owned())
+        })
+        .filter(|(k, _)| !k.is_empty())
+        .collect()
+}
+
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
+/// Counts what export lost, per signal, and warns about it now and then.
+#[derive(Clone)]
+struct Losses {
+    dropped: Family<SignalLabels, PromCounter>,
+    last_warning: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Losses {
+    fn lost(&self, signal: &'static str, n: u64, why: &dyn std::fmt::Display) {
+        if n == 0 {
+            return;
+        }
+        self.dropped
+            .get_or_create(&SignalLabels {
+                signal: signal.into(),
+            })
+            .inc_by(n);
+        let mut last = self.last_warning.lock().expect("warning lock");
+        if last.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+            *last = Some(Instant::now());
+            tracing::warn!(signal, dropped = n, reason = %why, "OTLP export failed: data dropped (counted in dbcanary_otlp_dropped_total; warned at most once a minute)");
+        }
+    }
+}
+
+/// Spans handed on but not exported yet: the gate in front of the batch
+/// processor's queue.
+struct Pending {
+    count: AtomicUsize,
+}
+
+/// Wraps the OTLP span exporter to count what it loses.
+#[derive(Debug)]
+struct CountingSpanExporter {
+    inner: opentelemetry_otlp::SpanExporter,
+    pending: Arc<Pending>,
+    losses: Losses,
+}
+
+impl std::fmt::Debug for Losses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Losses")
+    }
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pending({})", self.count.load(Ordering::Relaxed))
+    }
+}
+
+/// Gives back the batch's places in the queue, however the export ends.
+struct Release<'a>(&'a Pending, usize);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(self.1, Ordering::AcqRel);
+    }
+}
+
+impl SpanExporter for CountingSpanExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let n = batch.len();
+        let _release = Release(&self.pending, n);
+        let r = self.inner.export(batch).await;
+        if let Err(e) = &r {
+            self.losses.lost("traces", n as u64, e);
+        }
+        r
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// Lets a span into the batch processor only while fewer than
+/// [`MAX_QUEUED_SPANS`] wait; counts the others as dropped.
+#[derive(Debug)]
+struct GateProcessor {
+    inner: BatchSpanProcessor,
+    pending: Arc<Pending>,
+    losses: Losses,
+}
+
+impl SpanProcessor for GateProcessor {
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        let admitted = self
+            .pending
+            .count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_QUEUED_SPANS).then_some(n + 1)
+            })
+            .is_ok();
+        if admitted {
+            self.inner.on_end(span);
+        } else {
+            self.losses.lost("traces", 1, &"the export queue is full");
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// Wraps the OTLP metric exporter to count the metric streams a failed
+/// export lost (they are cumulative: the next export that gets through
+/// carries their totals again).
+struct CountingMetricExporter {
+    inner: opentelemetry_otlp::MetricExporter,
+    losses: Losses,
+}
+
+impl PushMetricExporter for CountingMetricExporter {
+    async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
+        let r = self.inner.export(metrics).await;
+        if let Err(e) = &r {
+            let n: usize = metrics.scope_metrics().map(|s| s.metrics().count()).sum();
+            self.losses.lost("metrics", n as u64, e);
+        }
+        r
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn temporality(&self) -> Temporality {
+        Temporality::Cumulative
+    }
+}
+
+/// The OTel instruments, one per Prometheus family.
+struct Instruments {
+    probes: Counter<u64>,
+    probe_duration: Histogram<f64>,
+    connect_attempts: Counter<u64>,
+    connect_duration: Histogram<f64>,
+    disconnects: Counter<u64>,
+    outage_duration: Histogram<f64>,
+    failovers: Counter<u64>,
+    restarts: Counter<u64>,
+    canary_restarts: Counter<u64>,
+    last_outage_end: Gauge<f64>,
+    /// Kept so their callbacks stay registered.
+    _observed: Vec<ObservableGauge<f64>>,
+    _up: ObservableGauge<i64>,
+}
+
+impl Instruments {
+    fn new(meter: &Meter, states: &States) -> Self {
+        let s = states.clone();
+        let up = meter
+            .i64_observable_gauge("dbcanary.up")
+            .with_description("1 while the canary connection is healthy")
+            .with_callback(move |o| {
+                for st in live(&s) {
+                    o.observe(i64::from(st.0 == Phase::Up), &st.1);
+                }
+            })
+            .build();
+        let s = states.clone();
+        let age = meter
+            .f64_observable_gauge("dbcanary.connection.age")
+            .with_unit("s")
+            .with_description("Age of the current canary connection (0 while down)")
+            .with_callback(move |o| {
+                for st in live(&s) {
+                    o.observe(st.2, &st.1);
+                }
+            })
+            .build();
+        let s = states.clone();
+        let in_progress = meter
+            .f64_observable_gauge("dbcanary.outage.in_progress")
+            .with_unit("s")
+            .with_description("Length of the current outage, 0 when up")
+            .with_callback(move |o| {
+                for st in live(&s) {
+                    o.observe(st.3, &st.1);
+                }
+            })
+            .build();
+        let counter = |name: &'static str, help: &'static str| {
+            meter.u64_counter(name).with_description(help).build()
+        };
+        let histogram = |name: &'static str, help: &'static str, buckets: &[f64]| {
+            meter
+                .f64_histogram(name)
+                .with_unit("s")
+                .with_description(help)
+                .with_boundaries(buckets.to_vec())
+                .build()
+        };
+        Self {
+            probes: counter("dbcanary.probes", "Probes sent, by result"),
+            probe_duration: histogram(
+                "dbcanary.probe.duration",
+                "Probe round trip",
+                &LATENCY_BUCKETS,
+            ),
+            connect_attempts: counter(
+                "dbcanary.connect.attempts",
+                "Connection attempts, by result",
+            ),
+            connect_duration: histogram(
+                "dbcanary.connect.duration",
+                "Successful connection set-up",
+                &LATENCY_BUCKETS,
+            ),
+            disconnects: counter("dbcanary.disconnects", "Canary connections lost, by cause"),
+            outage_duration: histogram(
+                "dbcanary.outage.duration",
+                "Reconnect latency per outage (detection to first successful probe), by kind",
+                &OUTAGE_BUCKETS,
+            ),
+            failovers: counter("dbcanary.failovers", "Failover events, by source"),
+            restarts: counter("dbcanary.restarts", "Server restarts seen"),
+            canary_restarts: counter(
+                "dbcanary.canary.restarts",
+                "Canary tasks restarted after a panic",
+            ),
+            last_outage_end: meter
+                .f64_gauge("dbcanary.outage.last_end")
+                .with_unit("s")
+                .with_description("Unix time the last outage ended")
+                .build(),
+            _observed: vec![age, in_progress],
+            _up: up,
+        }
+    }
+}
+
+/// (phase, attributes, connection age, outage length) of every watched target.
+fn live(states: &States) -> Vec<(Phase, Vec<KeyValue>, f64, f64)> {
+    let now = tokio::time::Instant::now();
+    states
+        .lock()
+        .expect("state lock")
+        .values()
+        .filter(|s| !matches!(s.state, Phase::Unsupported | Phase::Stopped))
+        .map(|s| {
+            let mut attrs = vec![KeyValue::new("dbcanary.target", s.name.clone())];
+            if let Some(db) = db_system(s.store) {
+                attrs.push(KeyValue::new("db.system.name", db));
+            }
+            let age = s.connected_mono.map_or(0.0, |c| (now - c).as_secs_f64());
+            let outage = s
+                .current_outage
+                .as_ref()
+                .map_or(0.0, |o| (now - o.since_mono).as_secs_f64());
+            (s.state, attrs, age, outage)
+        })
+        .collect()
+}
+
+/// The OpenTelemetry `db.system.name` of a store label (none for `http`).
+fn db_system(store_label: &str) -> Option<&'static str> {
+    Some(match store_label {
+        "redis" => "redis",
+        "mysql" => "mysql",
+        "mongodb" => "mongodb",
+        "postgresql" => "postgresql",
+        _ => return None,
+    })
+}
+
+fn target_attrs(t: &TargetInfo) -> Vec<KeyValue> {
+    let mut v = vec![KeyValue::new("dbcanary.target", t.name.clone())];
+    if t.store != StoreKind::Http
+        && let Some(db) = db_system(t.store.label())
+    {
+        v.push(KeyValue::new("db.system.name", db));
+    }
+    v
+}
+
+fn with(t: &TargetInfo, k: &'static str, v: &'static str) -> Vec<KeyValue> {
+    let mut a = target_attrs(t);
+    a.push(KeyValue::new(k, v));
+    a
+}
+
+/// `server.address` and `server.port` of an endpoint (`host:port`, without
+/// credentials; several hosts stay one address without a port).
+fn server_attrs(endpoint: &str) -> Vec<KeyValue> {
+    let single = !endpoint.contains(',');
+    if single
+        && let Some((host, port)) = endpoint.rsplit_once(':')
+        && let Ok(port) = port.parse::<i64>()
+    {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        return vec![
+            KeyValue::new("server.address", host.to_string()),
+            KeyValue::new("server.port", port),
+        ];
+    }
+    vec![KeyValue::new("server.address", endpoint.to_string())]
+}
+
+/// An outage whose span is open.
+struct OpenOutage {
+    span: opentelemetry_sdk::trace::Span,
+    context: SpanContext,
+    attempts: u32,
+    /// Detection, on both clocks: connect spans are placed on the outage's
+    /// own time line, so that they nest inside it.
+    started_at: SystemTime,
+    started_mono: Instant,
+    /// The successful attempt, ended with the outage (its end is clamped to
+    /// the outage's end, which the canary measured just before emitting it).
+    ok_attempt: Option<(SystemTime, SystemTime, Vec<KeyValue>)>,
+}
+
+impl OpenOutage {
+    /// Now, on the outage's time line.
+    fn now(&self) -> SystemTime {
+        self.started_at + self.started_mono.elapsed()
+    }
+}
+
+struct Tracing {
+    provider: SdkTracerProvider,
+    tracer: SdkTracer,
+    open: Mutex<HashMap<String, OpenOutage>>,
+}
+
+/// The OTLP consumer of the recorder.
+pub struct Otlp {
+    tracing: Option<Tracing>,
+    meters: Option<(SdkMeterProvider, Instruments)>,
+}
+
+impl Otlp {
+    /// Builds the exporters (inside the tokio runtime: the gRPC channel
+    /// lives on it) and registers `dbcanary_otlp_dropped_total`.
+    pub(super) fn build(
+        s: &OtlpSettings,
+        states: &States,
+        dropped: Family<SignalLabels, PromCounter>,
+    ) -> Result<Self, OtlpError> {
+        let losses = Losses {
+            dropped,
+            last_warning: Arc::default(),
+        };
+        let resource = s.resource();
+        let tracing = if s.traces {
+            let exporter = span_exporter(s).map_err(|source| OtlpError::Build {
+                signal: "traces",
+                source,
+            })?;
+            let pending = Arc::new(Pending {
+                count: AtomicUsize::new(0),
+            });
+            let batch = BatchSpanProcessor::builder(CountingSpanExporter {
+                inner: exporter,
+                pending: pending.clone(),
+                losses: losses.clone(),
+            })
+            .with_batch_config(
+                BatchConfigBuilder::default()
+                    // Room for every admitted span: the gate drops, not it.
+                    .with_max_queue_size(MAX_QUEUED_SPANS + 64)
+                    .with_max_export_batch_size(512)
+                    .with_scheduled_delay(s.export_interval.min(Duration::from_secs(5)))
+                    .build(),
+            )
+            .build();
+            let provider = SdkTracerProvider::builder()
+                .with_span_processor(GateProcessor {
+                    inner: batch,
+                    pending,
+                    losses: losses.clone(),
+                })
+                .with_resource(resource.clone())
+                .build();
+            let tracer = provider.tracer("dbcanary");
+            Some(Tracing {
+                provider,
+                tracer,
+                open: Mutex::default(),
+            })
+        } else {
+            None
+        };
+        let meters = if s.metrics {
+            let exporter = metric_exporter(s).map_err(|source| OtlpError::Build {
+                signal: "metrics",
+                source,
+            })?;
+            let reader = PeriodicReader::builder(CountingMetricExporter {
+                inner: exporter,
+                losses,
+            })
+            .with_interval(s.export_interval)
+            .build();
+            let provider = SdkMeterProvider::builder()
+                .with_reader(reader)
+                .with_resource(resource)
+                .build();
+            let instruments = Instruments::new(&provider.meter("dbcanary"), states);
+            Some((provider, instruments))
+        } else {
+            None
+        };
+        Ok(Self { tracing, meters })
+    }
+
+    /// Whether outage spans are exported (and so exemplars are given).
+    pub fn traces(&self) -> bool {
+        self.tracing.is_some()
+    }
+
+    /// Zero-valued series for a new target, as on `/metrics`.
+    pub(super) fn add_target(&self, t: &TargetInfo) {
+        let Some((_, m)) = &self.meters else { return };
+        for r in ["ok", "error", "timeout"] {
+            m.probes.add(0, &with(t, "result", r));
+        }
+        for r in super::CONNECT_RESULTS {
+            m.connect_attempts.add(0, &with(t, "result", r.as_str()));
+        }
+        for c in super::DISCONNECT_CAUSES {
+            m.disconnects.add(0, &with(t, "cause", c.as_str()));
+        }
+        for s in super::FAILOVER_SOURCES {
+            m.failovers.add(0, &with(t, "source", s.as_str()));
+        }
+        m.restarts.add(0, &target_attrs(t));
+        m.canary_restarts.add(0, &target_attrs(t));
+    }
+
+    pub(super) fn canary_restarted(&self, t: &TargetInfo) {
+        if let Some((_, m)) = &self.meters {
+            m.canary_restarts.add(1, &target_attrs(t));
+        }
+    }
+
+    /// Takes one event; for `Restored`, returns the trace id (hex) of the
+    /// outage's span, for the exemplar.
+    pub(super) fn on_event(&self, t: &TargetInfo, event: &Event) -> Option<String> {
+        if let Some((_, m)) = &self.meters {
+            self.measure(m, t, event);
+        }
+        self.tracing.as_ref().and_then(|tr| tr.on_event(t, event))
+    }
+
+    fn measure(&self, m: &Instruments, t: &TargetInfo, event: &Event) {
+        match event {
+            Event::ConnectAttempt {
+                result, duration, ..
+            } => {
+                m.connect_attempts
+                    .add(1, &with(t, "result", result.as_str()));
+                if *result == ConnectResult::Ok {
+                    m.connect_duration
+                        .record(duration.as_secs_f64(), &target_attrs(t));
+                }
+            }
+            Event::Probe { result, duration } => {
+                m.probes.add(1, &with(t, "result", result.as_str()));
+                m.probe_duration
+                    .record(duration.as_secs_f64(), &target_attrs(t));
+            }
+            Event::Disconnected { cause, .. } => {
+                m.disconnects.add(1, &with(t, "cause", cause.as_str()));
+            }
+            Event::Restored(r) => {
+                m.outage_duration
+                    .record(r.duration.as_secs_f64(), &with(t, "kind", r.kind.as_str()));
+                if r.kind == OutageKind::Restart {
+                    m.restarts.add(1, &target_attrs(t));
+                }
+                m.last_outage_end
+                    .record(super::unix_secs(r.ended_at), &target_attrs(t));
+            }
+            Event::Failover { source, .. } => {
+                m.failovers.add(1, &with(t, "source", source.as_str()));
+            }
+            _ => {}
+        }
+    }
+
+    /// Ends every open outage span with status error ("unresolved at
+    /// shutdown"), then flushes and stops both exporters within `budget`.
+    /// Blocking: call it off the async workers.
+    pub fn shutdown(&self, budget: Duration) {
+        let start = Instant::now();
+        if let Some(tr) = &self.tracing {
+            tr.end_all("unresolved at shutdown");
+            if let Err(e) = tr.provider.shutdown_with_timeout(budget) {
+                tracing::warn!(error = %e, "OTLP traces not flushed at shutdown");
+            }
+        }
+        if let Some((provider, _)) = &self.meters {
+            let left = budget
+                .saturating_sub(start.elapsed())
+                .max(Duration::from_millis(100));
+            if let Err(e) = provider.shutdown_with_timeout(left) {
+                tracing::warn!(error = %e, "OTLP metrics not flushed at shutdown");
+            }
+        }
+    }
+}
+
+impl Tracing {
+    fn on_event(&self, t: &TargetInfo, event: &Event) -> Option<String> {
+        let mut open = self.open.lock().expect("span lock");
+        match event {
+            Event::Disconnected { cause, at, .. } => {
+                if let Some(mut old) = open.remove(&t.name) {
+                    old.span
+                        .set_status(Status::error("superseded by a new outage"));
+                    old.span.end_with_timestamp(*at);
+                }
+                let mut attrs = target_attrs(t);
+                attrs.extend(server_attrs(&t.endpoint));
+                attrs.push(KeyValue::new("dbcanary.outage.cause", cause.as_str()));
+                attrs.push(KeyValue::new("error.type", cause.as_str()));
+                let span = self.tracer.build_with_context(
+                    SpanBuilder::from_name("dbcanary.outage")
+                        .with_kind(SpanKind::Internal)
+                        .with_start_time(*at)
+                        .with_attributes(attrs),
+                    &Context::new(),
+                );
+                let context = span.span_context().clone();
+                open.insert(
+                    t.name.clone(),
+                    OpenOutage {
+                        span,
+                        context,
+                        attempts: 0,
+                        started_at: *at,
+                        started_mono: Instant::now(),
+                        ok_attempt: None,
+                    },
+                );
+                None
+            }
+            Event::ConnectAttempt {
+                result,
+                duration,
+                error,
+            } => {
+                let o = open.get_mut(&t.name)?;
+                o.attempts += 1;
+                let end = o.now();
+                let start = end.checked_sub(*duration).unwrap_or(end).max(o.started_at);
+                let mut attrs = target_attrs(t);
+                attrs.extend(server_attrs(&t.endpoint));
+                attrs.push(KeyValue::new("dbcanary.connect.result", result.as_str()));
+                attrs.push(KeyValue::new(
+                    "dbcanary.connect.attempt",
+                    i64::from(o.attempts),
+                ));
+                if *result == ConnectResult::Ok {
+                    o.ok_attempt = Some((start, end, attrs));
+                    return None;
+                }
+                attrs.push(KeyValue::new("error.type", result.as_str()));
+                let mut span = self.connect_span(&o.context, start, attrs);
+                span.set_status(Status::error(
+                    error.clone().unwrap_or_else(|| result.as_str().to_string()),
+                ));
+                span.end_with_timestamp(end);
+                None
+            }
+            Event::Restored(r) => {
+                let mut o = open.remove(&t.name)?;
+                let ended = r.ended_at.max(r.started_at);
+                if let Some((start, end, attrs)) = o.ok_attempt.take() {
+                    let end = end.min(ended);
+                    let mut span = self.connect_span(&o.context, start.min(end), attrs);
+                    span.end_with_timestamp(end);
+                }
+                finish(&mut o.span, r);
+                Some(o.context.trace_id().to_string())
+            }
+            Event::Failover { source, from, to } => {
+                if *source == FailoverSource::Outage {
+                    // Already on the outage span (its `failover` event).
+                    return None;
+                }
+                let attrs = vec![
+                    KeyValue::new("dbcanary.failover.source", source.as_str()),
+                    KeyValue::new("dbcanary.server.before", from.clone().unwrap_or_default()),
+                    KeyValue::new("dbcanary.server.after", to.clone()),
+                ];
+                let now = SystemTime::now();
+                match open.get_mut(&t.name) {
+                    Some(o) => o.span.add_event_with_timestamp("failover", now, attrs),
+                    None => {
+                        let mut a = target_attrs(t);
+                        a.extend(server_attrs(&t.endpoint));
+                        a.push(KeyValue::new("dbcanary.failover.source", source.as_str()));
+                        let mut span = self.tracer.build_with_context(
+                            SpanBuilder::from_name("dbcanary.failover")
+                                .with_kind(SpanKind::Internal)
+                                .with_start_time(now)
+                                .with_attributes(a),
+                            &Context::new(),
+                        );
+                        span.add_event_with_timestamp("failover", now, attrs);
+                        span.end_with_timestamp(now);
+                    }
+                }
+                None
+            }
+            Event::Stopped => {
+                if let Some(mut o) = open.remove(&t.name) {
+                    o.span
+                        .set_status(Status::error("unresolved when the canary stopped"));
+                    o.span.end();
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn connect_span(
+        &self,
+        outage: &SpanContext,
+        start: SystemTime,
+        attrs: Vec<KeyValue>,
+    ) -> opentelemetry_sdk::trace::Span {
+        let parent = Context::new().with_remote_span_context(outage.clone());
+        self.tracer.build_with_context(
+            SpanBuilder::from_name("dbcanary.connect")
+                .with_kind(SpanKind::Client)
+                .with_start_time(start)
+                .with_attributes(attrs),
+            &parent,
+        )
+    }
+
+    fn end_all(&self, why: &'static str) {
+        let mut open = self.open.lock().expect("span lock");
+        for (_, mut o) in open.drain() {
+            o.span.set_attribute(KeyValue::new(
+                "dbcanary.outage.attempts",
+                i64::from(o.attempts),
+            ));
+            o.span.set_status(Status::error(why));
+            o.span.end();
+        }
+    }
+}
+
+/// Completes an outage span from its report.
+fn finish(span: &mut opentelemetry_sdk::trace::Span, r: &OutageReport) {
+    let id = |i: Option<&crate::stores::Identity>| {
+        i.and_then(|i| i.server_id.clone()).unwrap_or_default()
+    };
+    let before = id(r.before.as_ref());
+    let after = id(Some(&r.after));
+    span.set_attribute(KeyValue::new("dbcanary.outage.kind", r.kind.as_str()));
+    span.set_attribute(KeyValue::new(
+        "dbcanary.outage.attempts",
+        i64::from(r.attempts),
+    ));
+    span.set_attribute(KeyValue::new(
+        "dbcanary.outage.resolution_s",
+        r.resolution.as_secs_f64(),
+    ));
+    span.set_attribute(KeyValue::new(
+        "dbcanary.outage.duration_s",
+        r.duration.as_secs_f64(),
+    ));
+    span.set_attribute(KeyValue::new("dbcanary.server.id.before", before.clone()));
+    span.set_attribute(KeyValue::new("dbcanary.server.id.after", after.clone()));
+    if r.kind == OutageKind::Failover {
+        let addr = |i: Option<&crate::stores::Identity>| {
+            i.and_then(|i| i.address.clone()).unwrap_or_default()
+        };
+        span.add_event_with_timestamp(
+            "failover",
+            r.ended_at,
+            vec![
+                KeyValue::new("dbcanary.failover.source", FailoverSource::Outage.as_str()),
+                KeyValue::new("dbcanary.server.id.before", before),
+                KeyValue::new("dbcanary.server.id.after", after),
+                KeyValue::new("dbcanary.server.address.before", addr(r.before.as_ref())),
+                KeyValue::new("dbcanary.server.address.after", addr(Some(&r.after))),
+            ],
+        );
+    }
+    // The outage is over: the span's status stays unset (only an outage
+    // unresolved at shutdown is an error).
+    span.end_with_timestamp(r.ended_at.max(r.started_at));
+}
+
+fn span_exporter(
+    s: &OtlpSettings,
+) -> Result<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::ExporterBuildError> {
+    let endpoint = s.signal_endpoint("/v1/traces");
+    match s.transport {
+        Transport::Grpc => {
+            let mut b = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_timeout(s.timeout)
+                .with_metadata(metadata(&s.headers));
+            if endpoint.starts_with("https://") {
+                b = b.with_tls_config(tls());
+            }
+            b.with_endpoint(endpoint).build()
+        }
+        Transport::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(endpoint)
+            .with_protocol(Protocol::HttpBinary)
+            .with_timeout(s.timeout)
+            .with_headers(s.headers.clone().into_iter().collect())
+            .build(),
+    }
+}
+
+fn metric_exporter(
+    s: &OtlpSettings,
+) -> Result<opentelemetry_otlp::MetricExporter, opentelemetry_otlp::ExporterBuildError> {
+    let endpoint = s.signal_endpoint("/v1/metrics");
+    match s.transport {
+        Transport::Grpc => {
+            let mut b = opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .with_timeout(s.timeout)
+                .with_metadata(metadata(&s.headers));
+            if endpoint.starts_with("https://") {
+                b = b.with_tls_config(tls());
+            }
+            b.with_endpoint(endpoint)
+                .with_temporality(Temporality::Cumulative)
+                .build()
+        }
+        Transport::HttpProtobuf => opentelemetry_otlp::MetricExporter::builder()
+            .with_http()
+            .with_endpoint(endpoint)
+            .with_protocol(Protocol::HttpBinary)
+            .with_timeout(s.timeout)
+            .with_headers(s.headers.clone().into_iter().collect())
+            .with_temporality(Temporality::Cumulative)
+            .build(),
+    }
+}
+
+/// Public roots for an `https://` collector (ignored for `http://`).
+fn tls() -> opentelemetry_otlp::tonic_types::transport::ClientTlsConfig {
+    opentelemetry_otlp::tonic_types::transport::ClientTlsConfig::new().with_enabled_roots()
+}
+
+fn metadata(
+    headers: &BTreeMap<String, String>,
+) -> opentelemetry_otlp::tonic_types::metadata::MetadataMap {
+    use axum::http::{HeaderMap, HeaderName, HeaderValue};
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        match (
+            HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            (Ok(k), Ok(v)) => {
+                map.insert(k, v);
+            }
+            // The value is a secret: name the header only.
+            _ => tracing::warn!(header = %k, "otlp.headers: not a valid header; ignored"),
+        }
+    }
+    opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(map)
+}
