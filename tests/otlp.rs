@@ -620,3 +620,85 @@ backoff = { initial = "5ms", multiplier = 2.0, max = "50ms" }
         "{warnings} export warnings (rate-limited to one a minute):\n{log}"
     );
 }
+
+/// The names of the agent's threads (`comm`, at most 15 characters).
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("task dir")
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+        .map(|s| s.trim().to_string())
+        .collect()
+}
+
+/// No endpoint, no exporter: no OpenTelemetry thread and no self-metric.
+/// The standard variable alone is enough to turn export on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_endpoint_no_export_threads_and_the_standard_variable_turns_it_on() {
+    let redis = RedisServer::start().await;
+    let plain = Agent::start(&[("cache", &redis.url())]).await;
+    plain.wait_up("cache", true, UP_WITHIN).await;
+    let names = thread_names(plain.pid());
+    assert!(
+        !names.iter().any(|n| n.starts_with("OpenTelemetry")),
+        "{names:?}"
+    );
+    assert!(!plain.get("/metrics").await.body.contains("otlp"));
+
+    let (receiver, addr) = Receiver::grpc().await;
+    let by_env = Agent::builder()
+        .toml(FAST_DEFAULTS)
+        .target("cache", &redis.url())
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{addr}"))
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "300")
+        .start()
+        .await;
+    by_env.wait_up("cache", true, UP_WITHIN).await;
+    let names = thread_names(by_env.pid());
+    assert!(
+        names.iter().any(|n| n.starts_with("OpenTelemetry")),
+        "{names:?}"
+    );
+    poll_until(EXPORTED_WITHIN, "metrics exported", async || {
+        let names = receiver.metric_names();
+        check(names.iter().any(|n| n == "dbcanary.up"), names)
+    })
+    .await;
+}
+
+/// A collector that accepts connections and never answers cannot hold the
+/// agent past its 5 s SIGTERM budget, even with an outage span to flush.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_collector_does_not_delay_sigterm() {
+    let silent = tokio::net::TcpListener::bind(("127.0.0.1", free_port()))
+        .await
+        .unwrap();
+    let addr = silent.local_addr().unwrap();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = held.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = silent.accept().await {
+            keep.lock().unwrap().push(conn);
+        }
+    });
+    let mut redis = RedisServer::start().await;
+    let mut agent = Agent::builder()
+        .toml(FAST_DEFAULTS)
+        .toml(&format!(
+            "[otlp]\nendpoint = \"http://{addr}\"\nprotocol = \"http/protobuf\"\nexport_interval = \"200ms\"\n"
+        ))
+        .target("cache", &redis.url())
+        .start()
+        .await;
+    agent.wait_up("cache", true, UP_WITHIN).await;
+    redis.kill();
+    agent.wait_up("cache", false, UP_WITHIN).await;
+    // Let an export start and hang.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, took) = agent.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
+    assert!(
+        !held.lock().unwrap().is_empty(),
+        "the agent never connected"
+    );
+}

@@ -1020,3 +1020,257 @@ fn metadata(
     }
     opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(map)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stores::Identity;
+    use opentelemetry::trace::Status;
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SimpleSpanProcessor};
+
+    struct MapEnv(Vec<(&'static str, &'static str)>);
+
+    impl Env for MapEnv {
+        fn var(&self, name: &str) -> Option<String> {
+            self.0
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+        fn vars(&self) -> Vec<(String, String)> {
+            self.0
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        }
+    }
+
+    fn attr<'a>(s: &'a SpanData, k: &str) -> Option<&'a opentelemetry::Value> {
+        s.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == k)
+            .map(|kv| &kv.value)
+    }
+
+    #[test]
+    fn no_endpoint_no_export() {
+        assert_eq!(OtlpSettings::resolve(None, &MapEnv(vec![])).unwrap(), None);
+        let cfg = OtlpConfig {
+            protocol: Some("http/protobuf".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            OtlpSettings::resolve(Some(&cfg), &MapEnv(vec![])).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn standard_variables_work_and_config_wins() {
+        let env = MapEnv(vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "1000"),
+            ("OTEL_TRACES_EXPORTER", "none"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "team=db%20ops,service.name=ignored",
+            ),
+            ("OTEL_SERVICE_NAME", "canary-eu"),
+        ]);
+        let s = OtlpSettings::resolve(None, &env).unwrap().unwrap();
+        assert_eq!(s.transport, Transport::HttpProtobuf);
+        assert_eq!(
+            s.signal_endpoint("/v1/traces"),
+            "http://collector:4318/v1/traces"
+        );
+        assert_eq!(s.timeout, Duration::from_millis(2500));
+        assert_eq!(s.export_interval, Duration::from_secs(1));
+        assert!(!s.traces && s.metrics);
+        let r = s.resource();
+        let get = |k: &'static str| r.get(&opentelemetry::Key::from_static_str(k));
+        assert_eq!(get("team"), Some("db ops".into()));
+        assert_eq!(get("service.name"), Some("canary-eu".into()));
+        assert!(get("service.version").is_some());
+
+        let cfg = OtlpConfig {
+            endpoint: "http://mine:4317".into(),
+            protocol: Some("grpc".into()),
+            timeout: Some("3s".into()),
+            export_interval: Some("5s".into()),
+            traces: Some(true),
+            resource_attributes: [("service.name".to_string(), "edge".to_string())].into(),
+            ..Default::default()
+        };
+        let s = OtlpSettings::resolve(Some(&cfg), &env).unwrap().unwrap();
+        assert_eq!(s.transport, Transport::Grpc);
+        assert_eq!(s.signal_endpoint("/v1/traces"), "http://mine:4317");
+        assert_eq!(s.timeout, Duration::from_secs(3));
+        assert_eq!(s.export_interval, Duration::from_secs(5));
+        assert!(s.traces);
+        let r = s.resource();
+        assert_eq!(
+            r.get(&opentelemetry::Key::from_static_str("service.name")),
+            Some("edge".into())
+        );
+    }
+
+    #[test]
+    fn bad_variables_are_refused_with_their_name() {
+        let env = MapEnv(vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ]);
+        let e = OtlpSettings::resolve(None, &env).unwrap_err().to_string();
+        assert!(e.contains("protocol") && e.contains("http/json"), "{e}");
+        let env = MapEnv(vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s"),
+        ]);
+        let e = OtlpSettings::resolve(None, &env).unwrap_err().to_string();
+        assert!(e.contains("OTEL_EXPORTER_OTLP_TIMEOUT"), "{e}");
+    }
+
+    fn tracing_into(exporter: &InMemorySpanExporter) -> Tracing {
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(SimpleSpanProcessor::new(exporter.clone()))
+            .build();
+        let tracer = provider.tracer("test");
+        Tracing {
+            provider,
+            tracer,
+            open: Mutex::default(),
+        }
+    }
+
+    fn target() -> TargetInfo {
+        TargetInfo {
+            name: "cache".into(),
+            store: StoreKind::Redis,
+            endpoint: "10.0.0.1:6379".into(),
+        }
+    }
+
+    fn id(server: &str, addr: &str) -> Identity {
+        Identity {
+            server_id: Some(server.into()),
+            address: Some(addr.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_failover_outage_is_one_span_with_connect_children_and_a_failover_event() {
+        let exporter = InMemorySpanExporter::default();
+        let tr = tracing_into(&exporter);
+        let t = target();
+        let start = SystemTime::now();
+        tr.on_event(
+            &t,
+            &Event::Disconnected {
+                cause: crate::events::DisconnectCause::Reset,
+                at: start,
+                detail: String::new(),
+            },
+        );
+        for result in [ConnectResult::Refused, ConnectResult::Ok] {
+            tr.on_event(
+                &t,
+                &Event::ConnectAttempt {
+                    result,
+                    duration: Duration::from_millis(1),
+                    error: (result != ConnectResult::Ok).then(|| "connection refused".into()),
+                },
+            );
+        }
+        let report = OutageReport {
+            started_at: start,
+            ended_at: start + Duration::from_millis(40),
+            duration: Duration::from_millis(40),
+            cause: crate::events::DisconnectCause::Reset,
+            kind: OutageKind::Failover,
+            reason: "role changed".into(),
+            attempts: 2,
+            resolution: Duration::from_millis(20),
+            before: Some(id("a", "10.0.0.2:6379")),
+            after: id("b", "10.0.0.3:6379"),
+        };
+        let trace_id = tr.on_event(&t, &Event::Restored(Box::new(report))).unwrap();
+        tr.on_event(
+            &t,
+            &Event::Failover {
+                source: FailoverSource::Outage,
+                from: Some("a".into()),
+                to: "b".into(),
+            },
+        );
+        let spans = exporter.get_finished_spans().unwrap();
+        let outage = spans.iter().find(|s| s.name == "dbcanary.outage").unwrap();
+        assert_eq!(outage.span_context.trace_id().to_string(), trace_id);
+        assert_eq!(outage.start_time, start);
+        assert_eq!(outage.end_time, start + Duration::from_millis(40));
+        assert_eq!(
+            attr(outage, "dbcanary.outage.kind"),
+            Some(&"failover".into())
+        );
+        assert_eq!(attr(outage, "server.address"), Some(&"10.0.0.1".into()));
+        assert_eq!(attr(outage, "server.port"), Some(&6379i64.into()));
+        assert_eq!(attr(outage, "dbcanary.server.id.before"), Some(&"a".into()));
+        assert_eq!(attr(outage, "dbcanary.server.id.after"), Some(&"b".into()));
+        assert_eq!(outage.status, Status::Unset);
+        let events: Vec<_> = outage.events.iter().collect();
+        assert_eq!(events.len(), 1, "one failover event: {events:?}");
+        assert_eq!(events[0].name, "failover");
+        let connects: Vec<_> = spans
+            .iter()
+            .filter(|s| s.name == "dbcanary.connect")
+            .collect();
+        assert_eq!(connects.len(), 2);
+        for c in &connects {
+            assert_eq!(c.parent_span_id, outage.span_context.span_id());
+            assert!(c.start_time >= outage.start_time && c.end_time <= outage.end_time);
+        }
+        assert!(matches!(connects[0].status, Status::Error { .. }));
+        assert_eq!(attr(connects[0], "error.type"), Some(&"refused".into()));
+        assert_eq!(spans.len(), 3, "no separate failover span during an outage");
+    }
+
+    #[test]
+    fn an_announced_failover_without_outage_is_a_short_span_and_shutdown_ends_open_outages_in_error()
+     {
+        let exporter = InMemorySpanExporter::default();
+        let tr = tracing_into(&exporter);
+        let t = target();
+        tr.on_event(
+            &t,
+            &Event::Failover {
+                source: FailoverSource::Sentinel,
+                from: Some("10.0.0.2:6379".into()),
+                to: "10.0.0.3:6379".into(),
+            },
+        );
+        tr.on_event(
+            &t,
+            &Event::Disconnected {
+                cause: crate::events::DisconnectCause::Closed,
+                at: SystemTime::now(),
+                detail: String::new(),
+            },
+        );
+        tr.end_all("unresolved at shutdown");
+        let spans = exporter.get_finished_spans().unwrap();
+        let f = spans
+            .iter()
+            .find(|s| s.name == "dbcanary.failover")
+            .unwrap();
+        assert_eq!(f.events.iter().next().unwrap().name, "failover");
+        assert_eq!(
+            attr(f, "dbcanary.failover.source"),
+            Some(&"sentinel".into())
+        );
+        let o = spans.iter().find(|s| s.name == "dbcanary.outage").unwrap();
+        assert!(matches!(o.status, Status::Error { .. }), "{:?}", o.status);
+        assert_eq!(attr(o, "dbcanary.outage.kind"), None);
+    }
+}
