@@ -13,7 +13,8 @@
 //! - [`backoff`]: exponential backoff with full jitter.
 //! - [`stores`]: one module per store behind the [`stores::Store`] trait.
 //! - [`telemetry`]: the recorder that turns events into Prometheus series,
-//!   log lines and the API state.
+//!   log lines, the API state and, through [`telemetry::otlp`], OTLP
+//!   metrics and outage traces.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets`.
 //! - [`dburl`]: database URLs with several hosts, and their redaction.
 //! - [`cli`], [`check`], [`watch`]: the command line.
