@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Row};
 
-use super::redis::Moment;
+use super::Moment;
 use super::{Proc, Signal, free_port, require_binary};
 
 /// Bound of every harness query.
@@ -173,22 +173,18 @@ impl MariaDb {
 
     /// SIGSTOP: the server hangs, its sockets stay open.
     pub fn pause(&self) -> Moment {
-        let at = Moment::now();
         self.proc
             .as_ref()
             .expect("server running")
-            .signal(Signal::Stop);
-        at
+            .signal_at(Signal::Stop)
     }
 
     /// SIGCONT after [`MariaDb::pause`].
     pub fn resume(&self) -> Moment {
-        let at = Moment::now();
         self.proc
             .as_ref()
             .expect("server running")
-            .signal(Signal::Cont);
-        at
+            .signal_at(Signal::Cont)
     }
 
     /// A new `root` connection (TCP), bounded.

@@ -131,6 +131,23 @@ pub fn signal(pid: u32, sig: Signal) {
     assert!(status.success(), "kill -{} {pid} failed", sig.name());
 }
 
+/// A moment the harness acted, on both clocks: monotonic for lengths,
+/// wall-clock to compare with the agent's RFC 3339 timestamps.
+#[derive(Debug, Clone, Copy)]
+pub struct Moment {
+    pub mono: Instant,
+    pub wall: SystemTime,
+}
+
+impl Moment {
+    pub fn now() -> Self {
+        Self {
+            mono: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+}
+
 /// A child process that is killed (SIGKILL, by PID) and reaped when dropped,
 /// whatever state it is in (even SIGSTOPped). Its stdout and stderr go to
 /// files, so tests can read what it said.
@@ -171,6 +188,13 @@ impl Proc {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends a signal and returns the moment just before it.
+    pub fn signal_at(&self, sig: Signal) -> Moment {
+        let at = Moment::now();
+        self.signal(sig);
+        at
     }
 
     pub fn signal(&self, sig: Signal) {

@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use ::redis::{AsyncConnectionConfig, FromRedisValue, RedisResult};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,22 +21,7 @@ pub fn redis_server_bin() -> PathBuf {
     require_binary("redis-server", "redis-server")
 }
 
-/// A moment the harness acted, on both clocks: monotonic for lengths,
-/// wall-clock to compare with the agent's RFC 3339 timestamps.
-#[derive(Debug, Clone, Copy)]
-pub struct Moment {
-    pub mono: Instant,
-    pub wall: SystemTime,
-}
-
-impl Moment {
-    pub fn now() -> Self {
-        Self {
-            mono: Instant::now(),
-            wall: SystemTime::now(),
-        }
-    }
-}
+pub use super::Moment;
 
 /// One `redis-server` on a free loopback port, killed when dropped. It can
 /// be killed and started again on the same port (a restart).
@@ -163,22 +148,18 @@ impl RedisServer {
 
     /// SIGSTOP: the server hangs, its sockets stay open.
     pub fn pause(&self) -> Moment {
-        let at = Moment::now();
         self.proc
             .as_ref()
             .expect("server running")
-            .signal(Signal::Stop);
-        at
+            .signal_at(Signal::Stop)
     }
 
     /// SIGCONT after [`RedisServer::pause`].
     pub fn resume(&self) -> Moment {
-        let at = Moment::now();
         self.proc
             .as_ref()
             .expect("server running")
-            .signal(Signal::Cont);
-        at
+            .signal_at(Signal::Cont)
     }
 
     /// The harness's own connection (RESP2, bounded timeouts).
