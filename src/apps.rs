@@ -250,3 +250,123 @@ fn ser_opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::O
         None => s.serialize_none(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{DisconnectCause, OutageKind, OutageReport};
+
+    fn lost() -> Event {
+        Event::Disconnected {
+            cause: DisconnectCause::Closed,
+            at: SystemTime::now(),
+            detail: String::new(),
+        }
+    }
+
+    fn restored(d: Duration) -> Event {
+        Event::Restored(Box::new(OutageReport {
+            started_at: SystemTime::now(),
+            ended_at: SystemTime::now(),
+            duration: d,
+            cause: DisconnectCause::Closed,
+            kind: OutageKind::Restart,
+            reason: String::new(),
+            attempts: 1,
+            resolution: Duration::ZERO,
+            before: None,
+            after: crate::stores::Identity::default(),
+        }))
+    }
+
+    fn connected() -> Event {
+        Event::Connected {
+            identity: crate::stores::Identity::default(),
+        }
+    }
+
+    fn ok_probe() -> Event {
+        Event::Probe {
+            result: ProbeResult::Ok,
+            duration: Duration::ZERO,
+        }
+    }
+
+    fn tracker() -> AppTracker {
+        let mut t = AppTracker::default();
+        t.add("app", &["db".to_string()], Duration::from_secs(2));
+        t
+    }
+
+    #[test]
+    fn lag_is_restore_to_first_healthy_probe() {
+        let mut t = tracker();
+        let t0 = Instant::now();
+        assert!(t.on_event("app", &connected(), t0).is_empty());
+        t.on_event("db", &lost(), t0);
+        t.on_event("app", &lost(), t0 + Duration::from_millis(100));
+        t.on_event(
+            "db",
+            &restored(Duration::from_secs(1)),
+            t0 + Duration::from_secs(1),
+        );
+        let out = t.on_event("app", &connected(), t0 + Duration::from_millis(1500));
+        assert!(matches!(
+            &out[..],
+            [Outcome::Recovered { lag, late: false, .. }] if *lag == Duration::from_millis(500)
+        ));
+        let d = t.drills("app")["db"].clone().unwrap();
+        assert_eq!(d.result, Recovery::Recovered);
+    }
+
+    #[test]
+    fn an_app_healthy_at_restore_has_lag_zero() {
+        let mut t = tracker();
+        let t0 = Instant::now();
+        t.on_event("app", &connected(), t0);
+        t.on_event("db", &lost(), t0);
+        t.on_event(
+            "db",
+            &restored(Duration::from_secs(1)),
+            t0 + Duration::from_secs(1),
+        );
+        let out = t.on_event("app", &ok_probe(), t0 + Duration::from_millis(1200));
+        assert!(matches!(&out[..], [Outcome::Recovered { lag, .. }] if lag.is_zero()));
+    }
+
+    #[test]
+    fn past_the_deadline_not_recovered_once_then_late_recovery_or_cleared() {
+        let mut t = tracker();
+        let t0 = Instant::now();
+        t.on_event("app", &connected(), t0);
+        t.on_event("db", &lost(), t0);
+        t.on_event("app", &lost(), t0);
+        t.on_event("db", &restored(Duration::from_secs(1)), t0);
+        assert!(t.check(t0 + Duration::from_secs(1)).is_empty());
+        let out = t.check(t0 + Duration::from_secs(3));
+        assert!(matches!(&out[..], [Outcome::NotRecovered { .. }]));
+        assert!(
+            t.check(t0 + Duration::from_secs(4)).is_empty(),
+            "once per drill"
+        );
+        assert_eq!(
+            t.drills("app")["db"].as_ref().unwrap().result,
+            Recovery::NotRecovered
+        );
+        // The dependency fails again: the flag is cleared.
+        let out = t.on_event("db", &lost(), t0 + Duration::from_secs(5));
+        assert!(matches!(&out[..], [Outcome::Cleared { .. }]));
+        // Next drill: the app comes back late.
+        t.on_event(
+            "db",
+            &restored(Duration::from_secs(1)),
+            t0 + Duration::from_secs(6),
+        );
+        t.check(t0 + Duration::from_secs(9));
+        let out = t.on_event("app", &connected(), t0 + Duration::from_secs(10));
+        assert!(matches!(
+            &out[..],
+            [Outcome::Recovered { late: true, lag, .. }] if *lag == Duration::from_secs(4)
+        ));
+    }
+}
