@@ -28,6 +28,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// The whole shutdown: canaries, OTLP flush, listener (SPEC: exit within 5 s).
 const SHUTDOWN_BUDGET: Duration = Duration::from_millis(4500);
 
+/// How often app recovery deadlines are checked between events.
+const APP_DEADLINE_TICK: Duration = Duration::from_millis(250);
+
 /// Errors that stop the agent.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -84,6 +87,8 @@ impl Canaries {
         let info = target_info(t);
         let supported = t.kind.supported();
         self.recorder.add_target(&info, supported);
+        self.recorder
+            .add_app(&info, &t.depends_on, t.recovery_deadline);
         if let TargetSource::Env(var) = &t.source {
             tracing::info!(target_name = %t.name, variable = %var, url = %t.url, "target discovered from the environment");
         }
@@ -234,6 +239,10 @@ pub async fn run(
     }
     ready.store(true, Ordering::Release);
     let mut current = config;
+    // App recovery deadlines pass without any event: check them on a tick
+    // too (events, scrapes and API reads check them as well).
+    let mut deadlines = tokio::time::interval(APP_DEADLINE_TICK);
+    deadlines.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         let reload = async {
@@ -244,6 +253,7 @@ pub async fn run(
         };
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = deadlines.tick() => canaries.recorder.check_apps(),
             Some(()) = reload => {
                 let Some(r) = reloads.as_ref() else { continue };
                 match (r.load)() {

@@ -66,6 +66,15 @@ pub struct WatchArgs {
     /// Probe interval.
     #[arg(long, default_value = "1s")]
     pub interval: String,
+    /// An application health URL (http:// or https://) that depends on every
+    /// store given: the summary says how long after each store outage the
+    /// app recovered. Repeatable.
+    #[arg(long = "app", value_name = "URL")]
+    pub apps: Vec<String>,
+    /// How long after a store is back its applications may stay unhealthy
+    /// before they count as not recovered.
+    #[arg(long, default_value = "30s")]
+    pub recovery_deadline: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod apps;
 pub mod backoff;
 pub mod canary;
 pub mod check;

@@ -161,7 +161,16 @@ async fn dispatch(cli: Cli) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let targets = match dbcanary::watch::targets(&args.urls, interval) {
+            let deadline = match config::parse_duration(&args.recovery_deadline) {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("dbcanary: --recovery-deadline: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let targets = match dbcanary::watch::targets_with_apps(
+                &args.urls, &args.apps, interval, deadline,
+            ) {
                 Ok(t) => t,
                 Err(e) => {
                     eprintln!("dbcanary: {e}");

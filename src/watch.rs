@@ -10,6 +10,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::target_info;
+use crate::apps::{AppTracker, Outcome, Recovery};
 use crate::config::{Target, TargetSource, default_settings};
 use crate::dburl::DbUrl;
 use crate::events::{DisconnectCause, Event, EventSink, OutageReport, TargetInfo};
@@ -21,6 +22,35 @@ use crate::stores::{StoreKind, run_canary};
 pub struct WatchError {
     pub index: usize,
     pub reason: String,
+}
+
+/// Builds ad-hoc targets from store URLs and application URLs (`--app`);
+/// each is named by its endpoint, and every application depends on every
+/// store given, with `deadline` as its recovery deadline.
+pub fn targets_with_apps(
+    urls: &[String],
+    apps: &[String],
+    interval: Duration,
+    deadline: Duration,
+) -> Result<Vec<Target>, WatchError> {
+    let mut out = targets(urls, interval)?;
+    let stores: Vec<String> = out.iter().map(|t| t.name.clone()).collect();
+    let mut app_targets = targets(apps, interval).map_err(|e| WatchError {
+        index: e.index + urls.len(),
+        reason: e.reason,
+    })?;
+    for (i, t) in app_targets.iter_mut().enumerate() {
+        if t.kind != StoreKind::Http {
+            return Err(WatchError {
+                index: urls.len() + i + 1,
+                reason: "--app takes an http:// or https:// URL".into(),
+            });
+        }
+        t.depends_on = stores.clone();
+        t.recovery_deadline = deadline;
+    }
+    out.extend(app_targets);
+    Ok(out)
 }
 
 /// Builds ad-hoc targets from URLs; each is named by its endpoint.
@@ -77,6 +107,10 @@ pub struct WatchSink {
     /// an outage).
     unreachable: Mutex<HashSet<String>>,
     started: SystemTime,
+    /// Applications and their dependencies' drills.
+    apps: Mutex<AppTracker>,
+    /// What each drill came to, per application, in order.
+    app_drills: Mutex<BTreeMap<String, Vec<String>>>,
 }
 
 impl WatchSink {
@@ -87,6 +121,72 @@ impl WatchSink {
             drills: Mutex::new(names.iter().map(|n| (n.clone(), Vec::new())).collect()),
             unreachable: Mutex::new(HashSet::new()),
             started: SystemTime::now(),
+            apps: Mutex::default(),
+            app_drills: Mutex::default(),
+        }
+    }
+
+    /// Tracks the recovery of the application `t` (targets with
+    /// `depends_on` only).
+    pub fn track_app(&self, t: &Target) {
+        if t.depends_on.is_empty() {
+            return;
+        }
+        self.apps
+            .lock()
+            .expect("apps lock")
+            .add(&t.name, &t.depends_on, t.recovery_deadline);
+        self.app_drills
+            .lock()
+            .expect("app drills lock")
+            .insert(t.name.clone(), Vec::new());
+    }
+
+    /// Prints and remembers what app drills came to.
+    fn app_outcomes(&self, outcomes: Vec<Outcome>) {
+        for o in outcomes {
+            let (app, text) = match o {
+                Outcome::Recovered {
+                    app,
+                    dependency,
+                    lag,
+                    dependency_outage,
+                    late,
+                } => (
+                    app,
+                    format!(
+                        "{dependency} gone {}, app recovered {} after it came back{}",
+                        secs(dependency_outage),
+                        secs(lag),
+                        if late {
+                            " (past the recovery deadline)"
+                        } else {
+                            ""
+                        }
+                    ),
+                ),
+                Outcome::NotRecovered {
+                    app,
+                    dependency,
+                    deadline,
+                    dependency_outage,
+                } => (
+                    app,
+                    format!(
+                        "{dependency} gone {}, app NOT recovered {} after it came back",
+                        secs(dependency_outage),
+                        humantime::format_duration(deadline)
+                    ),
+                ),
+                Outcome::Cleared { .. } => continue,
+            };
+            self.line(&app, &text);
+            self.app_drills
+                .lock()
+                .expect("app drills lock")
+                .entry(app)
+                .or_default()
+                .push(text);
         }
     }
 
@@ -99,6 +199,12 @@ impl WatchSink {
 
     /// The summary printed on Ctrl-C.
     pub fn summary(&self) -> String {
+        let outcomes = self
+            .apps
+            .lock()
+            .expect("apps lock")
+            .check(tokio::time::Instant::now());
+        self.app_outcomes(outcomes);
         let watched = SystemTime::now()
             .duration_since(self.started)
             .unwrap_or_default();
@@ -142,6 +248,26 @@ impl WatchSink {
                 }
             }
         }
+        let apps = self.apps.lock().expect("apps lock");
+        for (app, lines) in self.app_drills.lock().expect("app drills lock").iter() {
+            s.push_str(&format!("  app {app}:\n"));
+            for l in lines {
+                s.push_str(&format!("    {l}\n"));
+            }
+            for (dep, drill) in apps.drills(app) {
+                if let Some(d) = drill
+                    && d.result == Recovery::Pending
+                {
+                    s.push_str(&format!(
+                        "    {dep} gone {}, app not recovered yet at exit\n",
+                        secs(d.dependency_outage)
+                    ));
+                }
+            }
+            if lines.is_empty() {
+                s.push_str("    no drill of its dependencies seen\n");
+            }
+        }
         s
     }
 }
@@ -152,6 +278,18 @@ fn secs(d: Duration) -> String {
 
 impl EventSink for WatchSink {
     fn emit(&self, t: &TargetInfo, event: &Event) {
+        self.print(t, event);
+        let outcomes = self.apps.lock().expect("apps lock").on_event(
+            &t.name,
+            event,
+            tokio::time::Instant::now(),
+        );
+        self.app_outcomes(outcomes);
+    }
+}
+
+impl WatchSink {
+    fn print(&self, t: &TargetInfo, event: &Event) {
         match event {
             Event::Connected { identity } => {
                 self.unreachable.lock().expect("lock").remove(&t.name);
@@ -257,6 +395,7 @@ pub async fn run(
 ) -> String {
     let mut set = JoinSet::new();
     for t in targets {
+        sink.track_app(&t);
         let info = target_info(&t);
         let s: Arc<dyn EventSink> = sink.clone();
         set.spawn(run_canary(t, info, s, shutdown.clone()));

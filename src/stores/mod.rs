@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::events::{ConnectResult, DisconnectCause, FailoverSource};
 
+pub mod http;
 pub mod mongodb;
 pub mod mysql;
 pub mod redis;
@@ -61,7 +62,7 @@ impl StoreKind {
     pub fn supported(self) -> bool {
         matches!(
             self,
-            Self::Redis | Self::RedisSentinel | Self::Mysql | Self::Mongodb
+            Self::Redis | Self::RedisSentinel | Self::Mysql | Self::Mongodb | Self::Http
         )
     }
 }
@@ -373,7 +374,12 @@ pub async fn run_canary(
             .run(shutdown)
             .await
         }
-        StoreKind::Postgresql | StoreKind::Http => {
+        StoreKind::Http => {
+            Canary::new(http::HttpStore::new(&target.url, s.timeout), info, s, sink)
+                .run(shutdown)
+                .await
+        }
+        StoreKind::Postgresql => {
             tracing::error!(target_name = %target.name, store = %target.kind, "store not supported yet");
         }
     }
@@ -406,7 +412,8 @@ pub async fn check_once(
             once(store, t).await?
         }
         StoreKind::Mongodb => once(mongodb::MongoStore::new(&target.name, &target.url), t).await?,
-        StoreKind::Postgresql | StoreKind::Http => {
+        StoreKind::Http => once(http::HttpStore::new(&target.url, t), t).await?,
+        StoreKind::Postgresql => {
             return Err(ConnectError::new(
                 ConnectResult::Protocol,
                 format!("store {} is not supported yet", target.kind),

@@ -67,6 +67,13 @@ pub struct ServerInfoLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppLabels {
+    pub target: String,
+    pub store: String,
+    pub dependency: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SignalLabels {
     pub signal: String,
 }
@@ -117,6 +124,9 @@ pub struct Metrics {
     pub server_info: Family<ServerInfoLabels, Gauge>,
     pub last_outage_end: Family<TargetLabels, GaugeF>,
     pub canary_restarts: Family<TargetLabels, Counter>,
+    pub app_recovery_lag: Family<AppLabels, Histogram, Buckets>,
+    pub app_not_recovered: Family<AppLabels, Gauge>,
+    pub app_unrecovered: Family<AppLabels, Counter>,
 }
 
 impl Metrics {
@@ -136,6 +146,9 @@ impl Metrics {
             server_info: Family::default(),
             last_outage_end: Family::default(),
             canary_restarts: Family::default(),
+            app_recovery_lag: Family::new_with_constructor(Buckets(&OUTAGE_BUCKETS)),
+            app_not_recovered: Family::default(),
+            app_unrecovered: Family::default(),
         };
         registry.register(
             "up",
@@ -192,6 +205,22 @@ impl Metrics {
             "canary_restarts",
             "Canary tasks restarted after a panic",
             m.canary_restarts.clone(),
+        );
+        registry.register_with_unit(
+            "app_recovery_lag",
+            "Time from a dependency's restore to the application's first healthy probe (0 when the app stayed healthy)",
+            Unit::Seconds,
+            m.app_recovery_lag.clone(),
+        );
+        registry.register(
+            "app_not_recovered",
+            "1 while the dependency is back and the application is still unhealthy past its recovery deadline",
+            m.app_not_recovered.clone(),
+        );
+        registry.register(
+            "app_unrecovered",
+            "Dependency outages after which the application did not recover within its deadline",
+            m.app_unrecovered.clone(),
         );
         m
     }

@@ -25,9 +25,10 @@ mod metrics;
 pub mod otlp;
 mod process;
 
+use crate::apps::{AppDrill, AppTracker, Outcome};
 use metrics::{
-    BuildLabels, CauseLabels, KindLabels, Metrics, ResultLabels, ServerInfoLabels, SignalLabels,
-    SourceLabels, TargetLabels, TraceLabels,
+    AppLabels, BuildLabels, CauseLabels, KindLabels, Metrics, ResultLabels, ServerInfoLabels,
+    SignalLabels, SourceLabels, TargetLabels, TraceLabels,
 };
 pub use metrics::{LATENCY_BUCKETS, OUTAGE_BUCKETS};
 use otlp::{Otlp, OtlpError, OtlpSettings};
@@ -94,6 +95,9 @@ pub struct TargetState {
     pub current_outage: Option<CurrentOutage>,
     pub last_outage: Option<OutageReport>,
     pub outages: u64,
+    /// For applications: the last drill of each dependency.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub dependencies: BTreeMap<String, Option<AppDrill>>,
     pub events: VecDeque<EventRecord>,
 }
 
@@ -112,6 +116,7 @@ impl TargetState {
             current_outage: None,
             last_outage: None,
             outages: 0,
+            dependencies: BTreeMap::new(),
             events: VecDeque::with_capacity(EVENTS_KEPT),
         }
     }
@@ -136,6 +141,8 @@ pub struct Recorder {
     states: States,
     /// The OTLP consumer, when export is configured.
     otlp: Option<Otlp>,
+    /// Applications and the drills of their dependencies.
+    apps: Mutex<AppTracker>,
 }
 
 impl Default for Recorder {
@@ -198,6 +205,7 @@ impl Recorder {
             metrics,
             states,
             otlp,
+            apps: Mutex::default(),
         })
     }
 
@@ -214,19 +222,129 @@ impl Recorder {
         self.otlp.is_some()
     }
 
-    /// The registry to encode on `/metrics`.
+    /// The registry to encode on `/metrics` (app recovery deadlines are
+    /// checked first, so a scrape sees a missed deadline at once).
     pub fn registry(&self) -> &Registry {
+        self.check_apps();
         &self.registry
     }
 
     /// A snapshot of every target's state.
     pub fn targets(&self) -> Vec<TargetState> {
-        self.states
+        self.check_apps();
+        let mut out: Vec<TargetState> = self
+            .states
             .lock()
             .expect("state lock")
             .values()
             .cloned()
-            .collect()
+            .collect();
+        let apps = self.apps.lock().expect("apps lock");
+        for st in &mut out {
+            if apps.is_app(&st.name) {
+                st.dependencies = apps.drills(&st.name);
+            }
+        }
+        out
+    }
+
+    /// Declares the app drills past their deadline not recovered.
+    pub fn check_apps(&self) {
+        let outcomes = self.apps.lock().expect("apps lock").check(Instant::now());
+        self.apply(outcomes);
+    }
+
+    /// Registers an application's dependencies (after [`Self::add_target`]):
+    /// its recovery series start at zero.
+    pub fn add_app(&self, app: &TargetInfo, depends_on: &[String], deadline: Duration) {
+        if depends_on.is_empty() {
+            return;
+        }
+        self.apps
+            .lock()
+            .expect("apps lock")
+            .add(&app.name, depends_on, deadline);
+        for d in depends_on {
+            let l = app_labels(&app.name, d);
+            let _ = self.metrics.app_recovery_lag.get_or_create(&l);
+            self.metrics.app_not_recovered.get_or_create(&l).set(0);
+            let _ = self.metrics.app_unrecovered.get_or_create(&l);
+        }
+    }
+
+    /// Turns app recovery outcomes into series, log lines and API events.
+    fn apply(&self, outcomes: Vec<Outcome>) {
+        let m = &self.metrics;
+        for o in outcomes {
+            let (app, message) = match o {
+                Outcome::Recovered {
+                    app,
+                    dependency,
+                    lag,
+                    dependency_outage,
+                    late,
+                } => {
+                    let l = app_labels(&app, &dependency);
+                    m.app_recovery_lag
+                        .get_or_create(&l)
+                        .observe(lag.as_secs_f64());
+                    m.app_not_recovered.get_or_create(&l).set(0);
+                    tracing::info!(
+                        target_name = %app,
+                        dependency = %dependency,
+                        lag_s = lag.as_secs_f64(),
+                        dependency_outage_s = dependency_outage.as_secs_f64(),
+                        late,
+                        "application recovered after its dependency came back"
+                    );
+                    let msg = format!(
+                        "recovered {:.3} s after {dependency} came back ({dependency} was gone {:.3} s){}",
+                        lag.as_secs_f64(),
+                        dependency_outage.as_secs_f64(),
+                        if late {
+                            ", past the recovery deadline"
+                        } else {
+                            ""
+                        }
+                    );
+                    (app, msg)
+                }
+                Outcome::NotRecovered {
+                    app,
+                    dependency,
+                    deadline,
+                    dependency_outage,
+                } => {
+                    let l = app_labels(&app, &dependency);
+                    m.app_not_recovered.get_or_create(&l).set(1);
+                    m.app_unrecovered.get_or_create(&l).inc();
+                    tracing::error!(
+                        target_name = %app,
+                        dependency = %dependency,
+                        deadline_s = deadline.as_secs_f64(),
+                        dependency_outage_s = dependency_outage.as_secs_f64(),
+                        "application did not recover after its dependency came back"
+                    );
+                    let msg = format!(
+                        "not recovered {} after {dependency} came back ({dependency} was gone {:.3} s)",
+                        humantime::format_duration(deadline),
+                        dependency_outage.as_secs_f64()
+                    );
+                    (app, msg)
+                }
+                Outcome::Cleared { app, dependency } => {
+                    m.app_not_recovered
+                        .get_or_create(&app_labels(&app, &dependency))
+                        .set(0);
+                    continue;
+                }
+            };
+            let event = Event::Notice { message };
+            let mut states = self.states.lock().expect("state lock");
+            if let Some(st) = states.get_mut(&app) {
+                st.remember(&event);
+            }
+        }
     }
 
     /// Registers a target's series at zero, so that rates work from the
@@ -306,6 +424,18 @@ impl Recorder {
         let st = self.states.lock().expect("state lock").remove(&t.name);
         let l = labels(t);
         let m = &self.metrics;
+        let deps: Vec<String> = {
+            let mut apps = self.apps.lock().expect("apps lock");
+            let deps = apps.drills(&t.name).into_keys().collect();
+            apps.remove(&t.name);
+            deps
+        };
+        for d in deps {
+            let al = app_labels(&t.name, &d);
+            m.app_recovery_lag.remove(&al);
+            m.app_not_recovered.remove(&al);
+            m.app_unrecovered.remove(&al);
+        }
         m.up.remove(&l);
         for f in [&m.probe_duration, &m.connect_duration] {
             f.remove(&l);
@@ -402,6 +532,14 @@ fn kind_labels(t: &TargetInfo, k: OutageKind) -> KindLabels {
     }
 }
 
+fn app_labels(app: &str, dependency: &str) -> AppLabels {
+    AppLabels {
+        target: app.to_string(),
+        store: crate::stores::StoreKind::Http.label().into(),
+        dependency: dependency.to_string(),
+    }
+}
+
 fn labels(t: &TargetInfo) -> TargetLabels {
     TargetLabels {
         target: t.name.clone(),
@@ -439,6 +577,18 @@ impl EventSink for Recorder {
         if !self.known(t) {
             return;
         }
+        self.record(t, event);
+        let outcomes =
+            self.apps
+                .lock()
+                .expect("apps lock")
+                .on_event(&t.name, event, Instant::now());
+        self.apply(outcomes);
+    }
+}
+
+impl Recorder {
+    fn record(&self, t: &TargetInfo, event: &Event) {
         // The OTLP consumer sees the event first: an outage's span gives the
         // trace id its Prometheus observation carries as exemplar.
         let trace_id = self.otlp.as_ref().and_then(|o| o.on_event(t, event));

@@ -1,0 +1,395 @@
+//! End-to-end: application health targets (`http`) that depend on a real
+//! `redis-server` the test restarts. The applications are tiny axum servers
+//! inside the test, each holding ONE Redis connection and answering
+//! `/health` by PINGing through it: one reconnects after its connection
+//! drops, one never does (the classic bug), one does not touch Redis.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use redis::aio::MultiplexedConnection;
+use support::redis::RedisServer;
+use support::{Agent, FAST_DEFAULTS, Proc, Signal, check, dbcanary_command, poll_until};
+use tokio::sync::Mutex;
+
+const UP_WITHIN: Duration = Duration::from_secs(10);
+const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How a test application treats its Redis connection.
+#[derive(Clone, Copy)]
+enum Behaviour {
+    /// Drops a failed connection and opens a new one on the next request.
+    Reconnects,
+    /// Opens one connection at start and never replaces it.
+    NeverReconnects,
+    /// `/health` does not touch Redis.
+    Static,
+}
+
+struct App {
+    behaviour: Behaviour,
+    client: redis::Client,
+    conn: Mutex<Option<MultiplexedConnection>>,
+}
+
+async fn open(client: &redis::Client) -> Option<MultiplexedConnection> {
+    tokio::time::timeout(REDIS_TIMEOUT, client.get_multiplexed_async_connection())
+        .await
+        .ok()
+        .and_then(Result::ok)
+}
+
+async fn health(State(app): State<Arc<App>>) -> StatusCode {
+    if matches!(app.behaviour, Behaviour::Static) {
+        return StatusCode::OK;
+    }
+    let mut guard = app.conn.lock().await;
+    if guard.is_none() && matches!(app.behaviour, Behaviour::Reconnects) {
+        *guard = open(&app.client).await;
+    }
+    let Some(conn) = guard.as_mut() else {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    };
+    let pong = tokio::time::timeout(
+        REDIS_TIMEOUT,
+        redis::cmd("PING").query_async::<String>(conn),
+    )
+    .await;
+    match pong {
+        Ok(Ok(p)) if p == "PONG" => StatusCode::OK,
+        _ => {
+            if matches!(app.behaviour, Behaviour::Reconnects) {
+                *guard = None;
+            }
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    }
+}
+
+/// Starts a test application on a free loopback port; its health URL.
+async fn start_app(behaviour: Behaviour, redis_url: &str) -> String {
+    let client = redis::Client::open(redis_url).expect("redis URL");
+    let conn = match behaviour {
+        Behaviour::Static => None,
+        _ => Some(open(&client).await.expect("the app connects to Redis")),
+    };
+    let app = Arc::new(App {
+        behaviour,
+        client,
+        conn: Mutex::new(conn),
+    });
+    let router = Router::new().route("/health", get(health)).with_state(app);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    format!("http://{addr}/health")
+}
+
+fn app_toml(name: &str, url: &str, deadline: &str) -> String {
+    format!(
+        "\n[[target]]\nname = {name:?}\nurl = {url:?}\ndepends_on = [\"cache\"]\nrecovery_deadline = {deadline:?}\n"
+    )
+}
+
+fn app_labels(app: &str) -> [(&'static str, &str); 2] {
+    [("target", app), ("dependency", "cache")]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_drill_measures_each_apps_recovery() {
+    let mut redis = RedisServer::start().await;
+    let good = start_app(Behaviour::Reconnects, &redis.url()).await;
+    let broken = start_app(Behaviour::NeverReconnects, &redis.url()).await;
+    let steady = start_app(Behaviour::Static, &redis.url()).await;
+    let agent = Agent::builder()
+        .toml(FAST_DEFAULTS)
+        .target("cache", &redis.url())
+        .toml(&app_toml("good", &good, "10s"))
+        .toml(&app_toml("broken", &broken, "2s"))
+        .toml(&app_toml("steady", &steady, "10s"))
+        .start()
+        .await;
+    for t in ["cache", "good", "broken", "steady"] {
+        agent.wait_up(t, true, UP_WITHIN).await;
+    }
+    // Series exist at zero before any drill, with store="http".
+    let m = agent.metrics().await;
+    for app in ["good", "broken", "steady"] {
+        let l = [("target", app), ("store", "http"), ("dependency", "cache")];
+        assert_eq!(
+            m.value("dbcanary_app_not_recovered", &l),
+            Some(0.0),
+            "{}",
+            m.text
+        );
+        assert_eq!(m.value("dbcanary_app_unrecovered_total", &l), Some(0.0));
+        assert_eq!(
+            m.value("dbcanary_app_recovery_lag_seconds_count", &l),
+            Some(0.0)
+        );
+    }
+    assert_eq!(
+        m.value("dbcanary_up", &[("target", "good"), ("store", "http")]),
+        Some(1.0)
+    );
+
+    redis.kill();
+    // Both Redis apps notice (their /health fails); the static one does not.
+    agent.wait_up("cache", false, UP_WITHIN).await;
+    agent.wait_up("good", false, UP_WITHIN).await;
+    agent.wait_up("broken", false, UP_WITHIN).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.start_again().await;
+
+    // The reconnecting app: one observation, well under its deadline.
+    agent
+        .wait_at_least(
+            "dbcanary_app_recovery_lag_seconds_count",
+            &app_labels("good"),
+            1.0,
+            Duration::from_secs(10),
+        )
+        .await;
+    // The broken app: flagged once its 2 s deadline has passed.
+    agent
+        .wait_at_least(
+            "dbcanary_app_not_recovered",
+            &app_labels("broken"),
+            1.0,
+            Duration::from_secs(10),
+        )
+        .await;
+    agent
+        .wait_at_least(
+            "dbcanary_app_recovery_lag_seconds_count",
+            &app_labels("steady"),
+            1.0,
+            Duration::from_secs(10),
+        )
+        .await;
+
+    let m = agent.metrics().await;
+    let v = |name: &str, app: &str| m.value_or_zero(name, &app_labels(app));
+    assert_eq!(v("dbcanary_app_recovery_lag_seconds_count", "good"), 1.0);
+    let lag = v("dbcanary_app_recovery_lag_seconds_sum", "good");
+    assert!(
+        lag < 3.0,
+        "good app lag {lag} s, well under its 10 s deadline"
+    );
+    assert_eq!(v("dbcanary_app_not_recovered", "good"), 0.0);
+    assert_eq!(v("dbcanary_app_unrecovered_total", "good"), 0.0);
+
+    assert_eq!(v("dbcanary_app_not_recovered", "broken"), 1.0);
+    assert_eq!(v("dbcanary_app_unrecovered_total", "broken"), 1.0);
+    assert_eq!(v("dbcanary_app_recovery_lag_seconds_count", "broken"), 0.0);
+    assert_eq!(
+        m.value("dbcanary_up", &[("target", "broken")]),
+        Some(0.0),
+        "the broken app is still unhealthy"
+    );
+
+    assert_eq!(v("dbcanary_app_recovery_lag_seconds_count", "steady"), 1.0);
+    assert_eq!(
+        v("dbcanary_app_recovery_lag_seconds_sum", "steady"),
+        0.0,
+        "an app that never went unhealthy has a lag of 0"
+    );
+    assert_eq!(v("dbcanary_app_not_recovered", "steady"), 0.0);
+
+    // The API tells the last drill per app and dependency.
+    let b = agent.target("broken").await;
+    let drill = &b["dependencies"]["cache"];
+    assert_eq!(drill["result"], "not_recovered", "{b}");
+    assert!(drill["lag_s"].is_null(), "{b}");
+    assert!(drill["dependency_outage_s"].as_f64().unwrap() > 0.0, "{b}");
+    let g = agent.target("good").await;
+    assert_eq!(g["dependencies"]["cache"]["result"], "recovered", "{g}");
+    assert!(
+        g["dependencies"]["cache"]["lag_s"].as_f64().unwrap() < 3.0,
+        "{g}"
+    );
+    let s = agent.target("steady").await;
+    assert_eq!(
+        s["dependencies"]["cache"]["lag_s"].as_f64(),
+        Some(0.0),
+        "{s}"
+    );
+    // The store target itself has no dependencies block.
+    assert!(agent.target("cache").await.get("dependencies").is_none());
+
+    let log = agent.log();
+    assert!(
+        log.contains("application did not recover after its dependency came back"),
+        "{log}"
+    );
+    assert!(
+        log.contains("application recovered after its dependency came back"),
+        "{log}"
+    );
+}
+
+/// A dependency that is not a configured target is a config error naming
+/// the application and the missing name.
+#[tokio::test]
+async fn depends_on_a_missing_target_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("dbcanary.toml");
+    std::fs::write(
+        &config,
+        "[[target]]\nname = \"shop\"\nurl = \"http://127.0.0.1:1/health\"\ndepends_on = [\"orders\"]\n",
+    )
+    .unwrap();
+    let out = dbcanary_command()
+        .arg("--config")
+        .arg(&config)
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("target[0].depends_on")
+            && err.contains("\"shop\"")
+            && err.contains("\"orders\""),
+        "{err}"
+    );
+}
+
+/// `dbcanary watch REDIS --app URL`: the summary says per drill how long
+/// the store was gone and whether and when the app came back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_summarises_app_recovery_per_drill() {
+    let mut redis = RedisServer::start().await;
+    let good = start_app(Behaviour::Reconnects, &redis.url()).await;
+    let broken = start_app(Behaviour::NeverReconnects, &redis.url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = dbcanary_command();
+    cmd.args([
+        "watch",
+        &redis.url(),
+        "--app",
+        &good,
+        "--app",
+        &broken,
+        "--interval",
+        "200ms",
+        "--recovery-deadline",
+        "1s",
+    ]);
+    let mut watch = Proc::spawn("watch", cmd, dir.path());
+    let limit = Duration::from_secs(10);
+    poll_until(limit, "watch to connect to all three", async || {
+        let out = watch.stdout_text();
+        check(out.matches("connected to").count() >= 3, watch.tail(20))
+    })
+    .await;
+
+    redis.kill();
+    poll_until(limit, "both apps to be seen unhealthy", async || {
+        let out = watch.stdout_text();
+        check(out.matches("lost (").count() >= 3, watch.tail(20))
+    })
+    .await;
+    redis.start_again().await;
+    poll_until(limit, "the verdict on both apps", async || {
+        let out = watch.stdout_text();
+        check(
+            out.contains("app recovered") && out.contains("app NOT recovered"),
+            watch.tail(20),
+        )
+    })
+    .await;
+
+    watch.signal(Signal::Int);
+    let status = watch
+        .wait_timeout(Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| panic!("watch still running after SIGINT:\n{}", watch.tail(20)));
+    assert_eq!(status.code(), Some(0), "{}", watch.tail(20));
+    let out = watch.stdout_text();
+    let (_, summary) = out.split_once("summary after").expect("a summary");
+    let app_addr = |u: &str| {
+        u.trim_start_matches("http://")
+            .trim_end_matches("/health")
+            .to_string()
+    };
+    let section = |addr: &str| {
+        summary
+            .split(&format!("app {addr}:"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no section for app {addr}:\n{out}"))
+            .lines()
+            .nth(1)
+            .unwrap_or("")
+            .to_string()
+    };
+    let store = redis.addr();
+    let g = section(&app_addr(&good));
+    assert!(
+        g.contains(&format!("{store} gone")) && g.contains("app recovered"),
+        "{out}"
+    );
+    let b = section(&app_addr(&broken));
+    assert!(
+        b.contains(&format!("{store} gone")) && b.contains("app NOT recovered"),
+        "{out}"
+    );
+}
+
+/// Application targets classify what stops them: nothing listening is
+/// `refused`, a name that does not resolve is `dns`, a non-2xx answer is
+/// `not_ready`; a healthy one is up with `store="http"`.
+#[tokio::test]
+async fn http_targets_classify_failed_attempts() {
+    let sick = {
+        let router = Router::new().route(
+            "/health",
+            get(async || (StatusCode::SERVICE_UNAVAILABLE, "down for maintenance")),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        format!("http://{addr}/health")
+    };
+    let fine = start_app(Behaviour::Static, "redis://127.0.0.1:1").await;
+    let closed = format!("http://127.0.0.1:{}/health", support::free_port());
+    let agent = Agent::builder()
+        .toml(FAST_DEFAULTS)
+        .target("fine", &fine)
+        .target("sick", &sick)
+        .target("closed", &closed)
+        .target("nodns", "http://no-such-host.invalid/health")
+        .start()
+        .await;
+    agent.wait_up("fine", true, UP_WITHIN).await;
+    for (target, result) in [
+        ("sick", "not_ready"),
+        ("closed", "refused"),
+        ("nodns", "dns"),
+    ] {
+        agent
+            .wait_at_least(
+                "dbcanary_connect_attempts_total",
+                &[("target", target), ("store", "http"), ("result", result)],
+                1.0,
+                UP_WITHIN,
+            )
+            .await;
+    }
+    let t = agent.target("sick").await;
+    assert!(
+        t["last_error"].as_str().unwrap_or("").contains("503"),
+        "{t}"
+    );
+}
