@@ -443,7 +443,7 @@ async fn restart_drill(protocol: &str) {
         "the Prometheus text format carries no exemplar"
     );
     assert!(text.contains("dbcanary_otlp_dropped_total"), "{text}");
-    promtool_check_metrics(&text);
+    support::promtool_check_metrics(&text);
 
     // No credential in any attribute the receiver got, nor in the log.
     let all = format!("{:?}{:?}", receiver.spans(), receiver.resource_attributes());
@@ -484,37 +484,6 @@ async fn restart_drill(protocol: &str) {
     .await;
     assert_eq!(open.status.unwrap_or_default().code, 2, "status error");
     assert_eq!(attr(&open.attributes, "dbcanary.outage.kind"), None);
-}
-
-/// `promtool check metrics` has nothing to say about the text exposition
-/// (the exemplars stay in OpenMetrics; the self-metric is well formed).
-fn promtool_check_metrics(body: &str) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let promtool = support::require_binary("promtool", "prometheus");
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool check metrics");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .expect("feed /metrics to promtool");
-    let out = child.wait_with_output().expect("promtool check metrics");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "promtool check metrics complains:\n{said}\n--- /metrics ---\n{body}"
-    );
 }
 
 /// `dbcanary_otlp_dropped_total` summed over `signals`.

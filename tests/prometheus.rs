@@ -8,10 +8,9 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
@@ -598,7 +597,6 @@ fn walk_uids(v: &Value, out: &mut Vec<String>) {
 /// outage histogram, last outage end, server info).
 #[tokio::test]
 async fn agent_metrics_pass_promtool_check_metrics() {
-    let promtool = promtool();
     let mut redis = RedisServer::start().await;
     let agent = Agent::start(&[("cache", &redis.url())]).await;
     agent.wait_up("cache", true, Duration::from_secs(10)).await;
@@ -621,30 +619,7 @@ async fn agent_metrics_pass_promtool_check_metrics() {
     ] {
         assert!(body.contains(name), "no {name} in /metrics:\n{body}");
     }
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool check metrics");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .expect("feed /metrics to promtool");
-    let out = child.wait_with_output().expect("promtool check metrics");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "promtool check metrics ({}) complains about /metrics:\n{said}\n--- /metrics ---\n{body}",
-        out.status
-    );
+    support::promtool_check_metrics(&body);
 }
 
 /// A real Prometheus scrapes the agent while its Redis is restarted (twice),

@@ -757,3 +757,34 @@ pub async fn within<T>(limit: Duration, what: &str, f: impl Future<Output = T>) 
         .await
         .unwrap_or_else(|_| panic!("{what} did not finish within {limit:?}"))
 }
+
+/// `promtool check metrics` on a `/metrics` body (Prometheus text format):
+/// panics with what promtool said unless it reports nothing.
+pub fn promtool_check_metrics(body: &str) {
+    use std::io::Write;
+    let promtool = require_binary("promtool", "apt-get install -y prometheus");
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool check metrics");
+    child
+        .stdin
+        .take()
+        .expect("promtool stdin")
+        .write_all(body.as_bytes())
+        .expect("feed /metrics to promtool");
+    let out = child.wait_with_output().expect("promtool check metrics");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics ({}) complains about /metrics:\n{said}\n--- /metrics ---\n{body}",
+        out.status
+    );
+}
