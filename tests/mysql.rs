@@ -655,44 +655,29 @@ identity_every = 2
         0.0
     );
 
-    db.exec("SET GLOBAL read_only = 1").await;
-    agent
-        .wait_at_least(
-            "dbcanary_failovers_total",
-            &labels,
-            1.0,
-            Duration::from_secs(5),
-        )
-        .await;
+    for (read_only, failovers, role) in [(1, 1.0, "replica"), (0, 2.0, "primary")] {
+        db.exec(&format!("SET GLOBAL read_only = {read_only}"))
+            .await;
+        agent
+            .wait_at_least(
+                "dbcanary_failovers_total",
+                &labels,
+                failovers,
+                Duration::from_secs(5),
+            )
+            .await;
+        let m = agent.metrics().await;
+        assert_eq!(
+            m.value(
+                "dbcanary_server_info",
+                &[("target", "orders"), ("role", role)]
+            ),
+            Some(1.0),
+            "read_only={read_only}: {}",
+            m.text
+        );
+    }
     let m = agent.metrics().await;
-    assert_eq!(
-        m.value(
-            "dbcanary_server_info",
-            &[("target", "orders"), ("role", "replica")]
-        ),
-        Some(1.0),
-        "{}",
-        m.text
-    );
-    db.exec("SET GLOBAL read_only = 0").await;
-    agent
-        .wait_at_least(
-            "dbcanary_failovers_total",
-            &labels,
-            2.0,
-            Duration::from_secs(5),
-        )
-        .await;
-    let m = agent.metrics().await;
-    assert_eq!(
-        m.value(
-            "dbcanary_server_info",
-            &[("target", "orders"), ("role", "primary")]
-        ),
-        Some(1.0),
-        "{}",
-        m.text
-    );
     assert_eq!(all_outages(&m, "orders"), 0.0, "no outage: {}", m.text);
     assert_eq!(
         m.sum("dbcanary_disconnects_total", &[("target", "orders")]),
