@@ -21,6 +21,10 @@ pub enum ConnectResult {
     NotReady,
     Protocol,
     Io,
+    /// An application answered with a status it should not (`http` only).
+    Status,
+    /// An application's answer lacked the expected text (`http` only).
+    Body,
 }
 
 impl ConnectResult {
@@ -36,6 +40,8 @@ impl ConnectResult {
             Self::NotReady => "not_ready",
             Self::Protocol => "protocol",
             Self::Io => "io",
+            Self::Status => "status",
+            Self::Body => "body",
         }
     }
 }

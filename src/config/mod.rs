@@ -18,8 +18,10 @@ use crate::dburl::DbUrl;
 use crate::stores::StoreKind;
 
 mod discovery;
+mod http;
 
 pub use discovery::discover;
+pub use http::{BODY_LIMIT, HttpCheck, StatusMatch};
 
 /// Where the agent listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9838";
@@ -125,6 +127,8 @@ pub struct Target {
     /// For `http` targets: the stores the application depends on.
     pub depends_on: Vec<String>,
     pub recovery_deadline: Duration,
+    /// For `http` targets: what a healthy answer looks like.
+    pub http: HttpCheck,
     pub source: TargetSource,
 }
 
@@ -144,6 +148,7 @@ impl Target {
             settings,
             depends_on: Vec::new(),
             recovery_deadline: DEFAULT_RECOVERY_DEADLINE,
+            http: HttpCheck::default(),
             source,
         }
     }
@@ -231,6 +236,9 @@ struct RawTarget {
     identity_every: Option<u32>,
     depends_on: Option<Vec<String>>,
     recovery_deadline: Option<String>,
+    expected_status: Option<http::RawStatuses>,
+    body_contains: Option<String>,
+    headers: Option<BTreeMap<String, String>>,
 }
 
 /// The built-in defaults (`[defaults]` when nothing is given).
@@ -658,6 +666,25 @@ fn validate_target(
         Some(v) => ctx.duration(&key("recovery_deadline"), v)?,
         None => DEFAULT_RECOVERY_DEADLINE,
     };
+    let raw_http = http::RawHttp {
+        expected_status: t.expected_status.as_ref(),
+        body_contains: t.body_contains.as_deref(),
+        headers: t.headers.as_ref(),
+    };
+    if kind != StoreKind::Http
+        && let Some(k) = raw_http.first_key()
+    {
+        return Err(ctx.err(key(k), "only http targets (applications) take this key"));
+    }
+    let http = http::validate(&raw_http).map_err(|(k, reason)| ctx.err(key(&k), reason))?;
+    if http.headers.contains_key("authorization")
+        && (url.username.is_some() || url.has_password())
+    {
+        return Err(ctx.err(
+            key("headers.authorization"),
+            "credentials are given twice: use either the URL's user:password (or password_file) or an Authorization header",
+        ));
+    }
     Ok(Target {
         name,
         kind,
@@ -665,6 +692,7 @@ fn validate_target(
         settings,
         depends_on,
         recovery_deadline,
+        http,
         source: TargetSource::File,
     })
 }
@@ -782,6 +810,31 @@ pub fn effective_toml(c: &Config) -> String {
                     Value::Array(t.depends_on.iter().cloned().map(Value::String).collect()),
                 );
                 tt.insert("recovery_deadline".into(), dur(t.recovery_deadline));
+                tt.insert(
+                    "expected_status".into(),
+                    Value::Array(
+                        t.http
+                            .expected_status
+                            .iter()
+                            .map(|m| match m {
+                                StatusMatch::Code(c) => Value::Integer((*c).into()),
+                                StatusMatch::Class(_) => Value::String(m.to_string()),
+                            })
+                            .collect(),
+                    ),
+                );
+                if let Some(b) = &t.http.body_contains {
+                    tt.insert("body_contains".into(), Value::String(b.clone()));
+                }
+                if !t.http.headers.is_empty() {
+                    let h = t
+                        .http
+                        .headers
+                        .keys()
+                        .map(|k| (k.clone(), Value::String("***".into())))
+                        .collect();
+                    tt.insert("headers".into(), Value::Table(h));
+                }
             }
             Value::Table(tt)
         })

@@ -147,6 +147,51 @@ const REFUSED: &[(&str, &str, &str)] = &[
         "depends on \"cache\", which is not a configured target",
     ),
     (
+        "[[target]]\nname = \"a\"\nurl = \"redis://h\"\nexpected_status = 200\n",
+        "target[0].expected_status",
+        "only http targets",
+    ),
+    (
+        "[[target]]\nname = \"a\"\nurl = \"mysql://h\"\nheaders = { x = \"y\" }\n",
+        "target[0].headers",
+        "only http targets",
+    ),
+    (
+        "[[target]]\nname = \"app\"\nurl = \"http://h/\"\nexpected_status = 700\n",
+        "target[0].expected_status",
+        "700 is not an HTTP status (100 to 599)",
+    ),
+    (
+        "[[target]]\nname = \"app\"\nurl = \"http://h/\"\nexpected_status = [\"2xx\", \"6xx\"]\n",
+        "target[0].expected_status",
+        "\"6xx\" is not a status",
+    ),
+    (
+        "[[target]]\nname = \"app\"\nurl = \"http://h/\"\nexpected_status = []\n",
+        "target[0].expected_status",
+        "at least one status",
+    ),
+    (
+        "[[target]]\nname = \"app\"\nurl = \"http://h/\"\nbody_contains = \"\"\n",
+        "target[0].body_contains",
+        "must not be empty",
+    ),
+    (
+        "[[target]]\nname = \"app\"\nurl = \"http://h/\"\nheaders = { \"bad name\" = \"hunter2\" }\n",
+        "target[0].headers.bad name",
+        "not a valid header name",
+    ),
+    (
+        "[[target]]\nname = \"app\"\nurl = \"http://h/\"\nheaders = { x-token = \"hunter2\\n\" }\n",
+        "target[0].headers.x-token",
+        "not a valid header value",
+    ),
+    (
+        "[[target]]\nname = \"app\"\nurl = \"http://u:hunter2@h/\"\nheaders = { Authorization = \"Bearer hunter2\" }\n",
+        "target[0].headers.authorization",
+        "credentials are given twice",
+    ),
+    (
         "[otlp]\nendpoint = \"http://c:4317\"\nprotocol = \"carrier-pigeon\"\n",
         "otlp.protocol",
         "\"grpc\" or \"http/protobuf\"",
@@ -218,6 +263,50 @@ fn defaults_overrides_and_password_file() {
     let shown = effective_toml(&c);
     assert!(!shown.contains("s3cret"), "{shown}");
     assert!(shown.contains("redis://:***@127.0.0.1:6380"), "{shown}");
+}
+
+#[test]
+fn http_checks_are_read_and_their_secrets_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = write(&dir, "token", "t0ken-hunter2\n");
+    let text = format!(
+        "[[target]]\nname = \"app\"\nurl = \"https://app.internal/health\"\npassword_file = \"{}\"\nexpected_status = [200, \"3xx\", \"204\"]\nbody_contains = \"ok\"\nheaders = {{ X-Api-Key = \"key-hunter2\", Host = \"app\" }}\n[[target]]\nname = \"plain\"\nurl = \"http://127.0.0.1:8080/\"\n",
+        token.display()
+    );
+    let p = write(&dir, "c.toml", &text);
+    let c = load(Some(&p), &MapEnv::new(&[])).unwrap();
+    let app = &c.targets[0];
+    assert_eq!(
+        app.http.expected_status,
+        [
+            StatusMatch::Code(200),
+            StatusMatch::Class(3),
+            StatusMatch::Code(204)
+        ]
+    );
+    assert!(app.http.status_ok(301) && app.http.status_ok(204));
+    assert!(!app.http.status_ok(201) && !app.http.status_ok(503));
+    assert_eq!(app.http.body_contains.as_deref(), Some("ok"));
+    assert_eq!(app.http.headers["x-api-key"], "key-hunter2");
+    assert_eq!(app.url.password(), Some("t0ken-hunter2"));
+    let plain = &c.targets[1];
+    assert_eq!(plain.http.expected(), "2xx");
+    assert!(plain.http.status_ok(299) && !plain.http.status_ok(300));
+    let shown = effective_toml(&c);
+    let debug = format!("{c:?}");
+    for text in [&shown, &debug] {
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+    assert!(
+        shown.contains("expected_status = [\n    200,\n    \"3xx\",\n    204,\n]"),
+        "{shown}"
+    );
+    assert!(shown.contains("x-api-key = \"***\""), "{shown}");
+    assert!(shown.contains("body_contains = \"ok\""), "{shown}");
+    // What config check prints reads back as the same checks.
+    let again = write(&dir, "again.toml", &shown.replace("***", "x"));
+    let c2 = load(Some(&again), &MapEnv::new(&[])).unwrap();
+    assert_eq!(c2.targets[0].http.expected_status, app.http.expected_status);
 }
 
 #[test]

@@ -1,10 +1,17 @@
 //! Applications: an `http://` / `https://` health endpoint. Every probe is a
-//! fresh GET over one kept-alive client; the answer must have a 2xx status.
+//! fresh GET over one kept-alive client; the answer must have an expected
+//! status (any 2xx unless configured) and, when configured, contain a text.
 //! There is no connection to lose between probes, so a failed GET ends the
 //! "connection" and the next successful one restores it.
+//!
+//! Credentials: a URL user name (with its password, or the `password_file`)
+//! is sent as basic auth; a password without a user name (`http://:token@`
+//! or a `password_file` alone) as a bearer token. Both, like configured
+//! header values, stay out of every message.
 
 use std::time::Duration;
 
+use crate::config::{BODY_LIMIT, HttpCheck};
 use crate::dburl::DbUrl;
 use crate::events::{ConnectResult, DisconnectCause};
 use crate::stores::{
@@ -14,19 +21,86 @@ use crate::stores::{
 
 /// One application health endpoint.
 pub struct HttpStore {
-    /// The URL the GET goes to (credentials included: never logged).
-    url: String,
+    /// The request, built once: URL without credentials, auth and headers.
+    request: Result<Request, String>,
+    check: HttpCheck,
     host: String,
     port: u16,
-    client: Result<reqwest::Client, String>,
+}
+
+/// What every GET sends.
+struct Request {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    headers: reqwest::header::HeaderMap,
 }
 
 impl HttpStore {
-    /// `timeout` bounds every request.
-    pub fn new(url: &DbUrl, timeout: Duration) -> Self {
+    /// `timeout` bounds every request, body included.
+    pub fn new(url: &DbUrl, check: &HttpCheck, timeout: Duration) -> Self {
         // reqwest is built without a TLS provider of its own: use ring, as
         // main() does (a no-op when one is installed already).
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let first = url.first_host();
+        Self {
+            request: Request::new(url, check, timeout),
+            check: check.clone(),
+            host: first.host.clone(),
+            port: first.port,
+        }
+    }
+
+    /// One GET: the status on success, or the failure.
+    async fn get(&self) -> Result<reqwest::StatusCode, Failure> {
+        let req = self.request.as_ref().map_err(|e| Failure {
+            result: ConnectResult::Protocol,
+            cause: DisconnectCause::Error,
+            message: e.clone(),
+        })?;
+        let mut resp = req
+            .client
+            .get(req.url.clone())
+            .headers(req.headers.clone())
+            .send()
+            .await
+            .map_err(failure)?;
+        let status = resp.status();
+        if !self.check.status_ok(status.as_u16()) {
+            return Err(Failure {
+                result: ConnectResult::Status,
+                cause: DisconnectCause::Error,
+                message: format!(
+                    "unhealthy: HTTP status {} (expected {})",
+                    status.as_u16(),
+                    self.check.expected()
+                ),
+            });
+        }
+        // Read the body (so the connection can be reused), keeping at most
+        // BODY_LIMIT bytes to look for the expected text in.
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(failure)? {
+            let room = BODY_LIMIT.saturating_sub(body.len());
+            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        }
+        if let Some(want) = &self.check.body_contains
+            && !contains(&body, want.as_bytes())
+        {
+            return Err(Failure {
+                result: ConnectResult::Body,
+                cause: DisconnectCause::Error,
+                message: format!(
+                    "unhealthy: HTTP status {} but the body does not contain {want:?}",
+                    status.as_u16()
+                ),
+            });
+        }
+        Ok(status)
+    }
+}
+
+impl Request {
+    fn new(url: &DbUrl, check: &HttpCheck, timeout: Duration) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
@@ -34,37 +108,50 @@ impl HttpStore {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("dbcanary/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"));
-        let first = url.first_host();
-        Self {
-            url: url.expose(),
-            host: first.host.clone(),
-            port: first.port,
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let mut bare = url.clone();
+        bare.username = None;
+        bare.set_password(None);
+        let url_parsed = reqwest::Url::parse(&bare.expose())
+            .map_err(|e| format!("not a valid http URL: {e}"))?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (name, value) in &check.headers {
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("{name:?} is not a valid header name"))?;
+            let mut value = reqwest::header::HeaderValue::from_str(value)
+                .map_err(|_| format!("the value of header {name} is not valid"))?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        let auth = match (&url.username, url.password()) {
+            (Some(user), pw) => {
+                use base64::Engine as _;
+                let pair = format!("{user}:{}", pw.unwrap_or(""));
+                Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                ))
+            }
+            (None, Some(token)) => Some(format!("Bearer {token}")),
+            (None, None) => None,
+        };
+        if let Some(auth) = auth {
+            let mut value = reqwest::header::HeaderValue::from_str(&auth)
+                .map_err(|_| "the credentials are not valid in an HTTP header".to_string())?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        Ok(Self {
             client,
-        }
+            url: url_parsed,
+            headers,
+        })
     }
+}
 
-    /// One GET: the status on success, or the failure.
-    async fn get(&self) -> Result<reqwest::StatusCode, Failure> {
-        let client = self.client.as_ref().map_err(|e| Failure {
-            result: ConnectResult::Protocol,
-            cause: DisconnectCause::Error,
-            message: e.clone(),
-        })?;
-        let resp = client.get(&self.url).send().await.map_err(failure)?;
-        let status = resp.status();
-        // Read the body so the connection can be reused.
-        let _ = resp.bytes().await.map_err(failure)?;
-        if status.is_success() {
-            Ok(status)
-        } else {
-            Err(Failure {
-                result: ConnectResult::NotReady,
-                cause: DisconnectCause::Error,
-                message: format!("unhealthy: HTTP status {}", status.as_u16()),
-            })
-        }
-    }
+/// Whether `needle` occurs in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// A failed GET, classified both ways.

@@ -375,7 +375,7 @@ pub async fn run_canary(
             .await
         }
         StoreKind::Http => {
-            Canary::new(http::HttpStore::new(&target.url, s.timeout), info, s, sink)
+            Canary::new(http::HttpStore::new(&target.url, &target.http, s.timeout), info, s, sink)
                 .run(shutdown)
                 .await
         }
@@ -412,7 +412,7 @@ pub async fn check_once(
             once(store, t).await?
         }
         StoreKind::Mongodb => once(mongodb::MongoStore::new(&target.name, &target.url), t).await?,
-        StoreKind::Http => once(http::HttpStore::new(&target.url, t), t).await?,
+        StoreKind::Http => once(http::HttpStore::new(&target.url, &target.http, t), t).await?,
         StoreKind::Postgresql => {
             return Err(ConnectError::new(
                 ConnectResult::Protocol,

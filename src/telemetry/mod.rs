@@ -19,7 +19,7 @@ use crate::events::{
     ConnectResult, DisconnectCause, Event, EventSink, FailoverSource, OutageKind, OutageReport,
     ProbeResult, TargetInfo,
 };
-use crate::stores::Identity;
+use crate::stores::{Identity, StoreKind};
 
 mod metrics;
 pub mod otlp;
@@ -370,7 +370,7 @@ impl Recorder {
                 .probes
                 .get_or_create(&with_result(t, r.as_str()));
         }
-        for r in CONNECT_RESULTS {
+        for r in connect_results(t.store) {
             let _ = self
                 .metrics
                 .connect_attempts
@@ -447,7 +447,7 @@ impl Recorder {
         for r in ["ok", "error", "timeout"] {
             m.probes.remove(&with_result(t, r));
         }
-        for r in CONNECT_RESULTS {
+        for r in connect_results(t.store) {
             m.connect_attempts.remove(&with_result(t, r.as_str()));
         }
         for c in DISCONNECT_CAUSES {
@@ -476,7 +476,7 @@ impl Recorder {
     }
 }
 
-pub(crate) const CONNECT_RESULTS: [ConnectResult; 9] = [
+const CONNECT_RESULTS: [ConnectResult; 11] = [
     ConnectResult::Ok,
     ConnectResult::Refused,
     ConnectResult::Timeout,
@@ -486,7 +486,18 @@ pub(crate) const CONNECT_RESULTS: [ConnectResult; 9] = [
     ConnectResult::NotReady,
     ConnectResult::Protocol,
     ConnectResult::Io,
+    ConnectResult::Status,
+    ConnectResult::Body,
 ];
+
+/// The attempt results a store can have: `status` and `body` are only for
+/// applications.
+pub(crate) fn connect_results(store: StoreKind) -> &'static [ConnectResult] {
+    match store {
+        StoreKind::Http => &CONNECT_RESULTS,
+        _ => &CONNECT_RESULTS[..9],
+    }
+}
 
 pub(crate) const DISCONNECT_CAUSES: [DisconnectCause; 4] = [
     DisconnectCause::Closed,
@@ -535,7 +546,7 @@ fn kind_labels(t: &TargetInfo, k: OutageKind) -> KindLabels {
 fn app_labels(app: &str, dependency: &str) -> AppLabels {
     AppLabels {
         target: app.to_string(),
-        store: crate::stores::StoreKind::Http.label().into(),
+        store: StoreKind::Http.label().into(),
         dependency: dependency.to_string(),
     }
 }

@@ -669,7 +669,7 @@ impl Otlp {
         for r in ["ok", "error", "timeout"] {
             m.probes.add(0, &with(t, "result", r));
         }
-        for r in super::CONNECT_RESULTS {
+        for r in super::connect_results(t.store) {
             m.connect_attempts.add(0, &with(t, "result", r.as_str()));
         }
         for c in super::DISCONNECT_CAUSES {
