@@ -39,6 +39,9 @@ pub struct AppDrill {
     /// was healthy when the dependency came back).
     #[serde(serialize_with = "ser_opt_secs", rename = "lag_s")]
     pub lag: Option<Duration>,
+    /// The trace id (hex) of the dependency's `dbcanary.outage` span, when
+    /// OTLP traces are exported.
+    pub outage_trace_id: Option<String>,
 }
 
 /// What a drill came to.
@@ -49,6 +52,9 @@ pub enum Outcome {
         dependency: String,
         lag: Duration,
         dependency_outage: Duration,
+        /// Wall-clock moment the dependency was restored (its outage's end).
+        restored_at: SystemTime,
+        deadline: Duration,
         /// After the deadline had been declared missed.
         late: bool,
     },
@@ -57,6 +63,8 @@ pub enum Outcome {
         dependency: String,
         deadline: Duration,
         dependency_outage: Duration,
+        /// Wall-clock moment the dependency was restored (its outage's end).
+        restored_at: SystemTime,
     },
     /// The dependency failed again while the app was declared unrecovered.
     Cleared { app: String, dependency: String },
@@ -64,6 +72,9 @@ pub enum Outcome {
 
 struct Pending {
     restored_at: Instant,
+    /// The same moment on the wall clock, as the dependency's outage report
+    /// gives it.
+    restored_wall: SystemTime,
     flagged: bool,
 }
 
@@ -122,6 +133,17 @@ impl AppTracker {
             .unwrap_or_default()
     }
 
+    /// Gives the current drill of every app depending on `dependency` the
+    /// trace id of the outage it follows. Call it right after feeding that
+    /// dependency's `Restored`.
+    pub fn trace_outage(&mut self, dependency: &str, trace_id: &str) {
+        for app in self.apps.values_mut() {
+            if let Some(last) = app.deps.get_mut(dependency).and_then(|d| d.last.as_mut()) {
+                last.outage_trace_id = Some(trace_id.to_string());
+            }
+        }
+    }
+
     /// Feeds one event of target `name` (an app, a dependency, or neither).
     pub fn on_event(&mut self, name: &str, event: &Event, now: Instant) -> Vec<Outcome> {
         let mut out = self.check(now);
@@ -131,7 +153,7 @@ impl AppTracker {
                     Event::Connected { .. } => {
                         app.healthy_since = Some(now);
                         for (dep_name, dep) in app.deps.iter_mut() {
-                            if let Some(o) = finish(app_name, dep_name, dep, now) {
+                            if let Some(o) = finish(app_name, app.deadline, dep_name, dep, now) {
                                 out.push(o);
                             }
                         }
@@ -142,7 +164,7 @@ impl AppTracker {
                     } => {
                         let since = *app.healthy_since.get_or_insert(now);
                         for (dep_name, dep) in app.deps.iter_mut() {
-                            if let Some(o) = finish(app_name, dep_name, dep, since) {
+                            if let Some(o) = finish(app_name, app.deadline, dep_name, dep, since) {
                                 out.push(o);
                             }
                         }
@@ -171,6 +193,7 @@ impl AppTracker {
                     Event::Restored(r) => {
                         dep.pending = Some(Pending {
                             restored_at: now,
+                            restored_wall: r.ended_at,
                             flagged: false,
                         });
                         dep.last = Some(AppDrill {
@@ -178,6 +201,7 @@ impl AppTracker {
                             restored_at: r.ended_at,
                             result: Recovery::Pending,
                             lag: None,
+                            outage_trace_id: None,
                         });
                     }
                     _ => {}
@@ -210,6 +234,7 @@ impl AppTracker {
                     dependency: dep_name.clone(),
                     deadline: app.deadline,
                     dependency_outage: outage,
+                    restored_at: p.restored_wall,
                 });
             }
         }
@@ -218,7 +243,13 @@ impl AppTracker {
 }
 
 /// Ends a pending drill: the app answers healthy, healthy since `since`.
-fn finish(app: &str, dep_name: &str, dep: &mut Dep, since: Instant) -> Option<Outcome> {
+fn finish(
+    app: &str,
+    deadline: Duration,
+    dep_name: &str,
+    dep: &mut Dep,
+    since: Instant,
+) -> Option<Outcome> {
     let p = dep.pending.take()?;
     let lag = since.saturating_duration_since(p.restored_at);
     let mut outage = Duration::ZERO;
@@ -232,6 +263,8 @@ fn finish(app: &str, dep_name: &str, dep: &mut Dep, since: Instant) -> Option<Ou
         dependency: dep_name.to_string(),
         lag,
         dependency_outage: outage,
+        restored_at: p.restored_wall,
+        deadline,
         late: p.flagged,
     })
 }
@@ -265,9 +298,14 @@ mod tests {
     }
 
     fn restored(d: Duration) -> Event {
+        restored_at(d, SystemTime::now())
+    }
+
+    /// A restore whose outage ended at `ended` on the wall clock.
+    fn restored_at(d: Duration, ended: SystemTime) -> Event {
         Event::Restored(Box::new(OutageReport {
-            started_at: SystemTime::now(),
-            ended_at: SystemTime::now(),
+            started_at: ended - d,
+            ended_at: ended,
             duration: d,
             cause: DisconnectCause::Closed,
             kind: OutageKind::Restart,
@@ -368,5 +406,43 @@ mod tests {
             &out[..],
             [Outcome::Recovered { late: true, lag, .. }] if *lag == Duration::from_secs(4)
         ));
+    }
+
+    #[test]
+    fn outcomes_carry_the_restore_moment_and_the_drill_its_outage_trace() {
+        const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let mut t = tracker();
+        let t0 = Instant::now();
+        let ended = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        t.on_event("app", &connected(), t0);
+        t.on_event("db", &lost(), t0);
+        t.on_event("app", &lost(), t0);
+        t.on_event("db", &restored_at(Duration::from_secs(1), ended), t0);
+        t.trace_outage("db", TRACE);
+        let json = serde_json::to_value(t.drills("app")).unwrap();
+        assert_eq!(json["db"]["outage_trace_id"], TRACE, "{json}");
+        let out = t.check(t0 + Duration::from_secs(3));
+        assert!(
+            matches!(&out[..], [Outcome::NotRecovered { restored_at, .. }] if *restored_at == ended),
+            "{out:?}"
+        );
+        let out = t.on_event("app", &connected(), t0 + Duration::from_secs(4));
+        assert!(
+            matches!(
+                &out[..],
+                [Outcome::Recovered { restored_at, deadline, late: true, .. }]
+                    if *restored_at == ended && *deadline == Duration::from_secs(2)
+            ),
+            "{out:?}"
+        );
+        // The next drill has no trace id until its own outage's is given.
+        t.on_event("db", &lost(), t0 + Duration::from_secs(5));
+        t.on_event(
+            "db",
+            &restored(Duration::from_secs(1)),
+            t0 + Duration::from_secs(6),
+        );
+        let json = serde_json::to_value(t.drills("app")).unwrap();
+        assert!(json["db"]["outage_trace_id"].is_null(), "{json}");
     }
 }

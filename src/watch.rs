@@ -152,6 +152,7 @@ impl WatchSink {
                     lag,
                     dependency_outage,
                     late,
+                    ..
                 } => (
                     app,
                     format!(
@@ -170,6 +171,7 @@ impl WatchSink {
                     dependency,
                     deadline,
                     dependency_outage,
+                    ..
                 } => (
                     app,
                     format!(

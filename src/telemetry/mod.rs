@@ -270,12 +270,19 @@ impl Recorder {
             self.metrics.app_not_recovered.get_or_create(&l).set(0);
             let _ = self.metrics.app_unrecovered.get_or_create(&l);
         }
+        if let Some(o) = &self.otlp {
+            o.add_app(&app.name, depends_on);
+        }
     }
 
-    /// Turns app recovery outcomes into series, log lines and API events.
+    /// Turns app recovery outcomes into series, log lines, API events and
+    /// (through [`otlp`]) OTLP instruments and recovery spans.
     fn apply(&self, outcomes: Vec<Outcome>) {
         let m = &self.metrics;
         for o in outcomes {
+            if let Some(x) = &self.otlp {
+                x.on_outcome(&o);
+            }
             let (app, message) = match o {
                 Outcome::Recovered {
                     app,
@@ -283,6 +290,7 @@ impl Recorder {
                     lag,
                     dependency_outage,
                     late,
+                    ..
                 } => {
                     let l = app_labels(&app, &dependency);
                     m.app_recovery_lag
@@ -314,6 +322,7 @@ impl Recorder {
                     dependency,
                     deadline,
                     dependency_outage,
+                    ..
                 } => {
                     let l = app_labels(&app, &dependency);
                     m.app_not_recovered.get_or_create(&l).set(1);
@@ -462,6 +471,9 @@ impl Recorder {
         if let Some(id) = st.and_then(|s| s.identity) {
             m.server_info.remove(&server_labels(t, &id));
         }
+        if let Some(o) = &self.otlp {
+            o.remove_target(t);
+        }
     }
 
     fn set_server_info(&self, t: &TargetInfo, st: &mut TargetState, id: &Identity) {
@@ -588,21 +600,25 @@ impl EventSink for Recorder {
         if !self.known(t) {
             return;
         }
-        self.record(t, event);
-        let outcomes =
-            self.apps
-                .lock()
-                .expect("apps lock")
-                .on_event(&t.name, event, Instant::now());
+        // The OTLP consumer sees the event first: an outage's span gives the
+        // trace id its Prometheus observation carries as exemplar, and the
+        // app drills that follow the outage carry in the API.
+        let trace_id = self.otlp.as_ref().and_then(|o| o.on_event(t, event));
+        self.record(t, event, trace_id.clone());
+        let outcomes = {
+            let mut apps = self.apps.lock().expect("apps lock");
+            let outcomes = apps.on_event(&t.name, event, Instant::now());
+            if let (Event::Restored(_), Some(id)) = (event, &trace_id) {
+                apps.trace_outage(&t.name, id);
+            }
+            outcomes
+        };
         self.apply(outcomes);
     }
 }
 
 impl Recorder {
-    fn record(&self, t: &TargetInfo, event: &Event) {
-        // The OTLP consumer sees the event first: an outage's span gives the
-        // trace id its Prometheus observation carries as exemplar.
-        let trace_id = self.otlp.as_ref().and_then(|o| o.on_event(t, event));
+    fn record(&self, t: &TargetInfo, event: &Event, trace_id: Option<String>) {
         let l = labels(t);
         match event {
             Event::Started => {

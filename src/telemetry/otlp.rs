@@ -16,7 +16,7 @@ use opentelemetry::metrics::{
     Counter, Gauge, Histogram, Meter, MeterProvider as _, ObservableGauge,
 };
 use opentelemetry::trace::{
-    Span as _, SpanBuilder, SpanContext, SpanKind, Status, TraceContextExt, Tracer as _,
+    Link, Span as _, SpanBuilder, SpanContext, SpanKind, Status, TraceContextExt, Tracer as _,
     TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
@@ -35,6 +35,7 @@ use prometheus_client::metrics::family::Family;
 
 use super::metrics::{LATENCY_BUCKETS, OUTAGE_BUCKETS, SignalLabels};
 use super::{Phase, States};
+use crate::apps::Outcome;
 use crate::config::{Env, OtlpConfig, parse_duration};
 use crate::events::{ConnectResult, Event, FailoverSource, OutageKind, OutageReport, TargetInfo};
 use crate::stores::StoreKind;
@@ -394,6 +395,9 @@ struct Instruments {
     restarts: Counter<u64>,
     canary_restarts: Counter<u64>,
     last_outage_end: Gauge<f64>,
+    app_recovery_lag: Histogram<f64>,
+    app_not_recovered: Gauge<i64>,
+    app_unrecovered: Counter<u64>,
     /// Kept so their callbacks stay registered.
     _observed: Vec<ObservableGauge<f64>>,
     _up: ObservableGauge<i64>,
@@ -477,10 +481,63 @@ impl Instruments {
                 .with_unit("s")
                 .with_description("Unix time the last outage ended")
                 .build(),
+            app_recovery_lag: histogram(
+                "dbcanary.app.recovery_lag",
+                "Time from a dependency's restore to the application's first healthy probe (0 when the app stayed healthy)",
+                &OUTAGE_BUCKETS,
+            ),
+            app_not_recovered: meter
+                .i64_gauge("dbcanary.app.not_recovered")
+                .with_description(
+                    "1 while the dependency is back and the application is still unhealthy past its recovery deadline",
+                )
+                .build(),
+            app_unrecovered: counter(
+                "dbcanary.app.unrecovered",
+                "Dependency outages after which the application did not recover within its deadline",
+            ),
             _observed: vec![age, in_progress],
             _up: up,
         }
     }
+}
+
+impl Instruments {
+    /// What an app drill came to, as on `/metrics`.
+    fn app_outcome(&self, o: &Outcome) {
+        match o {
+            Outcome::Recovered {
+                app,
+                dependency,
+                lag,
+                ..
+            } => {
+                let a = app_attrs(app, dependency);
+                self.app_recovery_lag.record(lag.as_secs_f64(), &a);
+                self.app_not_recovered.record(0, &a);
+            }
+            Outcome::NotRecovered {
+                app, dependency, ..
+            } => {
+                let a = app_attrs(app, dependency);
+                self.app_not_recovered.record(1, &a);
+                self.app_unrecovered.add(1, &a);
+            }
+            Outcome::Cleared { app, dependency } => {
+                self.app_not_recovered
+                    .record(0, &app_attrs(app, dependency));
+            }
+        }
+    }
+}
+
+/// The attributes of an app's recovery series (an `http` target: no
+/// `db.system.name`).
+fn app_attrs(app: &str, dependency: &str) -> [KeyValue; 2] {
+    [
+        KeyValue::new("dbcanary.target", app.to_string()),
+        KeyValue::new("dependency", dependency.to_string()),
+    ]
 }
 
 /// (phase, attributes, connection age, outage length) of every watched target.
@@ -571,10 +628,21 @@ impl OpenOutage {
     }
 }
 
+/// A target's last outage span, ended: an app's recovery span after that
+/// outage becomes its child and links to it.
+struct EndedOutage {
+    context: SpanContext,
+    /// The outage's end as its report gave it: the restore moment the
+    /// app's drill starts from.
+    ended_at: SystemTime,
+}
+
 struct Tracing {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
     open: Mutex<HashMap<String, OpenOutage>>,
+    /// Per target, its last ended outage span.
+    ended: Mutex<HashMap<String, EndedOutage>>,
 }
 
 /// The OTLP consumer of the recorder.
@@ -631,6 +699,7 @@ impl Otlp {
                 provider,
                 tracer,
                 open: Mutex::default(),
+                ended: Mutex::default(),
             })
         } else {
             None
@@ -680,6 +749,35 @@ impl Otlp {
         }
         m.restarts.add(0, &target_attrs(t));
         m.canary_restarts.add(0, &target_attrs(t));
+    }
+
+    /// Zero-valued recovery series for an app's dependencies, as on
+    /// `/metrics` (the lag histogram starts with its first drill).
+    pub(super) fn add_app(&self, app: &str, depends_on: &[String]) {
+        let Some((_, m)) = &self.meters else { return };
+        for d in depends_on {
+            let a = app_attrs(app, d);
+            m.app_not_recovered.record(0, &a);
+            m.app_unrecovered.add(0, &a);
+        }
+    }
+
+    /// Forgets a removed target's last outage span.
+    pub(super) fn remove_target(&self, t: &TargetInfo) {
+        if let Some(tr) = &self.tracing {
+            tr.forget(&t.name);
+        }
+    }
+
+    /// Takes what an app drill came to: the recovery instruments, and a
+    /// `dbcanary.app.recovery` span in the dependency outage's trace.
+    pub(super) fn on_outcome(&self, o: &Outcome) {
+        if let Some((_, m)) = &self.meters {
+            m.app_outcome(o);
+        }
+        if let Some(tr) = &self.tracing {
+            tr.recovery(o);
+        }
     }
 
     pub(super) fn canary_restarted(&self, t: &TargetInfo) {
@@ -827,6 +925,13 @@ impl Tracing {
                     span.end_with_timestamp(end);
                 }
                 finish(&mut o.span, r);
+                self.ended.lock().expect("span lock").insert(
+                    t.name.clone(),
+                    EndedOutage {
+                        context: o.context.clone(),
+                        ended_at: r.ended_at,
+                    },
+                );
                 Some(o.context.trace_id().to_string())
             }
             Event::Failover { source, from, to } => {
@@ -869,6 +974,93 @@ impl Tracing {
             }
             _ => None,
         }
+    }
+
+    /// A `dbcanary.app.recovery` span for a drill that ended, from the
+    /// dependency's restore to the app's first healthy probe (or to the
+    /// deadline it missed, in error): a child of the dependency's outage
+    /// span, and linked to it, when that outage is the one the drill
+    /// followed.
+    fn recovery(&self, o: &Outcome) {
+        let (app, dependency, restored_at, end, attrs, status) = match o {
+            Outcome::Recovered {
+                app,
+                dependency,
+                lag,
+                restored_at,
+                deadline,
+                late,
+                ..
+            } => (
+                app,
+                dependency,
+                *restored_at,
+                *restored_at + *lag,
+                vec![
+                    KeyValue::new("dbcanary.app.recovered", true),
+                    KeyValue::new("dbcanary.app.recovery_lag_s", lag.as_secs_f64()),
+                    KeyValue::new("dbcanary.app.deadline_s", deadline.as_secs_f64()),
+                    KeyValue::new("dbcanary.app.late", *late),
+                ],
+                None,
+            ),
+            Outcome::NotRecovered {
+                app,
+                dependency,
+                deadline,
+                restored_at,
+                ..
+            } => (
+                app,
+                dependency,
+                *restored_at,
+                *restored_at + *deadline,
+                vec![
+                    KeyValue::new("dbcanary.app.recovered", false),
+                    KeyValue::new("dbcanary.app.deadline_s", deadline.as_secs_f64()),
+                    KeyValue::new("dbcanary.app.late", false),
+                ],
+                Some(Status::error(format!(
+                    "not recovered within {}",
+                    humantime::format_duration(*deadline)
+                ))),
+            ),
+            Outcome::Cleared { .. } => return,
+        };
+        let mut all = vec![
+            KeyValue::new("dbcanary.target", app.clone()),
+            KeyValue::new("dbcanary.app.dependency", dependency.clone()),
+        ];
+        all.extend(attrs);
+        let mut builder = SpanBuilder::from_name("dbcanary.app.recovery")
+            .with_kind(SpanKind::Internal)
+            .with_start_time(restored_at)
+            .with_attributes(all);
+        // The dependency may have had a newer outage since (its outage span
+        // ends at the drill's restore moment only if it is the drill's).
+        let outage = self
+            .ended
+            .lock()
+            .expect("span lock")
+            .get(dependency)
+            .filter(|e| e.ended_at == restored_at)
+            .map(|e| e.context.clone());
+        let parent = match outage {
+            Some(ctx) => {
+                builder = builder.with_links(vec![Link::with_context(ctx.clone())]);
+                Context::new().with_remote_span_context(ctx)
+            }
+            None => Context::new(),
+        };
+        let mut span = self.tracer.build_with_context(builder, &parent);
+        if let Some(status) = status {
+            span.set_status(status);
+        }
+        span.end_with_timestamp(end);
+    }
+
+    fn forget(&self, target: &str) {
+        self.ended.lock().expect("span lock").remove(target);
     }
 
     fn connect_span(
@@ -1141,6 +1333,7 @@ mod tests {
             provider,
             tracer,
             open: Mutex::default(),
+            ended: Mutex::default(),
         }
     }
 
@@ -1272,5 +1465,235 @@ mod tests {
         let o = spans.iter().find(|s| s.name == "dbcanary.outage").unwrap();
         assert!(matches!(o.status, Status::Error { .. }), "{:?}", o.status);
         assert_eq!(attr(o, "dbcanary.outage.kind"), None);
+    }
+
+    /// An outage of `t` from `start` to `start` + 40 ms, in `tr`.
+    fn outage(tr: &Tracing, t: &TargetInfo, start: SystemTime) -> OutageReport {
+        tr.on_event(
+            t,
+            &Event::Disconnected {
+                cause: crate::events::DisconnectCause::Closed,
+                at: start,
+                detail: String::new(),
+            },
+        );
+        let report = OutageReport {
+            started_at: start,
+            ended_at: start + Duration::from_millis(40),
+            duration: Duration::from_millis(40),
+            cause: crate::events::DisconnectCause::Closed,
+            kind: OutageKind::Restart,
+            reason: String::new(),
+            attempts: 1,
+            resolution: Duration::from_millis(20),
+            before: Some(id("a", "10.0.0.1:6379")),
+            after: id("b", "10.0.0.1:6379"),
+        };
+        tr.on_event(t, &Event::Restored(Box::new(report.clone())));
+        report
+    }
+
+    fn recovered(restored_at: SystemTime, lag: Duration, late: bool) -> Outcome {
+        Outcome::Recovered {
+            app: "shop".into(),
+            dependency: "cache".into(),
+            lag,
+            dependency_outage: Duration::from_millis(40),
+            restored_at,
+            deadline: Duration::from_secs(30),
+            late,
+        }
+    }
+
+    fn recoveries(exporter: &InMemorySpanExporter) -> Vec<SpanData> {
+        exporter
+            .get_finished_spans()
+            .unwrap()
+            .into_iter()
+            .filter(|s| s.name == "dbcanary.app.recovery")
+            .collect()
+    }
+
+    #[test]
+    fn an_app_recovery_is_a_child_of_the_dependency_outage_span_and_links_to_it() {
+        let exporter = InMemorySpanExporter::default();
+        let tr = tracing_into(&exporter);
+        let report = outage(&tr, &target(), SystemTime::now());
+        let lag = Duration::from_millis(250);
+        tr.recovery(&recovered(report.ended_at, lag, false));
+
+        let spans = exporter.get_finished_spans().unwrap();
+        let o = spans.iter().find(|s| s.name == "dbcanary.outage").unwrap();
+        let [r] = &recoveries(&exporter)[..] else {
+            panic!("one recovery span: {spans:?}")
+        };
+        assert_eq!(r.span_context.trace_id(), o.span_context.trace_id());
+        assert_eq!(r.parent_span_id, o.span_context.span_id());
+        let links: Vec<&SpanContext> = r.links.iter().map(|l| &l.span_context).collect();
+        assert_eq!(links, vec![&o.span_context]);
+        assert_eq!(r.start_time, report.ended_at);
+        assert_eq!(r.start_time, o.end_time, "starts where the outage ends");
+        assert_eq!(r.end_time, report.ended_at + lag);
+        assert_eq!(attr(r, "dbcanary.target"), Some(&"shop".into()));
+        assert_eq!(attr(r, "dbcanary.app.dependency"), Some(&"cache".into()));
+        assert_eq!(attr(r, "dbcanary.app.recovered"), Some(&true.into()));
+        assert_eq!(attr(r, "dbcanary.app.recovery_lag_s"), Some(&0.25.into()));
+        assert_eq!(attr(r, "dbcanary.app.deadline_s"), Some(&30.0.into()));
+        assert_eq!(attr(r, "dbcanary.app.late"), Some(&false.into()));
+        assert_eq!(r.status, Status::Unset);
+    }
+
+    #[test]
+    fn a_missed_deadline_is_an_error_span_and_a_late_recovery_its_own_span() {
+        let exporter = InMemorySpanExporter::default();
+        let tr = tracing_into(&exporter);
+        let report = outage(&tr, &target(), SystemTime::now());
+        tr.recovery(&Outcome::NotRecovered {
+            app: "shop".into(),
+            dependency: "cache".into(),
+            deadline: Duration::from_secs(30),
+            dependency_outage: Duration::from_millis(40),
+            restored_at: report.ended_at,
+        });
+        tr.recovery(&recovered(report.ended_at, Duration::from_secs(45), true));
+        tr.recovery(&Outcome::Cleared {
+            app: "shop".into(),
+            dependency: "cache".into(),
+        });
+
+        let spans = recoveries(&exporter);
+        let [missed, late] = &spans[..] else {
+            panic!("two recovery spans, none for a cleared flag: {spans:?}")
+        };
+        assert_eq!(
+            missed.status,
+            Status::error("not recovered within 30s"),
+            "{missed:?}"
+        );
+        assert_eq!(missed.end_time, report.ended_at + Duration::from_secs(30));
+        assert_eq!(attr(missed, "dbcanary.app.recovered"), Some(&false.into()));
+        assert_eq!(attr(missed, "dbcanary.app.recovery_lag_s"), None);
+        assert_eq!(attr(missed, "dbcanary.app.deadline_s"), Some(&30.0.into()));
+        assert_eq!(attr(late, "dbcanary.app.late"), Some(&true.into()));
+        assert_eq!(attr(late, "dbcanary.app.recovered"), Some(&true.into()));
+        assert_eq!(late.status, Status::Unset);
+        assert_eq!(late.end_time, report.ended_at + Duration::from_secs(45));
+        for s in [missed, late] {
+            assert_eq!(s.span_context.trace_id(), spans[0].span_context.trace_id());
+            assert_eq!(s.parent_span_id, spans[0].parent_span_id);
+            assert_eq!(s.links.len(), 1);
+        }
+    }
+
+    #[test]
+    fn a_recovery_whose_outage_span_is_not_known_is_an_unlinked_root_span() {
+        let exporter = InMemorySpanExporter::default();
+        let tr = tracing_into(&exporter);
+        let t = target();
+        let first = outage(&tr, &t, SystemTime::now());
+        // The dependency had a newer outage than the drill's.
+        outage(&tr, &t, first.ended_at + Duration::from_secs(1));
+        tr.recovery(&recovered(first.ended_at, Duration::ZERO, false));
+        // A removed dependency's outage is forgotten.
+        let last = outage(&tr, &t, first.ended_at + Duration::from_secs(2));
+        tr.forget(&t.name);
+        tr.recovery(&recovered(last.ended_at, Duration::ZERO, false));
+
+        let outages: Vec<_> = exporter
+            .get_finished_spans()
+            .unwrap()
+            .into_iter()
+            .filter(|s| s.name == "dbcanary.outage")
+            .map(|s| s.span_context.trace_id())
+            .collect();
+        let spans = recoveries(&exporter);
+        assert_eq!(spans.len(), 2);
+        for s in &spans {
+            assert_eq!(s.parent_span_id, opentelemetry::trace::SpanId::INVALID);
+            assert!(s.links.is_empty(), "{s:?}");
+            assert!(!outages.contains(&s.span_context.trace_id()));
+        }
+    }
+
+    #[test]
+    fn app_recovery_instruments_carry_the_prometheus_series() {
+        use opentelemetry_sdk::metrics::InMemoryMetricExporter;
+        use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+
+        let exporter = InMemoryMetricExporter::default();
+        let provider = SdkMeterProvider::builder()
+            .with_reader(PeriodicReader::builder(exporter.clone()).build())
+            .build();
+        let otlp = Otlp {
+            tracing: None,
+            meters: Some((
+                provider.clone(),
+                Instruments::new(&provider.meter("test"), &States::default()),
+            )),
+        };
+        let restored_at = SystemTime::now();
+        otlp.add_app("shop", &["cache".to_string()]);
+        otlp.on_outcome(&recovered(restored_at, Duration::from_millis(500), false));
+        otlp.on_outcome(&Outcome::NotRecovered {
+            app: "shop".into(),
+            dependency: "cache".into(),
+            deadline: Duration::from_secs(30),
+            dependency_outage: Duration::from_millis(40),
+            restored_at,
+        });
+
+        let collect = || {
+            exporter.reset();
+            provider.force_flush().unwrap();
+            let rm = exporter.get_finished_metrics().unwrap();
+            let mut out = BTreeMap::new();
+            for m in rm
+                .iter()
+                .flat_map(|r| r.scope_metrics())
+                .flat_map(|s| s.metrics())
+            {
+                let key = |a: &mut dyn Iterator<Item = &KeyValue>| {
+                    let a: Vec<String> = a.map(|kv| format!("{}={}", kv.key, kv.value)).collect();
+                    assert_eq!(
+                        a,
+                        ["dbcanary.target=shop", "dependency=cache"],
+                        "{}",
+                        m.name()
+                    );
+                };
+                let v = match m.data() {
+                    AggregatedMetrics::F64(MetricData::Histogram(h)) => {
+                        let p = h.data_points().next().unwrap();
+                        key(&mut p.attributes());
+                        assert_eq!(m.unit(), "s");
+                        assert_eq!(p.bounds().collect::<Vec<_>>(), OUTAGE_BUCKETS);
+                        format!("count {} sum {}", p.count(), p.sum())
+                    }
+                    AggregatedMetrics::I64(MetricData::Gauge(g)) => {
+                        let p = g.data_points().next().unwrap();
+                        key(&mut p.attributes());
+                        p.value().to_string()
+                    }
+                    AggregatedMetrics::U64(MetricData::Sum(s)) => {
+                        let p = s.data_points().next().unwrap();
+                        key(&mut p.attributes());
+                        assert!(s.is_monotonic());
+                        p.value().to_string()
+                    }
+                    other => panic!("{}: {other:?}", m.name()),
+                };
+                out.insert(m.name().to_string(), v);
+            }
+            out
+        };
+        let got = collect();
+        assert_eq!(got["dbcanary.app.recovery_lag"], "count 1 sum 0.5");
+        assert_eq!(got["dbcanary.app.not_recovered"], "1");
+        assert_eq!(got["dbcanary.app.unrecovered"], "1");
+        otlp.on_outcome(&Outcome::Cleared {
+            app: "shop".into(),
+            dependency: "cache".into(),
+        });
+        assert_eq!(collect()["dbcanary.app.not_recovered"], "0");
     }
 }
