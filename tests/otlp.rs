@@ -5,11 +5,14 @@
 //! one `dbcanary.outage` span per outage with its attributes and its
 //! `dbcanary.connect` children, an outage histogram counted once, the
 //! exemplar on `/metrics` naming that span's trace, no credential anywhere,
-//! and a collector that is down costing neither probing nor memory.
+//! a collector that is down costing neither probing nor memory, and an
+//! application's recovery after a Redis restart as a span in the Redis
+//! outage's trace.
 
 mod support;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,7 +29,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, metric};
+use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, metric, number_data_point};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 use prost::Message;
 use support::redis::RedisServer;
@@ -173,6 +176,52 @@ impl Receiver {
                         }
                     }
                 }
+            }
+        }
+        last
+    }
+
+    /// The latest value of the app recovery metric `name` for `app` and
+    /// dependency `cache`: a histogram's count, a gauge's or a counter's
+    /// value; the unit is checked on the way.
+    fn app_metric(&self, name: &str, app: &str) -> Option<f64> {
+        let got = self.got.lock().unwrap();
+        let mut last = None;
+        let ours = |attrs: &[KeyValue]| {
+            attr(attrs, "dbcanary.target").as_deref() == Some(app)
+                && attr(attrs, "dependency").as_deref() == Some("cache")
+        };
+        let number = |v: &Option<number_data_point::Value>| match v {
+            Some(number_data_point::Value::AsInt(i)) => Some(*i as f64),
+            Some(number_data_point::Value::AsDouble(d)) => Some(*d),
+            None => None,
+        };
+        for m in got
+            .metrics
+            .iter()
+            .flat_map(|rm| rm.scope_metrics.iter())
+            .flat_map(|sm| sm.metrics.iter())
+            .filter(|m| m.name == name)
+        {
+            match &m.data {
+                Some(metric::Data::Histogram(h)) => {
+                    assert_eq!(m.unit, "s", "unit of {name}");
+                    for p in h.data_points.iter().filter(|p| ours(&p.attributes)) {
+                        last = Some(p.count as f64);
+                    }
+                }
+                Some(metric::Data::Gauge(g)) => {
+                    for p in g.data_points.iter().filter(|p| ours(&p.attributes)) {
+                        last = number(&p.value);
+                    }
+                }
+                Some(metric::Data::Sum(s)) => {
+                    assert!(s.is_monotonic, "{name} is a counter");
+                    for p in s.data_points.iter().filter(|p| ours(&p.attributes)) {
+                        last = number(&p.value);
+                    }
+                }
+                other => panic!("{name}: unexpected data {other:?}"),
             }
         }
         last
@@ -704,4 +753,209 @@ async fn a_silent_collector_does_not_delay_sigterm() {
         !held.lock().unwrap().is_empty(),
         "the agent never connected"
     );
+}
+
+/// A minimal application for an `http` target: `/health` answers 200 while
+/// `healthy` is set, 503 otherwise. Stops with the test's runtime.
+async fn start_app(healthy: Arc<AtomicBool>) -> String {
+    use axum::http::StatusCode;
+    let router = axum::Router::new().route(
+        "/health",
+        axum::routing::get(move || async move {
+            if healthy.load(Ordering::SeqCst) {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", free_port()))
+        .await
+        .expect("bind the test application");
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    wait_listening(addr).await;
+    format!("http://{addr}/health")
+}
+
+fn app_target(name: &str, url: &str, deadline: &str) -> String {
+    format!(
+        "\n[[target]]\nname = {name:?}\nurl = {url:?}\ndepends_on = [\"cache\"]\nrecovery_deadline = {deadline:?}\n"
+    )
+}
+
+/// The link targets of a span, as (trace id, span id).
+fn links(s: &Span) -> Vec<(Vec<u8>, Vec<u8>)> {
+    s.links
+        .iter()
+        .map(|l| (l.trace_id.clone(), l.span_id.clone()))
+        .collect()
+}
+
+/// A Redis restart drill with two applications depending on Redis: one
+/// that stays healthy throughout (recovery lag 0) and one that is
+/// unhealthy until after its 2 s deadline. Each drill outcome is a
+/// `dbcanary.app.recovery` span in the Redis outage's trace, a child of the
+/// `dbcanary.outage` span and linked to it; the API names that trace; the
+/// recovery metrics arrive under their OpenTelemetry names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_recovery_is_a_span_in_its_dependency_outage_trace() {
+    let (receiver, addr) = Receiver::grpc().await;
+    let mut redis = RedisServer::start().await;
+    let stuck_healthy = Arc::new(AtomicBool::new(true));
+    let steady = start_app(Arc::new(AtomicBool::new(true))).await;
+    let stuck = start_app(stuck_healthy.clone()).await;
+    let agent = Agent::builder()
+        .toml(FAST_DEFAULTS)
+        .toml(&otlp_toml(&format!("http://{addr}"), "grpc"))
+        .target("cache", &redis.url())
+        .toml(&app_target("steady", &steady, "10s"))
+        .toml(&app_target("stuck", &stuck, "2s"))
+        .start()
+        .await;
+    for t in ["cache", "steady", "stuck"] {
+        agent.wait_up(t, true, UP_WITHIN).await;
+    }
+
+    stuck_healthy.store(false, Ordering::SeqCst);
+    agent.wait_up("stuck", false, UP_WITHIN).await;
+    redis.kill();
+    agent.wait_up("cache", false, UP_WITHIN).await;
+    redis.start_again().await;
+    let stuck_labels = [("target", "stuck"), ("dependency", "cache")];
+    agent
+        .wait_at_least("dbcanary_app_not_recovered", &stuck_labels, 1.0, UP_WITHIN)
+        .await;
+    stuck_healthy.store(true, Ordering::SeqCst);
+    agent
+        .wait_at_least(
+            "dbcanary_app_recovery_lag_seconds_count",
+            &stuck_labels,
+            1.0,
+            UP_WITHIN,
+        )
+        .await;
+    agent
+        .wait_at_least(
+            "dbcanary_app_recovery_lag_seconds_count",
+            &[("target", "steady"), ("dependency", "cache")],
+            1.0,
+            UP_WITHIN,
+        )
+        .await;
+
+    let (outage, recoveries) = poll_until(
+        EXPORTED_WITHIN,
+        "the Redis outage span and three app recovery spans",
+        async || {
+            let spans = receiver.spans();
+            let outages: Vec<&Span> = spans
+                .iter()
+                .filter(|s| {
+                    s.name == "dbcanary.outage"
+                        && attr(&s.attributes, "dbcanary.target").as_deref() == Some("cache")
+                })
+                .collect();
+            let recoveries: Vec<Span> = spans
+                .iter()
+                .filter(|s| s.name == "dbcanary.app.recovery")
+                .cloned()
+                .collect();
+            match outages.as_slice() {
+                [one] if recoveries.len() == 3 => Ok(((*one).clone(), recoveries)),
+                _ => Err(spans.iter().map(|s| s.name.clone()).collect::<Vec<_>>()),
+            }
+        },
+    )
+    .await;
+
+    let of = |app: &str| -> Vec<&Span> {
+        let mut v: Vec<&Span> = recoveries
+            .iter()
+            .filter(|s| attr(&s.attributes, "dbcanary.target").as_deref() == Some(app))
+            .collect();
+        v.sort_by_key(|s| s.end_time_unix_nano);
+        v
+    };
+    for r in &recoveries {
+        let a = |k: &str| attr(&r.attributes, k);
+        assert_eq!(hex(&r.trace_id), hex(&outage.trace_id), "same trace: {r:?}");
+        assert_eq!(
+            r.parent_span_id, outage.span_id,
+            "child of the outage: {r:?}"
+        );
+        assert_eq!(
+            links(r),
+            vec![(outage.trace_id.clone(), outage.span_id.clone())],
+            "linked to the outage"
+        );
+        assert_eq!(
+            r.start_time_unix_nano, outage.end_time_unix_nano,
+            "starts when Redis was restored"
+        );
+        assert_eq!(a("dbcanary.app.dependency").as_deref(), Some("cache"));
+    }
+
+    let [steady_span] = of("steady")[..] else {
+        panic!("one recovery span of the steady app: {recoveries:?}")
+    };
+    let a = |k: &str| attr(&steady_span.attributes, k);
+    assert_eq!(a("dbcanary.app.recovered").as_deref(), Some("true"));
+    assert_eq!(a("dbcanary.app.recovery_lag_s").as_deref(), Some("0"));
+    assert_eq!(a("dbcanary.app.deadline_s").as_deref(), Some("10"));
+    assert_eq!(a("dbcanary.app.late").as_deref(), Some("false"));
+    assert_ne!(steady_span.status.clone().unwrap_or_default().code, 2);
+    assert_eq!(
+        steady_span.end_time_unix_nano, steady_span.start_time_unix_nano,
+        "lag 0: the app never went down"
+    );
+
+    let [missed, late] = of("stuck")[..] else {
+        panic!("two recovery spans of the stuck app: {recoveries:?}")
+    };
+    let status = missed.status.clone().unwrap_or_default();
+    assert_eq!(status.code, 2, "a missed deadline is an error: {status:?}");
+    assert_eq!(status.message, "not recovered within 2s");
+    assert_eq!(
+        missed.end_time_unix_nano - missed.start_time_unix_nano,
+        2_000_000_000,
+        "ends at the deadline"
+    );
+    let a = |k: &str| attr(&missed.attributes, k);
+    assert_eq!(a("dbcanary.app.recovered").as_deref(), Some("false"));
+    assert_eq!(a("dbcanary.app.deadline_s").as_deref(), Some("2"));
+    assert_eq!(a("dbcanary.app.recovery_lag_s"), None);
+    let a = |k: &str| attr(&late.attributes, k);
+    assert_eq!(a("dbcanary.app.recovered").as_deref(), Some("true"));
+    assert_eq!(a("dbcanary.app.late").as_deref(), Some("true"));
+    let lag: f64 = a("dbcanary.app.recovery_lag_s").unwrap().parse().unwrap();
+    assert!(lag > 2.0, "recovered after its 2 s deadline: lag {lag} s");
+    let span_s = (late.end_time_unix_nano - late.start_time_unix_nano) as f64 / 1e9;
+    assert!((span_s - lag).abs() < 1e-3, "span {span_s} s, lag {lag} s");
+    assert_ne!(late.status.clone().unwrap_or_default().code, 2);
+
+    // The API names the outage's trace on each app's last drill.
+    for app in ["steady", "stuck"] {
+        let t = agent.target(app).await;
+        assert_eq!(
+            t["dependencies"]["cache"]["outage_trace_id"].as_str(),
+            Some(hex(&outage.trace_id).as_str()),
+            "{t}"
+        );
+    }
+
+    // The recovery series, under their OpenTelemetry names.
+    poll_until(EXPORTED_WITHIN, "the app recovery metrics", async || {
+        let got = [
+            receiver.app_metric("dbcanary.app.recovery_lag", "steady"),
+            receiver.app_metric("dbcanary.app.recovery_lag", "stuck"),
+            receiver.app_metric("dbcanary.app.not_recovered", "steady"),
+            receiver.app_metric("dbcanary.app.not_recovered", "stuck"),
+            receiver.app_metric("dbcanary.app.unrecovered", "steady"),
+            receiver.app_metric("dbcanary.app.unrecovered", "stuck"),
+        ];
+        let want = [1.0, 1.0, 0.0, 0.0, 0.0, 1.0].map(Some);
+        check(got == want, got)
+    })
+    .await;
 }
