@@ -373,6 +373,30 @@ mod tests {
     }
 
     #[test]
+    fn an_app_back_before_its_store_has_lag_zero() {
+        let mut t = tracker();
+        let t0 = Instant::now();
+        t.on_event("app", &connected(), t0);
+        t.on_event("db", &lost(), t0);
+        // The app fails during the outage and is healthy again before the
+        // store is restored (it does not need the store for /health).
+        t.on_event("app", &lost(), t0 + Duration::from_millis(100));
+        t.on_event("app", &connected(), t0 + Duration::from_millis(300));
+        let out = t.on_event(
+            "db",
+            &restored(Duration::from_secs(1)),
+            t0 + Duration::from_secs(1),
+        );
+        assert!(out.is_empty(), "{out:?}");
+        let out = t.on_event("app", &ok_probe(), t0 + Duration::from_millis(1200));
+        assert!(matches!(&out[..], [Outcome::Recovered { lag, late: false, .. }] if lag.is_zero()));
+        assert_eq!(
+            t.drills("app")["db"].clone().unwrap().lag,
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
     fn past_the_deadline_not_recovered_once_then_late_recovery_or_cleared() {
         let mut t = tracker();
         let t0 = Instant::now();
