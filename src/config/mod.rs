@@ -677,8 +677,7 @@ fn validate_target(
         return Err(ctx.err(key(k), "only http targets (applications) take this key"));
     }
     let http = http::validate(&raw_http).map_err(|(k, reason)| ctx.err(key(&k), reason))?;
-    if http.headers.contains_key("authorization")
-        && (url.username.is_some() || url.has_password())
+    if http.headers.contains_key("authorization") && (url.username.is_some() || url.has_password())
     {
         return Err(ctx.err(
             key("headers.authorization"),

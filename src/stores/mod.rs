@@ -375,9 +375,14 @@ pub async fn run_canary(
             .await
         }
         StoreKind::Http => {
-            Canary::new(http::HttpStore::new(&target.url, &target.http, s.timeout), info, s, sink)
-                .run(shutdown)
-                .await
+            Canary::new(
+                http::HttpStore::new(&target.url, &target.http, s.timeout),
+                info,
+                s,
+                sink,
+            )
+            .run(shutdown)
+            .await
         }
         StoreKind::Postgresql => {
             tracing::error!(target_name = %target.name, store = %target.kind, "store not supported yet");

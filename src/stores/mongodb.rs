@@ -335,7 +335,10 @@ fn rank(r: ConnectResult) -> u8 {
         ConnectResult::Refused => 3,
         ConnectResult::Timeout => 2,
         ConnectResult::Io => 1,
-        ConnectResult::NotReady | ConnectResult::Status | ConnectResult::Body | ConnectResult::Ok => 0,
+        ConnectResult::NotReady
+        | ConnectResult::Status
+        | ConnectResult::Body
+        | ConnectResult::Ok => 0,
     }
 }
 
