@@ -347,7 +347,7 @@ async fn watch_summarises_app_recovery_per_drill() {
 
 /// Application targets classify what stops them: nothing listening is
 /// `refused`, a name that does not resolve is `dns`, a non-2xx answer is
-/// `not_ready`; a healthy one is up with `store="http"`.
+/// `status`; a healthy one is up with `store="http"`.
 #[tokio::test]
 async fn http_targets_classify_failed_attempts() {
     let sick = {
@@ -373,11 +373,7 @@ async fn http_targets_classify_failed_attempts() {
         .start()
         .await;
     agent.wait_up("fine", true, UP_WITHIN).await;
-    for (target, result) in [
-        ("sick", "not_ready"),
-        ("closed", "refused"),
-        ("nodns", "dns"),
-    ] {
+    for (target, result) in [("sick", "status"), ("closed", "refused"), ("nodns", "dns")] {
         agent
             .wait_at_least(
                 "dbcanary_connect_attempts_total",
