@@ -1,104 +1,22 @@
 //! End-to-end: application health targets (`http`) that depend on a real
-//! `redis-server` the test restarts. The applications are tiny axum servers
-//! inside the test, each holding ONE Redis connection and answering
-//! `/health` by PINGing through it: one reconnects after its connection
-//! drops, one never does (the classic bug), one does not touch Redis.
+//! `redis-server` the test restarts. The applications are the tiny axum
+//! servers of `support::app`, each holding ONE Redis connection and
+//! answering `/health` by PINGing through it: one reconnects after its
+//! connection drops, one never does (the classic bug), one does not touch
+//! Redis.
 
 mod support;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use redis::aio::MultiplexedConnection;
+use support::app::{Behaviour, app_toml, start_app};
 use support::redis::RedisServer;
 use support::{Agent, FAST_DEFAULTS, Proc, Signal, check, dbcanary_command, poll_until};
-use tokio::sync::Mutex;
 
 const UP_WITHIN: Duration = Duration::from_secs(10);
-const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// How a test application treats its Redis connection.
-#[derive(Clone, Copy)]
-enum Behaviour {
-    /// Drops a failed connection and opens a new one on the next request.
-    Reconnects,
-    /// Opens one connection at start and never replaces it.
-    NeverReconnects,
-    /// `/health` does not touch Redis.
-    Static,
-}
-
-struct App {
-    behaviour: Behaviour,
-    client: redis::Client,
-    conn: Mutex<Option<MultiplexedConnection>>,
-}
-
-async fn open(client: &redis::Client) -> Option<MultiplexedConnection> {
-    tokio::time::timeout(REDIS_TIMEOUT, client.get_multiplexed_async_connection())
-        .await
-        .ok()
-        .and_then(Result::ok)
-}
-
-async fn health(State(app): State<Arc<App>>) -> StatusCode {
-    if matches!(app.behaviour, Behaviour::Static) {
-        return StatusCode::OK;
-    }
-    let mut guard = app.conn.lock().await;
-    if guard.is_none() && matches!(app.behaviour, Behaviour::Reconnects) {
-        *guard = open(&app.client).await;
-    }
-    let Some(conn) = guard.as_mut() else {
-        return StatusCode::SERVICE_UNAVAILABLE;
-    };
-    let pong = tokio::time::timeout(
-        REDIS_TIMEOUT,
-        redis::cmd("PING").query_async::<String>(conn),
-    )
-    .await;
-    match pong {
-        Ok(Ok(p)) if p == "PONG" => StatusCode::OK,
-        _ => {
-            if matches!(app.behaviour, Behaviour::Reconnects) {
-                *guard = None;
-            }
-            StatusCode::SERVICE_UNAVAILABLE
-        }
-    }
-}
-
-/// Starts a test application on a free loopback port; its health URL.
-async fn start_app(behaviour: Behaviour, redis_url: &str) -> String {
-    let client = redis::Client::open(redis_url).expect("redis URL");
-    let conn = match behaviour {
-        Behaviour::Static => None,
-        _ => Some(open(&client).await.expect("the app connects to Redis")),
-    };
-    let app = Arc::new(App {
-        behaviour,
-        client,
-        conn: Mutex::new(conn),
-    });
-    let router = Router::new().route("/health", get(health)).with_state(app);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    format!("http://{addr}/health")
-}
-
-fn app_toml(name: &str, url: &str, deadline: &str) -> String {
-    format!(
-        "\n[[target]]\nname = {name:?}\nurl = {url:?}\ndepends_on = [\"cache\"]\nrecovery_deadline = {deadline:?}\n"
-    )
-}
 
 fn app_labels(app: &str) -> [(&'static str, &str); 2] {
     [("target", app), ("dependency", "cache")]
@@ -113,9 +31,9 @@ async fn a_redis_restart_drill_measures_each_apps_recovery() {
     let agent = Agent::builder()
         .toml(FAST_DEFAULTS)
         .target("cache", &redis.url())
-        .toml(&app_toml("good", &good, "10s"))
-        .toml(&app_toml("broken", &broken, "2s"))
-        .toml(&app_toml("steady", &steady, "10s"))
+        .toml(&app_toml("good", &good, &["cache"], "10s"))
+        .toml(&app_toml("broken", &broken, &["cache"], "2s"))
+        .toml(&app_toml("steady", &steady, &["cache"], "10s"))
         .start()
         .await;
     for t in ["cache", "good", "broken", "steady"] {

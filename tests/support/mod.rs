@@ -9,6 +9,7 @@
 //! shared machines.
 #![allow(dead_code)]
 
+pub mod app;
 pub mod mariadb;
 pub mod mongo;
 pub mod redis;
