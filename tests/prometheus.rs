@@ -1,9 +1,10 @@
 //! The bundled Grafana dashboards and Prometheus alert rules, proven against
 //! the real tools: `promtool` checks and unit-tests the rules and lints the
 //! agent's `/metrics`; a real `prometheus` scrapes a real agent watching a
-//! real Redis that is restarted, and then every PromQL expression of every
-//! dashboard panel, template variable and annotation, and every alert rule,
-//! is run through Prometheus' query API.
+//! real Redis that is restarted (with two applications depending on it, one
+//! that reconnects and one that never does), and then every PromQL
+//! expression of every dashboard panel, template variable and annotation,
+//! and every alert rule, is run through Prometheus' query API.
 
 mod support;
 
@@ -16,12 +17,38 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 
+use support::app::{Behaviour, app_toml, start_app};
 use support::redis::RedisServer;
-use support::{Agent, Proc, check, free_port, http_get, poll_until, require_binary};
+use support::{Agent, FAST_DEFAULTS, Proc, check, free_port, http_get, poll_until, require_binary};
 
 const DASHBOARDS: [&str; 2] = ["dbcanary-overview.json", "dbcanary-target.json"];
 const RULES: &str = "dbcanary.rules.yml";
 const RULES_TESTS: &str = "dbcanary.rules.test.yml";
+
+/// The dashboards' row of application panels.
+const APPS_ROW: &str = "Applications";
+/// The drill's application that reconnects to Redis after each restart.
+const APP: &str = "shop";
+/// The drill's application that never reconnects: not recovered after the
+/// last restart, so the not-recovered panels and alert have something.
+const STUCK: &str = "stuck";
+/// What stats of the Applications row show at the end of the drill, as
+/// (title, with the Redis target selected, with [`APP`] selected): one app
+/// (the stuck one) not recovered now, and one or two drills it did not
+/// survive (the first restart's verdict may be cut short by the second);
+/// nothing for the app that reconnects.
+const APP_STATS: [(&str, [f64; 2], [f64; 2]); 2] = [
+    ("Apps not recovered", [1.0, 1.0], [0.0, 0.0]),
+    ("App drills not survived (range)", [1.0, 2.0], [0.0, 0.0]),
+];
+/// The alerts that may find the stuck app (it is down, and its reconnects
+/// fail): any other alert finding it, or any alert finding another target
+/// once Redis is back, is a false alarm.
+const STUCK_ALERTS: [&str; 3] = [
+    "DbcanaryTargetDown",
+    "DbcanaryReconnectFailing",
+    "DbcanaryAppNotRecovered",
+];
 
 /// Every alert the rules file must define, with its severity.
 const ALERTS: [(&str, &str); 7] = [
@@ -34,9 +61,9 @@ const ALERTS: [(&str, &str); 7] = [
     ("DbcanaryAppNotRecovered", "critical"),
 ];
 
-/// What Grafana's variables become when the queries are run here. The
-/// windows reach back over the whole test, so that every outage it caused
-/// is inside them.
+/// What Grafana's variables become when the queries are run here: the Redis
+/// target selected. The windows reach back over the whole test, so that
+/// every outage it caused is inside them.
 const SUBSTITUTIONS: [(&str, &str); 12] = [
     ("${__rate_interval}", "1m"),
     ("$__rate_interval", "1m"),
@@ -88,6 +115,12 @@ struct Query {
     dashboard: &'static str,
     what: String,
     origin: Origin,
+    /// The panel's title, for a panel query.
+    title: Option<String>,
+    /// The title of the dashboard row the panel is in, if any.
+    row: Option<String>,
+    /// Run with the application [`APP`] selected instead of the Redis target.
+    app_selected: bool,
     /// As written in the dashboard.
     raw: String,
     /// With the variables substituted: plain PromQL.
@@ -97,6 +130,21 @@ struct Query {
 fn substitute(expr: &str) -> String {
     let mut s = expr.to_string();
     for (from, to) in SUBSTITUTIONS {
+        s = s.replace(from, to);
+    }
+    s
+}
+
+/// Like [`substitute`], with the application [`APP`] (store `http`)
+/// selected instead of the Redis target.
+fn substitute_app_selected(expr: &str) -> String {
+    let mut s = expr.to_string();
+    for (from, to) in SUBSTITUTIONS {
+        let to = match to {
+            "cache" => APP,
+            "redis" => "http",
+            other => other,
+        };
         s = s.replace(from, to);
     }
     s
@@ -130,20 +178,71 @@ fn panels(d: &Value) -> Vec<&Value> {
     out
 }
 
+/// Every panel with the title of the row it is in: the panels inside a
+/// collapsed row, or the ones below an open row down to the next row (as
+/// Grafana lays them out, by position).
+fn panels_with_rows(d: &Value) -> Vec<(&Value, Option<String>)> {
+    let top = d["panels"].as_array().expect("panels");
+    let y = |p: &Value| p["gridPos"]["y"].as_u64().expect("gridPos.y");
+    let rows: Vec<(u64, String)> = top
+        .iter()
+        .filter(|p| p["type"] == "row")
+        .map(|p| (y(p), p["title"].as_str().unwrap_or("").to_string()))
+        .collect();
+    let mut out = Vec::new();
+    for p in top {
+        if p["type"] == "row" {
+            let title = p["title"].as_str().unwrap_or("").to_string();
+            out.push((p, None));
+            let mut inner = Vec::new();
+            collect_panels(&p["panels"], &mut inner);
+            out.extend(inner.into_iter().map(|q| (q, Some(title.clone()))));
+        } else {
+            let row = rows
+                .iter()
+                .filter(|(ry, _)| *ry <= y(p))
+                .max_by_key(|(ry, _)| *ry)
+                .map(|(_, t)| t.clone());
+            out.push((p, row));
+        }
+    }
+    out
+}
+
+/// The panels of the row titled `title`.
+fn row_panels<'a>(d: &'a Value, title: &str) -> Vec<&'a Value> {
+    panels_with_rows(d)
+        .into_iter()
+        .filter(|(_, r)| r.as_deref() == Some(title))
+        .map(|(p, _)| p)
+        .collect()
+}
+
 /// Every PromQL expression of a dashboard: panel targets, template
 /// variables and annotations.
 fn dashboard_queries(name: &'static str, d: &Value) -> Vec<Query> {
     let mut out = Vec::new();
-    let mut push = |what: String, origin: Origin, raw: &str, promql: String| {
+    let mut push = |what: String,
+                    origin: Origin,
+                    panel: Option<(&str, Option<String>)>,
+                    raw: &str,
+                    promql: String| {
+        let (title, row) = match panel {
+            Some((title, row)) => (Some(title.to_string()), row),
+            None => (None, None),
+        };
         out.push(Query {
             dashboard: name,
             what,
             origin,
+            title,
+            row,
+            app_selected: false,
             raw: raw.to_string(),
             promql,
         })
     };
-    for p in panels(d) {
+    for (p, row) in panels_with_rows(d) {
         for t in p["targets"].as_array().into_iter().flatten() {
             let expr = t["expr"].as_str().unwrap_or_else(|| {
                 panic!("{name}: panel {:?} has a target without expr", p["title"])
@@ -157,6 +256,7 @@ fn dashboard_queries(name: &'static str, d: &Value) -> Vec<Query> {
                 Origin::Panel {
                     exemplar: t["exemplar"] == true,
                 },
+                Some((p["title"].as_str().unwrap_or("?"), row.clone())),
                 expr,
                 substitute(expr),
             );
@@ -175,6 +275,7 @@ fn dashboard_queries(name: &'static str, d: &Value) -> Vec<Query> {
         push(
             format!("variable {}", v["name"]),
             Origin::Variable,
+            None,
             q,
             substitute(&label_values_promql(q)),
         );
@@ -184,12 +285,29 @@ fn dashboard_queries(name: &'static str, d: &Value) -> Vec<Query> {
             push(
                 format!("annotation {}", a["name"]),
                 Origin::Annotation,
+                None,
                 expr,
                 substitute(expr),
             );
         }
     }
     out
+}
+
+/// The queries of the Applications row once more, with the application
+/// [`APP`] selected instead of the store it depends on: the row shows the
+/// apps among the selected targets as well as the apps that depend on one.
+fn app_selected_queries(queries: &[Query]) -> Vec<Query> {
+    queries
+        .iter()
+        .filter(|q| q.row.as_deref() == Some(APPS_ROW))
+        .map(|q| Query {
+            what: format!("{} (target {APP} selected)", q.what),
+            app_selected: true,
+            promql: substitute_app_selected(&q.raw),
+            ..q.clone()
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -357,7 +475,8 @@ async fn kill_and_see_down(redis: &mut RedisServer, prom: &Prometheus) {
 }
 
 /// Starts the Redis server again and waits until Prometheus has seen the
-/// `n`-th outage end and the target up again.
+/// `n`-th outage end, the target up again and the reconnecting app's `n`-th
+/// recovery (so that the next restart does not interrupt its drill).
 async fn restart_and_see_restored(redis: &mut RedisServer, prom: &Prometheus, n: u32) {
     redis.start_again().await;
     prom.wait_for(
@@ -368,6 +487,32 @@ async fn restart_and_see_restored(redis: &mut RedisServer, prom: &Prometheus, n:
         Duration::from_secs(20),
     )
     .await;
+    prom.wait_for(
+        &format!(
+            r#"dbcanary_app_recovery_lag_seconds_count{{target="{APP}",dependency="cache"}} >= {n}"#
+        ),
+        Duration::from_secs(20),
+    )
+    .await;
+}
+
+/// An agent watching `redis` as target `cache`, and the two applications
+/// of the drill depending on it: [`APP`] reconnects, [`STUCK`] never does
+/// (its `recovery_deadline` is short, to be declared not recovered soon).
+async fn start_agent_with_apps(redis: &RedisServer) -> Agent {
+    let shop = start_app(Behaviour::Reconnects, &redis.url()).await;
+    let stuck = start_app(Behaviour::NeverReconnects, &redis.url()).await;
+    let agent = Agent::builder()
+        .toml(FAST_DEFAULTS)
+        .target("cache", &redis.url())
+        .toml(&app_toml(APP, &shop, &["cache"], "10s"))
+        .toml(&app_toml(STUCK, &stuck, &["cache"], "2s"))
+        .start()
+        .await;
+    for t in ["cache", APP, STUCK] {
+        agent.wait_up(t, true, Duration::from_secs(10)).await;
+    }
+    agent
 }
 
 // ---------------------------------------------------------------------------
@@ -567,6 +712,82 @@ fn dashboards_are_importable_and_complete() {
             "target: no annotation from {metric}: {annotations:?}"
         );
     }
+
+    // The Applications row of both: the recovery lag per app and dependency
+    // (quantiles over the range, each drill), the apps not recovered now
+    // (red from one), the drills not survived, and each app's up/down next
+    // to its dependencies'. The overview selects the apps among the chosen
+    // targets and the apps depending on one; the drill-down an app's own
+    // recovery, or the apps depending on the store shown.
+    for (name, d, selects) in [
+        (
+            "overview",
+            &overview,
+            [
+                r#"dbcanary_app_not_recovered{store=~"$store",target=~"$target"}"#,
+                r#"label_join(dbcanary_up{store=~"$store",target=~"$target"}, "dependency", "", "target")"#,
+            ],
+        ),
+        (
+            "target",
+            &t,
+            [
+                r#"dbcanary_app_not_recovered{target="$target"}"#,
+                r#"dbcanary_app_not_recovered{dependency="$target"}"#,
+            ],
+        ),
+    ] {
+        let row = row_panels(d, APPS_ROW);
+        assert!(row.len() >= 6, "{name}: no {APPS_ROW} row: {row:?}");
+        let exprs: Vec<String> = row
+            .iter()
+            .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+            .filter_map(|t| t["expr"].as_str().map(str::to_string))
+            .collect();
+        for needle in [
+            "histogram_quantile(0.5, sum by (target, dependency, le) (increase(dbcanary_app_recovery_lag_seconds_bucket[$__range])))",
+            "histogram_quantile(0.95, sum by (target, dependency, le) (increase(dbcanary_app_recovery_lag_seconds_bucket[$__range])))",
+            "histogram_quantile(1, sum by (target, dependency, le) (increase(dbcanary_app_recovery_lag_seconds_bucket[$__range])))",
+            "increase(dbcanary_app_recovery_lag_seconds_sum[$__rate_interval])",
+            "increase(dbcanary_app_unrecovered_total[$__range])",
+        ]
+        .into_iter()
+        .chain(selects)
+        {
+            assert!(
+                exprs.iter().any(|e| e.contains(needle)),
+                "{name}: no {APPS_ROW} query with {needle}"
+            );
+        }
+        assert!(
+            exprs.iter().all(|e| e.contains(selects[0])),
+            "{name}: an {APPS_ROW} query ignores the selection ({})",
+            selects[0]
+        );
+        let not_recovered = row
+            .iter()
+            .find(|p| p["type"] == "stat" && p["title"] == "Apps not recovered")
+            .unwrap_or_else(|| panic!("{name}: no stat of the apps not recovered"));
+        assert!(
+            not_recovered["targets"][0]["expr"]
+                .as_str()
+                .unwrap()
+                .contains("dbcanary_app_not_recovered"),
+            "{name}: {not_recovered}"
+        );
+        assert_eq!(
+            not_recovered["fieldConfig"]["defaults"]["thresholds"]["steps"][1],
+            serde_json::json!({"color": "red", "value": 1}),
+            "{name}: apps not recovered turn red from one"
+        );
+        assert!(
+            row.iter().any(|p| p["type"] == "state-timeline"
+                && p["targets"][0]["expr"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("dbcanary_up{") && e.contains("dependency"))),
+            "{name}: no state timeline of the apps next to their dependencies"
+        );
+    }
 }
 
 fn all_exprs(d: &Value) -> Vec<String> {
@@ -594,28 +815,29 @@ fn walk_uids(v: &Value, out: &mut Vec<String>) {
 
 /// `promtool check metrics` finds nothing to complain about in the agent's
 /// `/metrics`, with every kind of series present (after a Redis restart:
-/// outage histogram, last outage end, server info).
-#[tokio::test]
+/// outage histogram, last outage end, server info, and the app recovery
+/// series of the applications depending on it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_metrics_pass_promtool_check_metrics() {
     let mut redis = RedisServer::start().await;
-    let agent = Agent::start(&[("cache", &redis.url())]).await;
-    agent.wait_up("cache", true, Duration::from_secs(10)).await;
+    let agent = start_agent_with_apps(&redis).await;
     redis.kill();
     agent.wait_up("cache", false, Duration::from_secs(10)).await;
     redis.start_again().await;
-    agent
-        .wait_at_least(
-            "dbcanary_outage_duration_seconds_count",
-            &[("target", "cache")],
-            1.0,
-            Duration::from_secs(15),
-        )
-        .await;
+    for (name, target) in [
+        ("dbcanary_outage_duration_seconds_count", "cache"),
+        ("dbcanary_app_recovery_lag_seconds_count", APP),
+    ] {
+        agent
+            .wait_at_least(name, &[("target", target)], 1.0, Duration::from_secs(15))
+            .await;
+    }
     let body = agent.get("/metrics").await.body;
     for name in [
         "dbcanary_last_outage_end_timestamp_seconds",
         "dbcanary_server_info",
         "dbcanary_build_info",
+        "dbcanary_app_unrecovered_total",
     ] {
         assert!(body.contains(name), "no {name} in /metrics:\n{body}");
     }
@@ -623,16 +845,18 @@ async fn agent_metrics_pass_promtool_check_metrics() {
 }
 
 /// A real Prometheus scrapes the agent while its Redis is restarted (twice),
+/// with two applications depending on it (one reconnects, one never does),
 /// then every dashboard query and every alert rule runs through Prometheus'
 /// query API: each one parses; each panel and variable query returns data
-/// (a number, not NaN); the alerts that describe an outage fire during it,
-/// and none does once the target is healthy again.
-#[tokio::test]
+/// (a number, not NaN), the Applications row's both with the Redis target
+/// and with an app selected; the alerts that describe an outage fire during
+/// it; once Redis is back, DbcanaryAppNotRecovered fires for the app that
+/// never reconnects, and nothing else fires or finds a healthy target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_and_alert_query_works_against_a_real_prometheus() {
     let t0 = std::time::Instant::now();
     let mut redis = RedisServer::start().await;
-    let agent = Agent::start(&[("cache", &redis.url())]).await;
-    agent.wait_up("cache", true, Duration::from_secs(10)).await;
+    let agent = start_agent_with_apps(&redis).await;
     let prom = Prometheus::start(agent.listen).await;
     prom.wait_for(
         r#"dbcanary_up{job="dbcanary",instance!="",target="cache",store="redis"} == 1"#,
@@ -687,14 +911,45 @@ async fn every_dashboard_and_alert_query_works_against_a_real_prometheus() {
         Duration::from_secs(20),
     )
     .await;
+    // The app that never reconnects is declared not recovered 2 s after
+    // Redis is back (the first restart's verdict may have been cut short
+    // by the second restart), and its alert fires at once.
+    prom.wait_for(
+        &format!(r#"dbcanary_app_unrecovered_total{{target="{STUCK}",dependency="cache"}} >= 1"#),
+        Duration::from_secs(20),
+    )
+    .await;
+    let stuck_alert = |a: &Value| {
+        a["labels"]["alertname"] == "DbcanaryAppNotRecovered"
+            && a["labels"]["target"] == STUCK
+            && a["labels"]["dependency"] == "cache"
+            && a["state"] == "firing"
+    };
+    poll_until(
+        Duration::from_secs(20),
+        "DbcanaryAppNotRecovered firing for the stuck app",
+        async || {
+            let v = prom.api("/api/v1/alerts").await;
+            let alerts = v["data"]["alerts"].as_array().cloned().unwrap_or_default();
+            check(alerts.iter().any(stuck_alert), v)
+        },
+    )
+    .await;
 
     // Every dashboard query.
     let mut failures = Vec::new();
     let mut checked = 0;
     for name in DASHBOARDS {
         let d = load_dashboard(name);
-        let queries = dashboard_queries(name, &d);
+        let mut queries = dashboard_queries(name, &d);
         assert!(queries.len() > 10, "{name}: only {} queries", queries.len());
+        let app_selected = app_selected_queries(&queries);
+        assert!(
+            app_selected.len() >= 5,
+            "{name}: only {} queries in the {APPS_ROW} row",
+            app_selected.len()
+        );
+        queries.extend(app_selected);
         for q in queries {
             checked += 1;
             if q.promql.contains('$') {
@@ -736,6 +991,18 @@ async fn every_dashboard_and_alert_query_works_against_a_real_prometheus() {
                     }
                 }
             }
+            if let Some((_, cache, app)) = APP_STATS
+                .iter()
+                .find(|(title, ..)| q.title.as_deref() == Some(*title))
+            {
+                let [min, max] = if q.app_selected { app } else { cache };
+                if numbers.len() != 1 || numbers[0] < *min || numbers[0] > *max {
+                    failures.push(format!(
+                        "{} {}: shows {numbers:?}, not {min}..={max}\n    query: {}",
+                        q.dashboard, q.what, q.promql
+                    ));
+                }
+            }
             if q.origin == (Origin::Panel { exemplar: true }) {
                 let now = unix_now();
                 let v = prom
@@ -757,9 +1024,12 @@ async fn every_dashboard_and_alert_query_works_against_a_real_prometheus() {
     }
 
     // Every alert rule: evaluated by Prometheus without error, runs through
-    // the query API, and stays silent now that the target is healthy again
-    // (two short restarts: no failover, not flapping, not slow).
+    // the query API, and stays silent on every healthy target now that Redis
+    // is back (two short restarts: no failover, not flapping, not slow).
+    // The stuck app is not healthy: DbcanaryAppNotRecovered must find it,
+    // and only the alerts about a target that is down may.
     let rules = prom.evaluated_rules().await;
+    let is_stuck = |s: &&Value| s["metric"]["target"] == STUCK;
     for (name, rule) in &rules {
         checked += 1;
         if rule["health"] != "ok" {
@@ -768,23 +1038,51 @@ async fn every_dashboard_and_alert_query_works_against_a_real_prometheus() {
                 rule["health"], rule["lastError"]
             ));
         }
-        match prom.query(rule["query"].as_str().unwrap()).await {
-            Err(e) => failures.push(format!("rule {name}: {e}")),
-            Ok(s) if !s.is_empty() => {
-                failures.push(format!("rule {name}: fires on a healthy target: {s:?}"))
+        let found = match prom.query(rule["query"].as_str().unwrap()).await {
+            Err(e) => {
+                failures.push(format!("rule {name}: {e}"));
+                continue;
             }
-            Ok(_) => {}
+            Ok(found) => found,
+        };
+        let (stuck, others): (Vec<&Value>, Vec<&Value>) = found.iter().partition(is_stuck);
+        if !others.is_empty() {
+            failures.push(format!(
+                "rule {name}: fires on a healthy target: {others:?}"
+            ));
+        }
+        if !stuck.is_empty() && !STUCK_ALERTS.contains(&name.as_str()) {
+            failures.push(format!("rule {name}: finds the stuck app: {stuck:?}"));
+        }
+        if name == "DbcanaryAppNotRecovered"
+            && !stuck.iter().any(|s| s["metric"]["dependency"] == "cache")
+        {
+            failures.push(format!(
+                "rule {name}: does not find {STUCK} not recovered after cache: {found:?}"
+            ));
         }
     }
-    let firing = prom.api("/api/v1/alerts").await;
-    let firing: Vec<&Value> = firing["data"]["alerts"]
+    let alerts = prom.api("/api/v1/alerts").await;
+    let firing: Vec<&Value> = alerts["data"]["alerts"]
         .as_array()
         .into_iter()
         .flatten()
         .filter(|a| a["state"] == "firing")
         .collect();
-    if !firing.is_empty() {
-        failures.push(format!("alerts firing: {firing:?}"));
+    let unexpected: Vec<&&Value> = firing
+        .iter()
+        .filter(|a| {
+            a["labels"]["target"] != STUCK
+                || !STUCK_ALERTS.iter().any(|n| a["labels"]["alertname"] == *n)
+        })
+        .collect();
+    if !unexpected.is_empty() {
+        failures.push(format!("alerts firing: {unexpected:?}"));
+    }
+    if !firing.iter().any(|a| stuck_alert(a)) {
+        failures.push(format!(
+            "DbcanaryAppNotRecovered no longer fires for {STUCK}: {firing:?}"
+        ));
     }
 
     assert!(
