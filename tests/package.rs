@@ -26,7 +26,7 @@ fn deb_installs_binary_unit_config_dashboards_and_rules() {
         "cargo-deb",
         "cargo install cargo-deb --version 3.8.0 --locked",
     );
-    let dpkg_deb = require_binary("dpkg-deb", "apt-get install -y dpkg");
+    let dpkg_deb = require_binary("dpkg-deb", "dpkg");
     let dir = tempfile::tempdir().unwrap();
     let deb = dir.path().join("dbcanary.deb");
     // The debug binary the tests run: packaging is what is under test here,

@@ -19,7 +19,7 @@ async fn loading_dataset_is_not_ready() {
         RedisServer::start_with("redis", &["--enable-debug-command", "yes"], None).await;
     // About a second of loading on these machines. redis-cli, because
     // populating takes longer than the harness's command timeout.
-    let cli = require_binary("redis-cli", "apt-get install -y redis-tools");
+    let cli = require_binary("redis-cli", "redis-tools");
     let port = redis.port.to_string();
     for cmd in [&["DEBUG", "POPULATE", "3000000"][..], &["SAVE"]] {
         let out = std::process::Command::new(&cli)

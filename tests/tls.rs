@@ -25,7 +25,7 @@ const PASSWORD: &str = "scrape-planted-pw";
 /// A test CA (`ca.pem`) and a certificate for 127.0.0.1 signed by it
 /// (`cert.pem`, `key.pem`).
 fn make_cert(dir: &Path) {
-    let openssl = require_binary("openssl", "apt-get install -y openssl");
+    let openssl = require_binary("openssl", "openssl");
     std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
     for args in [
         "req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=dbcanary-test-ca",

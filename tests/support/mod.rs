@@ -763,7 +763,7 @@ pub async fn within<T>(limit: Duration, what: &str, f: impl Future<Output = T>) 
 /// panics with what promtool said unless it reports nothing.
 pub fn promtool_check_metrics(body: &str) {
     use std::io::Write;
-    let promtool = require_binary("promtool", "apt-get install -y prometheus");
+    let promtool = require_binary("promtool", "prometheus");
     let mut child = Command::new(promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
