@@ -67,10 +67,14 @@ pub struct WatchArgs {
     #[arg(long, default_value = "1s")]
     pub interval: String,
     /// An application health URL (http:// or https://) that depends on every
-    /// store given: the summary says how long after each store outage the
-    /// app recovered. Repeatable.
+    /// store given (or on those of --depends-on): the summary says how long
+    /// after each store outage the app recovered. Repeatable.
     #[arg(long = "app", value_name = "URL")]
     pub apps: Vec<String>,
+    /// A store URL (one of those given) the applications depend on, when
+    /// they should not depend on all of them. Repeatable.
+    #[arg(long = "depends-on", value_name = "URL")]
+    pub depends_on: Vec<String>,
     /// How long after a store is back its applications may stay unhealthy
     /// before they count as not recovered.
     #[arg(long, default_value = "30s")]

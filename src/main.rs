@@ -169,7 +169,11 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 }
             };
             let targets = match dbcanary::watch::targets_with_apps(
-                &args.urls, &args.apps, interval, deadline,
+                &args.urls,
+                &args.apps,
+                &args.depends_on,
+                interval,
+                deadline,
             ) {
                 Ok(t) => t,
                 Err(e) => {

@@ -25,16 +25,43 @@ pub struct WatchError {
 }
 
 /// Builds ad-hoc targets from store URLs and application URLs (`--app`);
-/// each is named by its endpoint, and every application depends on every
-/// store given, with `deadline` as its recovery deadline.
+/// each is named by its endpoint. Every application depends on the stores
+/// named by `depends_on` (each one of `urls`), or on every store when it is
+/// empty, with `deadline` as its recovery deadline.
 pub fn targets_with_apps(
     urls: &[String],
     apps: &[String],
+    depends_on: &[String],
     interval: Duration,
     deadline: Duration,
 ) -> Result<Vec<Target>, WatchError> {
     let mut out = targets(urls, interval)?;
-    let stores: Vec<String> = out.iter().map(|t| t.name.clone()).collect();
+    if apps.is_empty() && !depends_on.is_empty() {
+        return Err(WatchError {
+            index: urls.len() + 1,
+            reason: "--depends-on needs at least one --app".into(),
+        });
+    }
+    let stores = if depends_on.is_empty() {
+        out.iter().map(|t| t.name.clone()).collect()
+    } else {
+        depends_on
+            .iter()
+            .map(|d| {
+                let wanted = DbUrl::parse(d).ok();
+                out.iter()
+                    .find(|t| Some(&t.url) == wanted.as_ref())
+                    .map(|t| t.name.clone())
+                    .ok_or_else(|| WatchError {
+                        index: urls.len() + 1,
+                        reason: format!(
+                            "--depends-on {} is not one of the store URLs given",
+                            wanted.map_or_else(|| "(not a URL)".to_string(), |u| u.redacted())
+                        ),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    };
     let mut app_targets = targets(apps, interval).map_err(|e| WatchError {
         index: e.index + urls.len(),
         reason: e.reason,
@@ -46,7 +73,7 @@ pub fn targets_with_apps(
                 reason: "--app takes an http:// or https:// URL".into(),
             });
         }
-        t.depends_on = stores.clone();
+        t.depends_on.clone_from(&stores);
         t.recovery_deadline = deadline;
     }
     out.extend(app_targets);
@@ -408,4 +435,53 @@ pub async fn run(
     })
     .await;
     sink.summary()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn apps_depend_on_every_store_or_on_those_named() {
+        let urls = strings(&["redis://127.0.0.1:6379", "mysql://u:hunter2@127.0.0.1:3306"]);
+        let apps = strings(&["http://127.0.0.1:8080/health"]);
+        let second = Duration::from_secs(1);
+        let all = targets_with_apps(&urls, &apps, &[], second, second).unwrap();
+        assert_eq!(
+            all[2].depends_on,
+            ["127.0.0.1:6379", "127.0.0.1:3306"],
+            "{all:?}"
+        );
+        let one = targets_with_apps(
+            &urls,
+            &apps,
+            &strings(&["mysql://u:hunter2@127.0.0.1:3306"]),
+            second,
+            second,
+        )
+        .unwrap();
+        assert_eq!(one[2].depends_on, ["127.0.0.1:3306"]);
+        assert_eq!(one[2].recovery_deadline, second);
+        let e = targets_with_apps(
+            &urls,
+            &apps,
+            &strings(&["mysql://u:hunter2@127.0.0.1:3307"]),
+            second,
+            second,
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "argument 3: --depends-on mysql://u:***@127.0.0.1:3307 is not one of the store URLs given"
+        );
+        let e = targets_with_apps(&urls, &[], &urls, second, second)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--depends-on needs at least one --app"), "{e}");
+    }
 }

@@ -187,12 +187,18 @@ async fn depends_on_a_missing_target_is_a_config_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_summarises_app_recovery_per_drill() {
     let mut redis = RedisServer::start().await;
+    // A second store the apps do not depend on (--depends-on names the
+    // first): its drill is not one of theirs.
+    let mut other = RedisServer::start().await;
     let good = start_app(Behaviour::Reconnects, &redis.url()).await;
     let broken = start_app(Behaviour::NeverReconnects, &redis.url()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = dbcanary_command();
     cmd.args([
         "watch",
+        &redis.url(),
+        &other.url(),
+        "--depends-on",
         &redis.url(),
         "--app",
         &good,
@@ -205,19 +211,21 @@ async fn watch_summarises_app_recovery_per_drill() {
     ]);
     let mut watch = Proc::spawn("watch", cmd, dir.path());
     let limit = Duration::from_secs(10);
-    poll_until(limit, "watch to connect to all three", async || {
+    poll_until(limit, "watch to connect to all four", async || {
         let out = watch.stdout_text();
-        check(out.matches("connected to").count() >= 3, watch.tail(20))
+        check(out.matches("connected to").count() >= 4, watch.tail(20))
     })
     .await;
 
     redis.kill();
-    poll_until(limit, "both apps to be seen unhealthy", async || {
+    other.kill();
+    poll_until(limit, "both stores and apps to be seen down", async || {
         let out = watch.stdout_text();
-        check(out.matches("lost (").count() >= 3, watch.tail(20))
+        check(out.matches("lost (").count() >= 4, watch.tail(20))
     })
     .await;
     redis.start_again().await;
+    other.start_again().await;
     poll_until(limit, "the verdict on both apps", async || {
         let out = watch.stdout_text();
         check(
@@ -260,6 +268,12 @@ async fn watch_summarises_app_recovery_per_drill() {
     assert!(
         b.contains(&format!("{store} gone")) && b.contains("app NOT recovered"),
         "{out}"
+    );
+    let apps_part = &summary[summary.find("  app ").expect("app sections")..];
+    assert!(!apps_part.contains(&other.addr()), "{out}");
+    assert!(
+        summary.contains(&format!("  {}", other.addr())),
+        "the other store's drill is in the summary:\n{out}"
     );
 }
 
