@@ -18,6 +18,7 @@ use crate::events::{ConnectResult, DisconnectCause, FailoverSource};
 pub mod http;
 pub mod mongodb;
 pub mod mysql;
+pub mod postgres;
 pub mod redis;
 pub mod sentinel;
 
@@ -62,7 +63,12 @@ impl StoreKind {
     pub fn supported(self) -> bool {
         matches!(
             self,
-            Self::Redis | Self::RedisSentinel | Self::Mysql | Self::Mongodb | Self::Http
+            Self::Redis
+                | Self::RedisSentinel
+                | Self::Mysql
+                | Self::Mongodb
+                | Self::Postgresql
+                | Self::Http
         )
     }
 }
@@ -246,6 +252,7 @@ pub fn check_url(kind: StoreKind, url: &crate::dburl::DbUrl) -> Result<(), Strin
     match kind {
         StoreKind::Mysql => mysql::check_url(url),
         StoreKind::Mongodb => mongodb::check_url(url),
+        StoreKind::Postgresql => postgres::check_url(url),
         _ => Ok(()),
     }
 }
@@ -384,9 +391,12 @@ pub async fn run_canary(
             .run(shutdown)
             .await
         }
-        StoreKind::Postgresql => {
-            tracing::error!(target_name = %target.name, store = %target.kind, "store not supported yet");
-        }
+        StoreKind::Postgresql => match postgres::PostgresStore::new(&target.name, &target.url) {
+            Ok(store) => Canary::new(store, info, s, sink).run(shutdown).await,
+            Err(reason) => {
+                tracing::error!(target_name = %target.name, %reason, "bad PostgreSQL URL: target not watched");
+            }
+        },
     }
 }
 
@@ -419,10 +429,9 @@ pub async fn check_once(
         StoreKind::Mongodb => once(mongodb::MongoStore::new(&target.name, &target.url), t).await?,
         StoreKind::Http => once(http::HttpStore::new(&target.url, &target.http, t), t).await?,
         StoreKind::Postgresql => {
-            return Err(ConnectError::new(
-                ConnectResult::Protocol,
-                format!("store {} is not supported yet", target.kind),
-            ));
+            let store = postgres::PostgresStore::new(&target.name, &target.url)
+                .map_err(|reason| ConnectError::new(ConnectResult::Protocol, reason))?;
+            once(store, t).await?
         }
     };
     Ok((identity, start.elapsed()))

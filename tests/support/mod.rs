@@ -12,6 +12,7 @@
 pub mod app;
 pub mod mariadb;
 pub mod mongo;
+pub mod postgres;
 pub mod redis;
 
 use std::collections::{BTreeMap, HashSet};
