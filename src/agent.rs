@@ -67,7 +67,7 @@ struct Running {
     info: Arc<TargetInfo>,
     /// Stops this canary alone.
     stop: CancellationToken,
-    task: Option<Id>,
+    task: Id,
 }
 
 /// The canary tasks and what they belong to.
@@ -85,20 +85,14 @@ struct Canaries {
 impl Canaries {
     fn start(&mut self, t: &Target) {
         let info = target_info(t);
-        let supported = t.kind.supported();
-        self.recorder.add_target(&info, supported);
+        self.recorder.add_target(&info);
         self.recorder
             .add_app(&info, &t.depends_on, t.recovery_deadline);
         if let TargetSource::Env(var) = &t.source {
             tracing::info!(target_name = %t.name, variable = %var, url = %t.url, "target discovered from the environment");
         }
         let stop = self.stop.child_token();
-        let task = if supported {
-            Some(self.spawn(t, &info, &stop))
-        } else {
-            tracing::error!(target_name = %t.name, store = %t.kind, "store not supported yet by this version: target not watched");
-            None
-        };
+        let task = self.spawn(t, &info, &stop);
         self.running.insert(
             t.name.clone(),
             Running {
@@ -126,13 +120,8 @@ impl Canaries {
             return;
         };
         r.stop.cancel();
-        match r.task {
-            Some(id) => {
-                self.by_task.remove(&id);
-                self.leaving.insert(id, r.info);
-            }
-            None => self.recorder.remove_target(&r.info),
-        }
+        self.by_task.remove(&r.task);
+        self.leaving.insert(r.task, r.info);
     }
 
     /// A task ended: forget a leaving canary, restart a panicked one.
@@ -155,7 +144,7 @@ impl Canaries {
         self.recorder.canary_restarted(&info);
         let id = self.spawn(&t, &info, &stop);
         if let Some(r) = self.running.get_mut(&name) {
-            r.task = Some(id);
+            r.task = id;
         }
     }
 

@@ -97,9 +97,6 @@ pub fn targets(urls: &[String], interval: Duration) -> Result<Vec<Target>, Watch
             let url = DbUrl::parse(u).map_err(|e| err(e.to_string()))?;
             let kind = StoreKind::from_scheme(&url.scheme)
                 .ok_or_else(|| err(format!("unknown scheme {:?}", url.scheme)))?;
-            if !kind.supported() {
-                return Err(err(format!("store {kind} is not supported yet")));
-            }
             crate::stores::check_url(kind, &url).map_err(err)?;
             let name = if url.path.is_empty() || kind != StoreKind::RedisSentinel {
                 url.endpoint()

@@ -58,19 +58,6 @@ impl StoreKind {
             Self::Http => "http",
         }
     }
-
-    /// Whether this build has a canary for the store.
-    pub fn supported(self) -> bool {
-        matches!(
-            self,
-            Self::Redis
-                | Self::RedisSentinel
-                | Self::Mysql
-                | Self::Mongodb
-                | Self::Postgresql
-                | Self::Http
-        )
-    }
 }
 
 impl fmt::Display for StoreKind {

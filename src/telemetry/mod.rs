@@ -358,19 +358,11 @@ impl Recorder {
 
     /// Registers a target's series at zero, so that rates work from the
     /// first event and dashboards show every target at once.
-    pub fn add_target(&self, t: &TargetInfo, supported: bool) {
-        let mut st = TargetState::new(t);
-        if !supported {
-            st.state = Phase::Unsupported;
-            st.last_error = Some(format!("store {} is not supported yet", t.store));
-        }
+    pub fn add_target(&self, t: &TargetInfo) {
         self.states
             .lock()
             .expect("state lock")
-            .insert(t.name.clone(), st);
-        if !supported {
-            return;
-        }
+            .insert(t.name.clone(), TargetState::new(t));
         let l = labels(t);
         self.metrics.up.get_or_create(&l).set(0);
         for r in [ProbeResult::Ok, ProbeResult::Error, ProbeResult::Timeout] {
