@@ -714,3 +714,46 @@ async fn tls_modes_use_rustls_and_verify_the_server_certificate() {
         assert_eq!(row["result"], *want, "{name}: {row}");
     }
 }
+
+/// Not a test: how long after `pg_terminate_backend` the loss is seen, and
+/// how long reconnecting takes, with a probe only every 5 s. Run with
+/// `cargo test --test postgres -- --ignored --nocapture measure`.
+#[tokio::test]
+#[ignore]
+async fn measure_terminate_detection() {
+    let pg = server_with_canary_role("pg", &[]).await;
+    let agent = Agent::builder()
+        .toml("[defaults]\ninterval = \"5s\"\ntimeout = \"1s\"\n")
+        .target("orders", &canary_url(&pg))
+        .start()
+        .await;
+    agent.wait_up("orders", true, Duration::from_secs(15)).await;
+    let mut detected = Vec::new();
+    let mut outage = Vec::new();
+    let mut last = None;
+    for i in 0..20u32 {
+        let pid = canary_backend(&pg, "orders", last).await;
+        let killed = pg.terminate(pid).await;
+        last = Some(pid);
+        wait_outages(&agent, "orders", f64::from(i + 1), Duration::from_secs(10)).await;
+        let t = agent.target("orders").await;
+        let lost = events(&t, "disconnected");
+        let at = parse_time(&lost.last().unwrap()["detected_at"]);
+        detected.push(secs_between(killed.wall, at) * 1000.0);
+        let r = events(&t, "restored");
+        outage.push(r.last().unwrap()["duration"].as_f64().unwrap() * 1000.0);
+    }
+    for (what, mut v) in [
+        ("pg_terminate_backend → detected", detected),
+        ("reconnect (outage)", outage),
+    ] {
+        v.sort_by(f64::total_cmp);
+        eprintln!(
+            "{what}: min {:.1} ms, median {:.1} ms, max {:.1} ms (n={})",
+            v[0],
+            v[v.len() / 2],
+            v[v.len() - 1],
+            v.len()
+        );
+    }
+}
