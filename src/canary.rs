@@ -271,7 +271,7 @@ impl<S: Store> Canary<S> {
 
     /// Re-reads the identity on the live connection; a role change is a
     /// failover seen through the store's topology, unless the store has just
-    /// `announced` it.
+    /// `announced` it or announces every role change itself.
     async fn refresh_identity(
         &self,
         conn: &mut S::Conn,
@@ -301,7 +301,7 @@ impl<S: Store> Canary<S> {
             // A role that became unreadable is not a failover; only a known
             // role that flipped (e.g. MySQL read_only turned on) is.
             let flipped = matches!((identity.role, fresh.role), (Some(a), Some(b)) if a != b);
-            if flipped && !announced {
+            if flipped && !announced && !self.store.announces_role_changes() {
                 self.emit(Event::Failover {
                     source: FailoverSource::Topology,
                     from: describe(identity),

@@ -35,6 +35,8 @@ struct World {
     connects: u32,
     /// Where the store's announcements go, once the canary listens.
     announcer: Option<mpsc::Sender<Announcement>>,
+    /// The store announces every role change itself (as MongoDB does).
+    announces_roles: bool,
 }
 
 #[derive(Clone)]
@@ -52,6 +54,7 @@ impl Fake {
             kill: None,
             connects: 0,
             announcer: None,
+            announces_roles: false,
         })))
     }
 
@@ -114,6 +117,10 @@ impl Store for Fake {
     }
 
     async fn close(&self, _c: ()) {}
+
+    fn announces_role_changes(&self) -> bool {
+        self.with(|w| w.announces_roles)
+    }
 
     async fn announce(&self, tx: mpsc::Sender<Announcement>) {
         self.with(|w| w.announcer = Some(tx.clone()));
@@ -402,4 +409,40 @@ async fn announced_failover_refreshes_the_identity_at_once_and_counts_once() {
         1
     );
     assert_eq!(sink.count(|e| matches!(e, Event::Disconnected { .. })), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flip_seen_by_a_refresh_before_the_stores_announcement_counts_once() {
+    let (fake, sink) = (Fake::new(), Arc::new(Collect::default()));
+    fake.with(|w| w.announces_roles = true);
+    let _stop = start(&fake, &sink);
+    sink.until(is_connected).await;
+    // A periodic refresh reaches the old primary, now a replica, before the
+    // store's topology news about the new primary arrives.
+    fake.with(|w| w.role = Role::Replica);
+    sink.until(|e| matches!(e, Event::IdentityChanged { .. }))
+        .await;
+    assert_eq!(sink.count(|e| matches!(e, Event::Failover { .. })), 0);
+    let announcer = fake.with(|w| {
+        w.server_id = "b".into();
+        w.role = Role::Primary;
+        w.announcer
+            .clone()
+            .expect("the canary listens to announcements")
+    });
+    announcer
+        .send(Announcement::Failover {
+            source: FailoverSource::Topology,
+            from: "a".into(),
+            to: "b".into(),
+        })
+        .await
+        .unwrap();
+    sink.until(|e| matches!(e, Event::Failover { .. })).await;
+    tokio::time::sleep(settings().interval * 30).await;
+    assert_eq!(
+        sink.count(|e| matches!(e, Event::Failover { .. })),
+        1,
+        "one failover: the announced one"
+    );
 }

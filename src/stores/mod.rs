@@ -224,6 +224,13 @@ pub trait Store: Send + Sync + 'static {
     /// Closes the connection politely.
     fn close(&self, conn: Self::Conn) -> impl Future<Output = ()> + Send;
 
+    /// Whether [`Store::announce`] reports every primary change itself. A
+    /// role flip seen on an identity refresh is then not counted as a
+    /// failover again: the refresh may see it just before the announcement.
+    fn announces_role_changes(&self) -> bool {
+        false
+    }
+
     /// Runs until `tx` is closed, pushing the store's topology news. Stores
     /// without announcements never send anything.
     fn announce(&self, tx: mpsc::Sender<Announcement>) -> impl Future<Output = ()> + Send {

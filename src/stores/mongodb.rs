@@ -675,6 +675,13 @@ impl Store for MongoStore {
         shut_down(conn.client).await;
     }
 
+    /// Every primary change reaches [`Self::announce`] through the client's
+    /// topology monitoring; an identity refresh routed by a stale topology
+    /// to the old primary may see its flip first.
+    fn announces_role_changes(&self) -> bool {
+        true
+    }
+
     async fn announce(&self, tx: mpsc::Sender<Announcement>) {
         let rx = self.primaries_rx.lock().expect("primaries lock").take();
         let Some(mut rx) = rx else {
