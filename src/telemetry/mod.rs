@@ -49,8 +49,6 @@ pub enum Phase {
     Up,
     /// An outage is in progress.
     Down,
-    /// The store is not supported by this build.
-    Unsupported,
     Stopped,
 }
 
@@ -785,7 +783,7 @@ impl Collector for ClockGauges {
             .lock()
             .expect("state lock")
             .values()
-            .filter(|s| !matches!(s.state, Phase::Unsupported | Phase::Stopped))
+            .filter(|s| s.state != Phase::Stopped)
             .map(|s| {
                 let age = s.connected_mono.map_or(0.0, |c| (now - c).as_secs_f64());
                 let outage = s

@@ -547,7 +547,7 @@ fn live(states: &States) -> Vec<(Phase, Vec<KeyValue>, f64, f64)> {
         .lock()
         .expect("state lock")
         .values()
-        .filter(|s| !matches!(s.state, Phase::Unsupported | Phase::Stopped))
+        .filter(|s| s.state != Phase::Stopped)
         .map(|s| {
             let mut attrs = vec![KeyValue::new("dbcanary.target", s.name.clone())];
             if let Some(db) = db_system(s.store) {
