@@ -318,104 +318,12 @@ async fn too_many_connections_is_not_ready_with_its_own_log_line() {
     agent.wait_up("orders", true, Duration::from_secs(10)).await;
 }
 
-/// Runs `openssl` with `args` in `dir`.
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let bin = support::require_binary("openssl", "openssl");
-    let out = std::process::Command::new(bin)
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test]
 async fn tls_modes_use_rustls_and_verify_the_server_certificate() {
     // A CA, a server certificate for "localhost", and an unrelated CA.
     let certs = tempfile::tempdir().unwrap();
     let d = certs.path();
-    let key = ["-newkey", "rsa:2048", "-nodes"];
-    openssl(
-        d,
-        &[
-            &["req", "-x509"][..],
-            &key,
-            &[
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=dbcanary test CA",
-            ],
-        ]
-        .concat(),
-    );
-    openssl(
-        d,
-        &[
-            &["req"][..],
-            &key,
-            &[
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=localhost",
-            ],
-        ]
-        .concat(),
-    );
-    std::fs::write(
-        d.join("ext.cnf"),
-        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    openssl(
-        d,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
-    openssl(
-        d,
-        &[
-            &["req", "-x509"][..],
-            &key,
-            &[
-                "-keyout",
-                "other.key",
-                "-out",
-                "other.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=other CA",
-            ],
-        ]
-        .concat(),
-    );
+    support::certs::make_certs(d, "localhost");
     let p = |f: &str| d.join(f).display().to_string();
     let db = server_with_canary_user(
         "mariadb",

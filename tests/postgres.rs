@@ -552,89 +552,13 @@ async fn check_prints_the_identity_and_says_what_fails() {
     assert!(row("nopw").contains(" auth "), "no password given: {table}");
 }
 
-/// Runs `openssl` with `args` in `dir`.
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let bin = support::require_binary("openssl", "openssl");
-    let out = std::process::Command::new(bin)
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test]
 async fn tls_modes_use_rustls_and_verify_the_server_certificate() {
     // A CA, a server certificate for "localhost", and an unrelated CA, in a
     // directory the server may read (its key must belong to it, mode 0600).
     let certs = support::postgres::pg_tempdir("dbcanary-pg-certs-");
     let d = certs.path();
-    let key = ["-newkey", "rsa:2048", "-nodes"];
-    for (name, cn) in [("ca", "dbcanary test CA"), ("other", "other CA")] {
-        openssl(
-            d,
-            &[
-                &["req", "-x509"][..],
-                &key,
-                &[
-                    "-keyout",
-                    &format!("{name}.key"),
-                    "-out",
-                    &format!("{name}.pem"),
-                    "-days",
-                    "2",
-                    "-subj",
-                    &format!("/CN={cn}"),
-                ],
-            ]
-            .concat(),
-        );
-    }
-    openssl(
-        d,
-        &[
-            &["req"][..],
-            &key,
-            &[
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=localhost",
-            ],
-        ]
-        .concat(),
-    );
-    std::fs::write(
-        d.join("ext.cnf"),
-        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    openssl(
-        d,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
+    support::certs::make_certs(d, "localhost");
     support::postgres::hand_over(&d.join("server.key"), 0o600);
     support::postgres::hand_over(&d.join("server.pem"), 0o644);
     let p = |f: &str| d.join(f).display().to_string();

@@ -18,32 +18,9 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 use support::redis::redis_server_bin;
-use support::{Agent, Proc, check, dbcanary_command, free_port, poll_until, require_binary};
+use support::{Agent, Proc, check, dbcanary_command, free_port, poll_until};
 
 const PASSWORD: &str = "scrape-planted-pw";
-
-/// A test CA (`ca.pem`) and a certificate for 127.0.0.1 signed by it
-/// (`cert.pem`, `key.pem`).
-fn make_cert(dir: &Path) {
-    let openssl = require_binary("openssl", "openssl");
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    for args in [
-        "req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=dbcanary-test-ca",
-        "req -newkey rsa:2048 -nodes -keyout key.pem -out leaf.csr -subj /CN=127.0.0.1",
-        "x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cert.pem -days 2 -extfile ext.cnf",
-    ] {
-        let out = Command::new(&openssl)
-            .current_dir(dir)
-            .args(args.split(' '))
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
 
 /// GET over TLS trusting only the test CA; returns (status, body).
 async fn https_get(
@@ -96,7 +73,7 @@ async fn https_get(
 #[tokio::test]
 async fn tls_and_basic_auth_protect_everything_but_healthz() {
     let dir = tempfile::tempdir().unwrap();
-    make_cert(dir.path());
+    support::certs::make_certs(dir.path(), "127.0.0.1");
     let hash = bcrypt::hash(PASSWORD, 4).unwrap();
     let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let cfg = dir.path().join("dbcanary.toml");
@@ -104,8 +81,8 @@ async fn tls_and_basic_auth_protect_everything_but_healthz() {
         &cfg,
         format!(
             "[agent]\nlisten = \"{listen}\"\n[agent.tls]\ncert_file = {:?}\nkey_file = {:?}\n[agent.basic_auth]\nusername = \"prom\"\npassword_hash = {hash:?}\n[discovery]\nenv = false\n[[target]]\nname = \"cache\"\nurl = \"redis://127.0.0.1:1\"\n",
-            dir.path().join("cert.pem"),
-            dir.path().join("key.pem"),
+            dir.path().join("server.pem"),
+            dir.path().join("server.key"),
         ),
     )
     .unwrap();
@@ -189,9 +166,9 @@ fn tls_redis(dir: &Path) -> (Proc, u16) {
         "--bind",
         "127.0.0.1",
         "--tls-cert-file",
-        "cert.pem",
+        "server.pem",
         "--tls-key-file",
-        "key.pem",
+        "server.key",
         "--tls-ca-cert-file",
         "ca.pem",
         "--tls-auth-clients",
@@ -207,7 +184,7 @@ fn tls_redis(dir: &Path) -> (Proc, u16) {
 #[tokio::test]
 async fn rediss_canary_verifies_the_server_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    make_cert(dir.path());
+    support::certs::make_certs(dir.path(), "127.0.0.1");
     let (_redis, port) = tls_redis(dir.path());
     let url = format!("rediss://127.0.0.1:{port}");
     let ca = dir.path().join("ca.pem");

@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod certs;
 pub mod mariadb;
 pub mod mongo;
 pub mod postgres;
