@@ -240,45 +240,14 @@ async fn hung_server_is_detected_by_the_probe_timeout() {
 async fn wrong_password_is_an_auth_attempt_and_never_printed() {
     let db = server_with_canary_user("mariadb", &[]).await;
     let planted = "Planted-Wr0ng-9d3c";
-    let dir = tempfile::tempdir().unwrap();
-    let pw_file = dir.path().join("pw");
-    std::fs::write(&pw_file, format!("{planted}-file\n")).unwrap();
-    let mut agent = Agent::builder()
-        .toml(FAST)
-        .target("orders", &db.url(CANARY_USER, Some(planted)))
-        .toml(&format!(
-            "[[target]]\nname = \"billing\"\nurl = {:?}\npassword_file = {:?}\n",
-            db.url(CANARY_USER, None),
-            pw_file.display().to_string()
-        ))
-        .start()
-        .await;
-    for t in ["orders", "billing"] {
-        agent
-            .wait_at_least(
-                "dbcanary_connect_attempts_total",
-                &[("target", t), ("result", "auth")],
-                3.0,
-                Duration::from_secs(15),
-            )
-            .await;
-    }
-    agent.assert_alive();
-    let m = agent.metrics().await;
-    assert_eq!(m.value("dbcanary_up", &[("target", "orders")]), Some(0.0));
-    let api = agent.get("/api/v1/targets").await.body;
-    assert!(api.contains("Access denied"), "the reason is shown: {api}");
-    for (what, text) in [("metrics", &m.text), ("API", &api), ("log", &agent.log())] {
-        assert!(
-            !text.contains(planted),
-            "the password appears in the {what}:\n{text}"
-        );
-    }
-    assert!(
-        agent.log().contains("auth"),
-        "the failed attempts are logged:\n{}",
-        agent.log()
-    );
+    support::wrong_password_drill(
+        FAST,
+        &db.url(CANARY_USER, Some(planted)),
+        &db.url(CANARY_USER, None),
+        planted,
+        "Access denied",
+    )
+    .await;
 }
 
 #[tokio::test]

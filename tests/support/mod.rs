@@ -791,3 +791,77 @@ pub fn promtool_check_metrics(body: &str) {
         out.status
     );
 }
+
+// ---------------------------------------------------------------------------
+// Shared drills
+// ---------------------------------------------------------------------------
+
+/// The planted-password drill every store with passwords shares: target
+/// `orders` has the wrong password `planted` in its URL (`bad_url`), target
+/// `billing` reads `planted-file` from a `password_file` for `bare_url`.
+/// Both must fail with `result="auth"`, the API must show the server's
+/// `reason`, and the password must appear in no metric, API answer, log
+/// line or `config check` output.
+pub async fn wrong_password_drill(
+    defaults: &str,
+    bad_url: &str,
+    bare_url: &str,
+    planted: &str,
+    reason: &str,
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pw_file = dir.path().join("pw");
+    std::fs::write(&pw_file, format!("{planted}-file\n")).expect("write password file");
+    let from_file = format!(
+        "[[target]]\nname = \"billing\"\nurl = {bare_url:?}\npassword_file = {:?}\n",
+        pw_file.display().to_string()
+    );
+    let mut agent = Agent::builder()
+        .toml(defaults)
+        .target("orders", bad_url)
+        .toml(&from_file)
+        .start()
+        .await;
+    for t in ["orders", "billing"] {
+        agent
+            .wait_at_least(
+                "dbcanary_connect_attempts_total",
+                &[("target", t), ("result", "auth")],
+                3.0,
+                Duration::from_secs(15),
+            )
+            .await;
+    }
+    agent.assert_alive();
+    let m = agent.metrics().await;
+    assert_eq!(m.value("dbcanary_up", &[("target", "orders")]), Some(0.0));
+    let api = agent.get("/api/v1/targets").await.body;
+    assert!(api.contains(reason), "the reason is shown: {api}");
+    let out = dbcanary_command()
+        .args(["config", "check", "--config"])
+        .arg(&agent.config)
+        .output()
+        .expect("run dbcanary config check");
+    assert!(out.status.success(), "{out:?}");
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        shown.contains(":***@"),
+        "the passwords show as ***: {shown}"
+    );
+    let log = agent.log();
+    for (what, text) in [
+        ("metrics", &m.text),
+        ("API", &api),
+        ("log", &log),
+        ("config check", &shown),
+    ] {
+        assert!(
+            !text.contains(planted),
+            "the password appears in the {what}:\n{text}"
+        );
+    }
+    assert!(
+        log.contains("auth"),
+        "the failed attempts are logged:\n{log}"
+    );
+}
