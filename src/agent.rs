@@ -229,11 +229,13 @@ pub async fn run(
     ready.store(true, Ordering::Release);
     let mut current = config;
     // App recovery deadlines pass without any event: check them on a tick
-    // too (events, scrapes and API reads check them as well).
+    // too (events, scrapes and API reads check them as well), and only when
+    // there are apps: an idle agent does not wake up for nothing.
     let mut deadlines = tokio::time::interval(APP_DEADLINE_TICK);
     deadlines.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
+        let apps = canaries.recorder.has_apps();
         let reload = async {
             match reloads.as_mut() {
                 Some(r) => r.requests.recv().await,
@@ -242,7 +244,7 @@ pub async fn run(
         };
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = deadlines.tick() => canaries.recorder.check_apps(),
+            _ = deadlines.tick(), if apps => canaries.recorder.check_apps(),
             Some(()) = reload => {
                 let Some(r) = reloads.as_ref() else { continue };
                 match (r.load)() {

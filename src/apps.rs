@@ -115,6 +115,11 @@ impl AppTracker {
         self.apps.remove(app);
     }
 
+    /// Whether any app is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.apps.is_empty()
+    }
+
     /// Whether `name` is a tracked app.
     pub fn is_app(&self, name: &str) -> bool {
         self.apps.contains_key(name)

@@ -246,6 +246,11 @@ impl Recorder {
         out
     }
 
+    /// Whether any application target depends on another target.
+    pub fn has_apps(&self) -> bool {
+        !self.apps.lock().expect("apps lock").is_empty()
+    }
+
     /// Declares the app drills past their deadline not recovered.
     pub fn check_apps(&self) {
         let outcomes = self.apps.lock().expect("apps lock").check(Instant::now());
