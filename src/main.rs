@@ -41,16 +41,30 @@ fn load(cli: &Cli) -> Result<Config, ExitCode> {
     })
 }
 
+/// Logs to stderr, filtered by `RUST_LOG` (`target=level` directives, e.g.
+/// `dbcanary=debug,info`) or else by `default_level`. A plain target filter
+/// rather than `EnvFilter`: no regex engine runs, which keeps its code pages
+/// out of the agent's resident memory.
 fn init_logs(format: LogFormat, default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::prelude::*;
+    let default = || default_level.parse::<Targets>().unwrap_or_default();
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => v.parse::<Targets>().unwrap_or_else(|e| {
+            eprintln!("dbcanary: RUST_LOG={v:?} ignored: {e}; logging at {default_level}");
+            default()
+        }),
+        _ => default(),
+    };
+    let layer = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry();
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => registry.with(layer.with_filter(filter)).init(),
+        LogFormat::Json => registry
+            .with(layer.json().flatten_event(true).with_filter(filter))
+            .init(),
     }
 }
 

@@ -514,3 +514,50 @@ async fn sigterm_exits_zero_within_five_seconds() {
     )
     .await;
 }
+
+/// `RUST_LOG` picks the level per target; one that does not parse is
+/// reported and the default level is used.
+#[tokio::test]
+async fn rust_log_sets_the_level_and_a_bad_one_is_reported() {
+    let nowhere = format!("redis://127.0.0.1:{}", support::free_port());
+    let debug = Agent::builder()
+        .toml(support::FAST_DEFAULTS)
+        .target("nowhere", &nowhere)
+        .log("dbcanary=debug,warn")
+        .start()
+        .await;
+    let bad = Agent::builder()
+        .toml(support::FAST_DEFAULTS)
+        .target("nowhere", &nowhere)
+        .log("dbcanary=loud")
+        .start()
+        .await;
+    for agent in [&debug, &bad] {
+        agent
+            .wait_at_least(
+                "dbcanary_connect_attempts_total",
+                &[("target", "nowhere"), ("result", "refused")],
+                3.0,
+                UP_WITHIN,
+            )
+            .await;
+    }
+    let log = debug.log();
+    assert!(
+        log.contains("connection attempt failed"),
+        "debug lines:\n{log}"
+    );
+    let log = bad.log();
+    assert!(
+        log.contains("RUST_LOG=\"dbcanary=loud\" ignored") && log.contains("logging at info"),
+        "{log}"
+    );
+    assert!(
+        log.contains("cannot connect; retrying with backoff"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("connection attempt failed"),
+        "no debug lines:\n{log}"
+    );
+}
