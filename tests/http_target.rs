@@ -162,6 +162,9 @@ async fn http_targets_check_status_body_and_credentials() {
     for up in ["maint-expected", "ok", "secure", "basic"] {
         agent.wait_up(up, true, WITHIN).await;
     }
+    // The identity shows the status the accepted answer had.
+    let t = agent.target("maint-expected").await;
+    assert_eq!(t["identity"]["details"]["status"], "503", "{t}");
     for (name, result, error) in [
         (
             "maint-default",

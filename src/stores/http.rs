@@ -9,6 +9,7 @@
 //! or a `password_file` alone) as a bearer token. Both, like configured
 //! header values, stay out of every message.
 
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use crate::config::{BODY_LIMIT, HttpCheck};
@@ -26,6 +27,8 @@ pub struct HttpStore {
     check: HttpCheck,
     host: String,
     port: u16,
+    /// The status of the last accepted answer, for the identity.
+    last_status: AtomicU16,
 }
 
 /// What every GET sends.
@@ -47,6 +50,7 @@ impl HttpStore {
             check: check.clone(),
             host: first.host.clone(),
             port: first.port,
+            last_status: AtomicU16::new(0),
         }
     }
 
@@ -95,6 +99,7 @@ impl HttpStore {
                 ),
             });
         }
+        self.last_status.store(status.as_u16(), Ordering::Relaxed);
         Ok(status)
     }
 }
@@ -196,9 +201,9 @@ impl Store for HttpStore {
     async fn connect(&self, _timeout: Duration) -> Result<Connected<()>, ConnectError> {
         resolve(&self.host, self.port).await?;
         match self.get().await {
-            Ok(status) => Ok(Connected {
+            Ok(_) => Ok(Connected {
                 conn: (),
-                identity: self.identity(status),
+                identity: self.identity(),
                 closed: CloseSignal::never(),
             }),
             Err(f) => Err(ConnectError::new(f.result, f.message)),
@@ -213,22 +218,24 @@ impl Store for HttpStore {
     }
 
     async fn identify(&self, _conn: &mut ()) -> Result<Identity, ProbeError> {
-        Ok(self.identity(reqwest::StatusCode::OK))
+        Ok(self.identity())
     }
 
     async fn close(&self, _conn: ()) {}
 }
 
 impl HttpStore {
-    fn identity(&self, status: reqwest::StatusCode) -> Identity {
+    /// Where the app answers and the status of its last accepted answer.
+    fn identity(&self) -> Identity {
         let mut identity = Identity {
             address: Some(format!("{}:{}", self.host, self.port)),
             read_at: Some(tokio::time::Instant::now()),
             ..Identity::default()
         };
-        identity
-            .details
-            .insert("status".into(), status.as_u16().to_string());
+        identity.details.insert(
+            "status".into(),
+            self.last_status.load(Ordering::Relaxed).to_string(),
+        );
         identity
     }
 }
