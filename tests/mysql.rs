@@ -37,34 +37,12 @@ fn canary_url(db: &MariaDb) -> String {
     db.url(CANARY_USER, Some(CANARY_PASSWORD))
 }
 
-/// The single restored event of a target, with the API's target JSON.
-async fn restored_events(agent: &Agent, target: &str) -> Vec<serde_json::Value> {
-    let t = agent.target(target).await;
-    events(&t, "restored").into_iter().cloned().collect()
-}
-
 /// Outages per kind from the histogram counts.
 fn outages(m: &Metrics, target: &str, kind: &str) -> f64 {
     m.value_or_zero(
         "dbcanary_outage_duration_seconds_count",
         &[("target", target), ("kind", kind)],
     )
-}
-
-fn all_outages(m: &Metrics, target: &str) -> f64 {
-    m.sum(
-        "dbcanary_outage_duration_seconds_count",
-        &[("target", target)],
-    )
-}
-
-/// Waits until the target has had at least `n` outages (of any kind).
-async fn wait_outages(agent: &Agent, target: &str, n: f64, limit: Duration) {
-    poll_until(limit, &format!("{n} outages of {target}"), async || {
-        let got = all_outages(&agent.metrics().await, target);
-        check(got >= n, got)
-    })
-    .await;
 }
 
 /// The canary's one session on the server, once there is exactly one.
@@ -109,15 +87,17 @@ async fn restart_is_one_outage_of_kind_restart_as_long_as_the_pause() {
     let back = db.start_again().await;
     let truth = back.mono - down.mono;
 
-    wait_outages(&agent, "orders", 1.0, Duration::from_secs(20)).await;
+    agent
+        .wait_outages("orders", 1.0, Duration::from_secs(20))
+        .await;
     let m = agent.metrics().await;
     assert_eq!(outages(&m, "orders", "restart"), 1.0, "{}", agent.log());
-    assert_eq!(all_outages(&m, "orders"), 1.0, "{}", m.text);
+    assert_eq!(m.outages("orders"), 1.0, "{}", m.text);
     assert_eq!(
         m.value_or_zero("dbcanary_restarts_total", &[("target", "orders")]),
         1.0
     );
-    let r = &restored_events(&agent, "orders").await[0];
+    let r = &agent.restored("orders").await[0];
     assert_eq!(r["kind"], "restart", "{r}");
     let measured = r["duration"].as_f64().unwrap();
     let resolution = r["resolution"].as_f64().unwrap();
@@ -158,7 +138,7 @@ async fn killed_connection_is_a_network_outage() {
         )
         .await;
     let m = agent.metrics().await;
-    assert_eq!(all_outages(&m, "orders"), 1.0, "{}", m.text);
+    assert_eq!(m.outages("orders"), 1.0, "{}", m.text);
     assert_eq!(
         m.value_or_zero(
             "dbcanary_disconnects_total",
@@ -213,7 +193,9 @@ async fn hung_server_is_detected_by_the_probe_timeout() {
     tokio::time::sleep_until((stopped.mono + Duration::from_secs(3)).into()).await;
     db.resume();
 
-    wait_outages(&agent, "orders", 1.0, Duration::from_secs(10)).await;
+    agent
+        .wait_outages("orders", 1.0, Duration::from_secs(10))
+        .await;
     let m = agent.metrics().await;
     assert!(
         m.value_or_zero(
@@ -223,7 +205,7 @@ async fn hung_server_is_detected_by_the_probe_timeout() {
         "{}",
         m.text
     );
-    let r = &restored_events(&agent, "orders").await[0];
+    let r = &agent.restored("orders").await[0];
     assert_eq!(r["cause"], "timeout", "{r}");
     assert_eq!(r["kind"], "network", "the same server kept running: {r}");
     let lost = parse_time(&r["started_at"]);
@@ -489,20 +471,14 @@ async fn failover_behind_haproxy_is_a_failover_to_the_new_server() {
         "a new server id after the failover"
     );
     let m = agent.metrics().await;
-    assert_eq!(
-        all_outages(&m, "orders"),
-        1.0,
-        "{}\n{}",
-        m.text,
-        proxy.log()
-    );
+    assert_eq!(m.outages("orders"), 1.0, "{}\n{}", m.text, proxy.log());
     assert!(
         m.value_or_zero(
             "dbcanary_failovers_total",
             &[("target", "orders"), ("source", "outage")]
         ) >= 1.0
     );
-    let r = &restored_events(&agent, "orders").await[0];
+    let r = &agent.restored("orders").await[0];
     assert_eq!(r["before"]["server_id"], before["server_id"], "{r}");
     assert_eq!(r["after"]["address"], new_address, "{r}");
 }
@@ -555,7 +531,7 @@ identity_every = 2
         );
     }
     let m = agent.metrics().await;
-    assert_eq!(all_outages(&m, "orders"), 0.0, "no outage: {}", m.text);
+    assert_eq!(m.outages("orders"), 0.0, "no outage: {}", m.text);
     assert_eq!(
         m.sum("dbcanary_disconnects_total", &[("target", "orders")]),
         0.0
@@ -604,11 +580,13 @@ async fn twenty_outages_leave_exactly_one_canary_connection() {
                 last = Some(id);
             }
         }
-        wait_outages(&agent, "orders", f64::from(i + 1), Duration::from_secs(15)).await;
+        agent
+            .wait_outages("orders", f64::from(i + 1), Duration::from_secs(15))
+            .await;
     }
     agent.wait_up("orders", true, Duration::from_secs(10)).await;
     let m = agent.metrics().await;
-    assert_eq!(all_outages(&m, "orders"), 20.0, "{}", m.text);
+    assert_eq!(m.outages("orders"), 20.0, "{}", m.text);
 
     let id = canary_session(&db, None).await;
     // The same one session carries the connect attribute.
@@ -655,7 +633,9 @@ async fn measure_kill_detection() {
             tokio::time::sleep(Duration::from_millis(every * u64::from(i) / 10)).await;
             let killed = db.kill_connection(id).await;
             last = Some(id);
-            wait_outages(&agent, "orders", f64::from(i + 1), Duration::from_secs(10)).await;
+            agent
+                .wait_outages("orders", f64::from(i + 1), Duration::from_secs(10))
+                .await;
             let t = agent.target("orders").await;
             let lost = events(&t, "disconnected");
             let at = parse_time(&lost.last().unwrap()["detected_at"]);

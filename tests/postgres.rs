@@ -13,8 +13,7 @@ use std::time::Duration;
 use support::mariadb::HaProxy;
 use support::postgres::Postgres;
 use support::{
-    Agent, Metrics, Moment, Signal, check, dbcanary_command, events, parse_time, poll_until,
-    secs_between,
+    Agent, Moment, Signal, dbcanary_command, events, parse_time, poll_until, secs_between,
 };
 
 const CANARY_ROLE: &str = "dbcanary";
@@ -37,28 +36,6 @@ async fn server_with_canary_role(name: &str, settings: &[&str]) -> Postgres {
 
 fn canary_url(pg: &Postgres) -> String {
     pg.url(CANARY_ROLE, Some(CANARY_PASSWORD))
-}
-
-fn all_outages(m: &Metrics, target: &str) -> f64 {
-    m.sum(
-        "dbcanary_outage_duration_seconds_count",
-        &[("target", target)],
-    )
-}
-
-/// Waits until the target has had at least `n` outages (of any kind).
-async fn wait_outages(agent: &Agent, target: &str, n: f64, limit: Duration) {
-    poll_until(limit, &format!("{n} outages of {target}"), async || {
-        let got = all_outages(&agent.metrics().await, target);
-        check(got >= n, got)
-    })
-    .await;
-}
-
-/// The restored events of a target, oldest first.
-async fn restored(agent: &Agent, target: &str) -> Vec<serde_json::Value> {
-    let t = agent.target(target).await;
-    events(&t, "restored").into_iter().cloned().collect()
 }
 
 /// The canary's one backend, once there is exactly one and it is not `not`.
@@ -130,7 +107,9 @@ backoff = { initial = "20ms", multiplier = 2.0, max = "200ms" }
 
     let pid = canary_backend(&pg, "orders", None).await;
     let killed = pg.terminate(pid).await;
-    wait_outages(&agent, "orders", 1.0, Duration::from_secs(10)).await;
+    agent
+        .wait_outages("orders", 1.0, Duration::from_secs(10))
+        .await;
     let m = agent.metrics().await;
     assert_eq!(
         m.value_or_zero(
@@ -172,8 +151,10 @@ backoff = { initial = "20ms", multiplier = 2.0, max = "200ms" }
     pg.exec("REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC")
         .await;
     pg.terminate(new_pid).await;
-    wait_outages(&agent, "orders", 2.0, Duration::from_secs(10)).await;
-    let r = restored(&agent, "orders").await;
+    agent
+        .wait_outages("orders", 2.0, Duration::from_secs(10))
+        .await;
+    let r = agent.restored("orders").await;
     assert_eq!(r.len(), 2, "{r:?}");
     assert_eq!(r[1]["kind"], "unknown", "{}", r[1]);
     assert!(
@@ -215,8 +196,10 @@ async fn fast_restart_and_crash_are_restarts() {
 
     let (down, back) = pg.restart().await;
     let truth = (back.mono - down.mono).as_secs_f64();
-    wait_outages(&agent, "orders", 1.0, Duration::from_secs(20)).await;
-    let r = &restored(&agent, "orders").await[0];
+    agent
+        .wait_outages("orders", 1.0, Duration::from_secs(20))
+        .await;
+    let r = &agent.restored("orders").await[0];
     assert_eq!(r["kind"], "restart", "{r}");
     assert_eq!(r["cause"], "closed", "the server says goodbye: {r}");
     let measured = r["duration"].as_f64().unwrap();
@@ -235,12 +218,14 @@ async fn fast_restart_and_crash_are_restarts() {
 
     wait_connection_age(&agent, "orders").await;
     pg.crash_and_start().await;
-    wait_outages(&agent, "orders", 2.0, Duration::from_secs(20)).await;
-    let r = &restored(&agent, "orders").await[1];
+    agent
+        .wait_outages("orders", 2.0, Duration::from_secs(20))
+        .await;
+    let r = &agent.restored("orders").await[1];
     assert_eq!(r["kind"], "restart", "a crash and recovery: {r}");
 
     let m = agent.metrics().await;
-    assert_eq!(all_outages(&m, "orders"), 2.0, "{}", m.text);
+    assert_eq!(m.outages("orders"), 2.0, "{}", m.text);
     assert_eq!(
         m.value_or_zero("dbcanary_restarts_total", &[("target", "orders")]),
         2.0,
@@ -264,8 +249,10 @@ async fn hung_backend_is_a_probe_timeout_and_outages_leave_one_connection() {
     let pid = canary_backend(&pg, "orders", None).await;
     let stopped = Moment::now();
     support::signal(pid, Signal::Stop);
-    wait_outages(&agent, "orders", 1.0, Duration::from_secs(10)).await;
-    let r = &restored(&agent, "orders").await[0];
+    agent
+        .wait_outages("orders", 1.0, Duration::from_secs(10))
+        .await;
+    let r = &agent.restored("orders").await[0];
     assert_eq!(r["cause"], "timeout", "{r}");
     assert_eq!(r["kind"], "network", "the server kept running: {r}");
     let detected = secs_between(stopped.wall, parse_time(&r["started_at"]));
@@ -279,11 +266,13 @@ async fn hung_backend_is_a_probe_timeout_and_outages_leave_one_connection() {
     // More drops: still exactly one canary connection.
     for n in 2..=6u32 {
         pg.terminate(last).await;
-        wait_outages(&agent, "orders", f64::from(n), Duration::from_secs(10)).await;
+        agent
+            .wait_outages("orders", f64::from(n), Duration::from_secs(10))
+            .await;
         last = canary_backend(&pg, "orders", Some(last)).await;
     }
     let m = agent.metrics().await;
-    assert_eq!(all_outages(&m, "orders"), 6.0, "{}", m.text);
+    assert_eq!(m.outages("orders"), 6.0, "{}", m.text);
     assert_eq!(
         m.value_or_zero(
             "dbcanary_disconnects_total",
@@ -366,14 +355,8 @@ backoff = { initial = "20ms", multiplier = 2.0, max = "200ms" }
         )
         .await;
     let m = agent.metrics().await;
-    assert_eq!(
-        all_outages(&m, "proxied"),
-        1.0,
-        "{}\n{}",
-        m.text,
-        proxy.log()
-    );
-    assert_eq!(all_outages(&m, "direct"), 0.0, "{}", m.text);
+    assert_eq!(m.outages("proxied"), 1.0, "{}\n{}", m.text, proxy.log());
+    assert_eq!(m.outages("direct"), 0.0, "{}", m.text);
     assert_eq!(
         m.value(
             "dbcanary_server_info",
@@ -392,7 +375,7 @@ backoff = { initial = "20ms", multiplier = 2.0, max = "200ms" }
         m.text
     );
     let new_address = format!("127.0.0.1:{}", replica.port);
-    let r = &restored(&agent, "proxied").await[0];
+    let r = &agent.restored("proxied").await[0];
     assert_eq!(r["before"]["server_id"], before["server_id"], "{r}");
     assert_eq!(r["after"]["address"], new_address, "{r}");
     assert_eq!(r["after"]["role"], "primary", "{r}");
@@ -604,7 +587,9 @@ async fn measure_terminate_detection() {
         let pid = canary_backend(&pg, "orders", last).await;
         let killed = pg.terminate(pid).await;
         last = Some(pid);
-        wait_outages(&agent, "orders", f64::from(i + 1), Duration::from_secs(10)).await;
+        agent
+            .wait_outages("orders", f64::from(i + 1), Duration::from_secs(10))
+            .await;
         let t = agent.target("orders").await;
         let lost = events(&t, "disconnected");
         let at = parse_time(&lost.last().unwrap()["detected_at"]);

@@ -379,6 +379,14 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Outages of `target` so far, of any kind (the outage histogram counts).
+    pub fn outages(&self, target: &str) -> f64 {
+        self.sum(
+            "dbcanary_outage_duration_seconds_count",
+            &[("target", target)],
+        )
+    }
+
     /// Parses the Prometheus text format (comments skipped, label values
     /// unescaped). Panics on a line it cannot read: the exposition is part
     /// of the product.
@@ -688,6 +696,21 @@ impl Agent {
                 check(got == Some(v), got)
             },
         )
+        .await;
+    }
+
+    /// The `restored` events of a target (API), oldest first.
+    pub async fn restored(&self, target: &str) -> Vec<serde_json::Value> {
+        let t = self.target(target).await;
+        events(&t, "restored").into_iter().cloned().collect()
+    }
+
+    /// Waits until `target` has had at least `n` outages (of any kind).
+    pub async fn wait_outages(&self, target: &str, n: f64, limit: Duration) {
+        poll_until(limit, &format!("{n} outages of {target}"), async || {
+            let got = self.metrics().await.outages(target);
+            check(got >= n, got)
+        })
         .await;
     }
 
