@@ -15,12 +15,14 @@ use tokio::sync::mpsc;
 use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ConfigError, ProcessEnv, Target, TargetSource};
-use crate::events::{EventSink, TargetInfo};
-use crate::http::{AppState, serve};
-use crate::stores::run_canary;
+use crate::canary::RunCanary;
+use crate::config::otlp::SettingError;
+use crate::config::{Config, ConfigError, OtlpSettings, ProcessEnv, Target, TargetSource};
+use crate::listener::{AppState, serve};
+use crate::model::TargetInfo;
+use crate::stores::with_store;
 use crate::telemetry::Recorder;
-use crate::telemetry::otlp::{OtlpError, OtlpSettings};
+use crate::telemetry::otlp::OtlpError;
 
 /// How long canaries get to close politely on shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -43,6 +45,8 @@ pub enum AgentError {
     Tls { key: &'static str, reason: String },
     #[error("OTLP export: {0}")]
     Otlp(#[from] OtlpError),
+    #[error("OTLP export: {0}")]
+    OtlpSetting(#[from] SettingError),
 }
 
 /// Reload requests (one message per SIGHUP) and how to read the new
@@ -50,15 +54,6 @@ pub enum AgentError {
 pub struct Reloads {
     pub requests: mpsc::Receiver<()>,
     pub load: Box<dyn Fn() -> Result<Config, ConfigError> + Send>,
-}
-
-/// The static facts of a target that its events carry.
-pub fn target_info(t: &Target) -> Arc<TargetInfo> {
-    Arc::new(TargetInfo {
-        name: t.name.clone(),
-        store: t.kind,
-        endpoint: t.url.endpoint(),
-    })
 }
 
 /// A target the agent watches now.
@@ -84,7 +79,7 @@ struct Canaries {
 
 impl Canaries {
     fn start(&mut self, t: &Target) {
-        let info = target_info(t);
+        let info = t.info();
         self.recorder.add_target(&info);
         self.recorder
             .add_app(&info, &t.depends_on, t.recovery_deadline);
@@ -105,12 +100,18 @@ impl Canaries {
     }
 
     fn spawn(&mut self, t: &Target, info: &Arc<TargetInfo>, stop: &CancellationToken) -> Id {
-        let sink: Arc<dyn EventSink> = self.recorder.clone();
+        let run = RunCanary {
+            info: info.clone(),
+            settings: t.settings,
+            sink: self.recorder.clone(),
+            shutdown: stop.clone(),
+        };
+        let t = t.clone();
         let id = self
             .set
-            .spawn(run_canary(t.clone(), info.clone(), sink, stop.clone()))
+            .spawn(async move { with_store(t.spec(), &t.options, run).await })
             .id();
-        self.by_task.insert(id, t.name.clone());
+        self.by_task.insert(id, info.name.clone());
         id
     }
 
@@ -180,7 +181,7 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     let tls = match &config.agent.tls {
         Some(files) => Some(
-            crate::http::tls_config(files)
+            crate::tls::server_config(files)
                 .map_err(|(key, reason)| AgentError::Tls { key, reason })?,
         ),
         None => None,
@@ -210,7 +211,7 @@ pub async fn run(
         },
         http_stop.clone(),
     ));
-    tracing::info!(%listen, tls = config.agent.tls.is_some(), basic_auth = config.agent.basic_auth.is_some(), targets = config.targets.len(), version = crate::telemetry::VERSION, "dbcanary listening");
+    tracing::info!(%listen, tls = config.agent.tls.is_some(), basic_auth = config.agent.basic_auth.is_some(), targets = config.targets.len(), version = crate::model::VERSION, "dbcanary listening");
     if config.uses_local_defaults() {
         tracing::info!("no targets configured or discovered: watching the local default ports");
     }

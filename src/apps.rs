@@ -10,7 +10,9 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::events::{Event, ProbeResult};
+use crate::events::Event;
+use crate::model::ProbeResult;
+use crate::model::ser::{opt_secs as ser_opt_secs, secs as ser_secs, time as ser_time};
 
 /// How the last drill of a dependency ended for the app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -274,25 +276,11 @@ fn finish(
     })
 }
 
-fn ser_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&humantime::format_rfc3339_micros(*t).to_string())
-}
-
-fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64())
-}
-
-fn ser_opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => s.serialize_f64(d.as_secs_f64()),
-        None => s.serialize_none(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{DisconnectCause, OutageKind, OutageReport};
+    use crate::events::OutageReport;
+    use crate::model::{DisconnectCause, OutageKind};
 
     fn lost() -> Event {
         Event::Disconnected {
@@ -318,13 +306,13 @@ mod tests {
             attempts: 1,
             resolution: Duration::ZERO,
             before: None,
-            after: crate::stores::Identity::default(),
+            after: crate::model::Identity::default(),
         }))
     }
 
     fn connected() -> Event {
         Event::Connected {
-            identity: crate::stores::Identity::default(),
+            identity: crate::model::Identity::default(),
         }
     }
 

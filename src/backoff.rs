@@ -6,23 +6,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-/// Backoff settings (`backoff = { initial, multiplier, max }`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BackoffConfig {
-    pub initial: Duration,
-    pub multiplier: f64,
-    pub max: Duration,
-}
-
-impl Default for BackoffConfig {
-    fn default() -> Self {
-        Self {
-            initial: Duration::from_millis(50),
-            multiplier: 2.0,
-            max: Duration::from_secs(1),
-        }
-    }
-}
+use crate::settings::BackoffConfig;
 
 /// The state of one series of attempts.
 #[derive(Debug, Clone)]

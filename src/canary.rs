@@ -11,25 +11,14 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior, timeout};
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::{Backoff, BackoffConfig};
+use crate::backoff::Backoff;
 use crate::classify::classify;
-use crate::events::{
-    ConnectResult, DisconnectCause, Event, EventSink, FailoverSource, OutageKind, OutageReport,
-    ProbeResult, TargetInfo,
+use crate::events::{Event, EventSink, OutageReport};
+use crate::model::{
+    ConnectResult, DisconnectCause, FailoverSource, Identity, OutageKind, ProbeResult, TargetInfo,
 };
-use crate::stores::{Announcement, CloseSignal, ConnectError, Connected, Identity, Store};
-
-/// How a canary paces itself.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CanarySettings {
-    /// Time between probes.
-    pub interval: Duration,
-    /// Bound of every probe and every connection attempt.
-    pub timeout: Duration,
-    pub backoff: BackoffConfig,
-    /// Re-read the identity every this many probes (0 = never).
-    pub identity_every: u32,
-}
+use crate::settings::CanarySettings;
+use crate::stores::{Announcement, CloseSignal, ConnectError, Connected, Store, UseStore, attempt};
 
 /// An outage in progress.
 struct Outage {
@@ -109,7 +98,7 @@ impl<S: Store> Canary<S> {
                 }) => {
                     let now = Instant::now();
                     self.emit(Event::ConnectAttempt {
-                        result: ConnectResult::Ok,
+                        result: ConnectResult::Ok.into(),
                         duration: now - attempt_start,
                         error: None,
                     });
@@ -171,7 +160,16 @@ impl<S: Store> Canary<S> {
     }
 
     async fn attempt(&self) -> Result<Connected<S::Conn>, ConnectError> {
-        attempt(&self.store, self.settings.timeout).await
+        let r = attempt(&self.store, self.settings.timeout).await;
+        self.tell();
+        r
+    }
+
+    /// Emits what the store has to tell the operator.
+    fn tell(&self) {
+        for message in self.store.notices() {
+            self.emit(Event::Notice { message });
+        }
     }
 
     fn restored(&self, o: Outage, before: Option<&Identity>, after: &Identity, now: Instant) {
@@ -278,7 +276,9 @@ impl<S: Store> Canary<S> {
         identity: &mut Identity,
         announced: bool,
     ) -> Option<UpEnd> {
-        let fresh = match timeout(self.settings.timeout, self.store.identify(conn)).await {
+        let fresh = timeout(self.settings.timeout, self.store.identify(conn)).await;
+        self.tell();
+        let fresh = match fresh {
             Ok(Ok(mut fresh)) => {
                 fresh.read_at.get_or_insert_with(Instant::now);
                 fresh
@@ -346,30 +346,21 @@ fn describe(id: &Identity) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
-/// One connection attempt: connect (with identity) and a first probe, each
-/// bounded by `t`.
-pub async fn attempt<S: Store>(store: &S, t: Duration) -> Result<Connected<S::Conn>, ConnectError> {
-    let mut connected = match timeout(t, store.connect(t)).await {
-        Ok(r) => r?,
-        Err(_) => {
-            return Err(ConnectError::new(
-                ConnectResult::Timeout,
-                format!("no connection within {}", humantime::format_duration(t)),
-            ));
-        }
-    };
-    match timeout(t, store.probe(&mut connected.conn)).await {
-        Ok(Ok(())) => Ok(connected),
-        Ok(Err(e)) => Err(ConnectError::new(
-            match e.cause {
-                DisconnectCause::Timeout => ConnectResult::Timeout,
-                _ => ConnectResult::Io,
-            },
-            format!("first probe failed: {}", e.message),
-        )),
-        Err(_) => Err(ConnectError::new(
-            ConnectResult::Timeout,
-            "first probe timed out",
-        )),
+/// Runs a target's canary until `shutdown` is cancelled: what the agent and
+/// `watch` hand to [`crate::stores::with_store`].
+pub struct RunCanary {
+    pub info: Arc<TargetInfo>,
+    pub settings: CanarySettings,
+    pub sink: Arc<dyn EventSink>,
+    pub shutdown: CancellationToken,
+}
+
+impl UseStore for RunCanary {
+    type Output = ();
+
+    async fn run<S: Store>(self, store: S) {
+        Canary::new(store, self.info, self.settings, self.sink)
+            .run(self.shutdown)
+            .await
     }
 }

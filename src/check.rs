@@ -1,10 +1,14 @@
 //! `dbcanary check`: connect and probe every target once, print who answers.
 
+use std::time::Duration;
+
 use serde::Serialize;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::config::{Config, Target};
-use crate::stores::check_once;
+use crate::model::Identity;
+use crate::stores::{ConnectError, Store, UseStore, attempt, with_store};
 
 /// One target's outcome.
 #[derive(Debug, Clone, Serialize)]
@@ -27,7 +31,7 @@ pub struct CheckRow {
 async fn check_target(t: Target) -> CheckRow {
     let mut row = CheckRow {
         target: t.name.clone(),
-        store: t.kind.label(),
+        store: t.kind().label(),
         endpoint: t.url.endpoint(),
         ok: false,
         result: String::new(),
@@ -39,7 +43,10 @@ async fn check_target(t: Target) -> CheckRow {
         latency_s: None,
         error: None,
     };
-    match check_once(&t).await {
+    let once = CheckOnce {
+        timeout: t.settings.timeout,
+    };
+    match with_store(t.spec(), &t.options, once).await {
         Ok((id, took)) => {
             row.ok = true;
             row.result = "ok".into();
@@ -56,6 +63,22 @@ async fn check_target(t: Target) -> CheckRow {
         }
     }
     row
+}
+
+/// Connects and probes a store once: the identity and the time it took.
+struct CheckOnce {
+    timeout: Duration,
+}
+
+impl UseStore for CheckOnce {
+    type Output = Result<(Identity, Duration), ConnectError>;
+
+    async fn run<S: Store>(self, store: S) -> Self::Output {
+        let start = Instant::now();
+        let c = attempt(&store, self.timeout).await?;
+        store.close(c.conn).await;
+        Ok((c.identity, start.elapsed()))
+    }
 }
 
 /// Checks the targets (all, or the one named) concurrently, in config order.

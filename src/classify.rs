@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use crate::events::OutageKind;
-use crate::stores::Identity;
+use crate::model::{Identity, OutageKind};
 
 /// Slack for uptimes reported in whole seconds and for the time between
 /// reading an identity and measuring.
@@ -100,7 +99,7 @@ fn started_during(before: &Identity, after: &Identity, outage: Duration) -> bool
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stores::Role;
+    use crate::model::Role;
     use tokio::time::Instant;
 
     fn id(server: &str, role: Role, uptime_s: u64) -> Identity {

@@ -6,145 +6,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::stores::{Identity, StoreKind};
-
-/// Result of one connection attempt (SPEC "reconnect attempt").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConnectResult {
-    Ok,
-    Refused,
-    Timeout,
-    Dns,
-    Tls,
-    Auth,
-    NotReady,
-    Protocol,
-    Io,
-    /// An application answered with a status it should not (`http` only).
-    Status,
-    /// An application's answer lacked the expected text (`http` only).
-    Body,
-}
-
-impl ConnectResult {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::Refused => "refused",
-            Self::Timeout => "timeout",
-            Self::Dns => "dns",
-            Self::Tls => "tls",
-            Self::Auth => "auth",
-            Self::NotReady => "not_ready",
-            Self::Protocol => "protocol",
-            Self::Io => "io",
-            Self::Status => "status",
-            Self::Body => "body",
-        }
-    }
-}
-
-/// Why the canary connection became unusable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DisconnectCause {
-    /// The server closed the connection (EOF).
-    Closed,
-    /// The connection was reset.
-    Reset,
-    /// A probe did not answer within the timeout.
-    Timeout,
-    /// A probe failed with an error.
-    Error,
-}
-
-impl DisconnectCause {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Closed => "closed",
-            Self::Reset => "reset",
-            Self::Timeout => "timeout",
-            Self::Error => "error",
-        }
-    }
-}
-
-/// Result of one probe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProbeResult {
-    Ok,
-    Error,
-    Timeout,
-}
-
-impl ProbeResult {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::Error => "error",
-            Self::Timeout => "timeout",
-        }
-    }
-}
-
-/// How an outage is classified when it ends (SPEC "outage").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OutageKind {
-    Failover,
-    Restart,
-    Network,
-    Unknown,
-}
-
-impl OutageKind {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Failover => "failover",
-            Self::Restart => "restart",
-            Self::Network => "network",
-            Self::Unknown => "unknown",
-        }
-    }
-}
-
-/// Where a failover event was learned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailoverSource {
-    /// An outage classified as failover.
-    Outage,
-    /// A Redis Sentinel `+switch-master` announcement.
-    Sentinel,
-    /// The store's topology monitoring saw the primary change.
-    Topology,
-}
-
-impl FailoverSource {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Outage => "outage",
-            Self::Sentinel => "sentinel",
-            Self::Topology => "topology",
-        }
-    }
-}
-
-/// The static facts about the target an event belongs to.
-#[derive(Debug, Clone)]
-pub struct TargetInfo {
-    pub name: String,
-    pub store: StoreKind,
-    /// Host and port of the endpoint, without credentials.
-    pub endpoint: String,
-}
+use crate::model::ser::{secs as ser_secs, time as ser_time};
+use crate::model::{
+    AttemptResult, DisconnectCause, FailoverSource, Identity, OutageKind, ProbeResult, TargetInfo,
+};
 
 /// An outage that has ended.
 #[derive(Debug, Clone, Serialize)]
@@ -180,7 +45,7 @@ pub enum Event {
     Started,
     /// One connection attempt ended (successful or not).
     ConnectAttempt {
-        result: ConnectResult,
+        result: AttemptResult,
         #[serde(serialize_with = "ser_secs")]
         duration: Duration,
         /// Human-readable reason, free of credentials.
@@ -224,12 +89,4 @@ pub enum Event {
 /// Receives every event of every canary.
 pub trait EventSink: Send + Sync + 'static {
     fn emit(&self, target: &TargetInfo, event: &Event);
-}
-
-fn ser_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&humantime::format_rfc3339_micros(*t).to_string())
-}
-
-fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64())
 }

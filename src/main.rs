@@ -212,7 +212,12 @@ async fn dispatch(cli: Cli) -> ExitCode {
             Ok(cfg) => {
                 print!("{}", config::effective_toml(&cfg));
                 for t in &cfg.targets {
-                    eprintln!("dbcanary: target {} ({}) from {}", t.name, t.kind, t.source);
+                    eprintln!(
+                        "dbcanary: target {} ({}) from {}",
+                        t.name,
+                        t.kind(),
+                        t.source
+                    );
                 }
                 eprintln!("dbcanary: configuration OK ({} targets)", cfg.targets.len());
                 ExitCode::SUCCESS

@@ -9,12 +9,14 @@ use std::time::{Duration, SystemTime};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::target_info;
 use crate::apps::{AppTracker, Outcome, Recovery};
-use crate::config::{Target, TargetSource, default_settings};
+use crate::canary::RunCanary;
+use crate::config::{Target, TargetSource};
 use crate::dburl::DbUrl;
-use crate::events::{DisconnectCause, Event, EventSink, OutageReport, TargetInfo};
-use crate::stores::{StoreKind, run_canary};
+use crate::events::{Event, EventSink, OutageReport};
+use crate::model::{DisconnectCause, StoreKind, TargetInfo};
+use crate::settings::CanarySettings;
+use crate::stores::with_store;
 
 /// A URL `watch` cannot use.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +69,7 @@ pub fn targets_with_apps(
         reason: e.reason,
     })?;
     for (i, t) in app_targets.iter_mut().enumerate() {
-        if t.kind != StoreKind::Http {
+        if t.kind() != StoreKind::Http {
             return Err(WatchError {
                 index: urls.len() + i + 1,
                 reason: "--app takes an http:// or https:// URL".into(),
@@ -82,7 +84,7 @@ pub fn targets_with_apps(
 
 /// Builds ad-hoc targets from URLs; each is named by its endpoint.
 pub fn targets(urls: &[String], interval: Duration) -> Result<Vec<Target>, WatchError> {
-    let mut settings = default_settings();
+    let mut settings = CanarySettings::default();
     settings.interval = interval;
     settings.timeout = settings
         .timeout
@@ -95,21 +97,13 @@ pub fn targets(urls: &[String], interval: Duration) -> Result<Vec<Target>, Watch
                 reason,
             };
             let url = DbUrl::parse(u).map_err(|e| err(e.to_string()))?;
-            let kind = StoreKind::from_scheme(&url.scheme)
-                .ok_or_else(|| err(format!("unknown scheme {:?}", url.scheme)))?;
-            crate::stores::check_url(kind, &url).map_err(err)?;
-            let name = if url.path.is_empty() || kind != StoreKind::RedisSentinel {
+            let sentinel = StoreKind::from_scheme(&url.scheme) == Some(StoreKind::RedisSentinel);
+            let name = if url.path.is_empty() || !sentinel {
                 url.endpoint()
             } else {
                 format!("{}/{}", url.endpoint(), url.path)
             };
-            Ok(Target::store(
-                name,
-                kind,
-                url,
-                settings,
-                TargetSource::CommandLine,
-            ))
+            Target::from_url(name, url, settings, TargetSource::CommandLine).map_err(err)
         })
         .collect()
 }
@@ -422,9 +416,13 @@ pub async fn run(
     let mut set = JoinSet::new();
     for t in targets {
         sink.track_app(&t);
-        let info = target_info(&t);
-        let s: Arc<dyn EventSink> = sink.clone();
-        set.spawn(run_canary(t, info, s, shutdown.clone()));
+        let run = RunCanary {
+            info: t.info(),
+            settings: t.settings,
+            sink: sink.clone(),
+            shutdown: shutdown.clone(),
+        };
+        set.spawn(async move { with_store(t.spec(), &t.options, run).await });
     }
     shutdown.cancelled().await;
     let _ = tokio::time::timeout(Duration::from_secs(3), async {

@@ -9,15 +9,16 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use dbcanary::backoff::BackoffConfig;
-use dbcanary::canary::{Canary, CanarySettings};
-use dbcanary::events::{
-    ConnectResult, DisconnectCause, Event, EventSink, FailoverSource, OutageKind, OutageReport,
-    TargetInfo,
+use dbcanary::canary::Canary;
+use dbcanary::dburl::DbUrl;
+use dbcanary::events::{Event, EventSink, OutageReport};
+use dbcanary::model::{
+    AttemptResult, ConnectResult, DisconnectCause, FailoverSource, Identity, OutageKind, Role,
+    StoreKind, TargetInfo,
 };
+use dbcanary::settings::{BackoffConfig, CanarySettings};
 use dbcanary::stores::{
-    Announcement, CloseSignal, ConnectError, Connected, Identity, ProbeError, Role, Store,
-    StoreKind,
+    Announcement, CloseSignal, ConnectError, Connected, ProbeError, Spec, Store,
 };
 
 /// What the fake server does now.
@@ -81,7 +82,16 @@ impl Fake {
 }
 
 impl Store for Fake {
+    type Options = ();
     type Conn = ();
+
+    fn options(_: &DbUrl) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn new(_: Spec<'_>, _: &()) -> Self {
+        Fake::new()
+    }
 
     async fn connect(&self, _t: Duration) -> Result<Connected<()>, ConnectError> {
         let (tx, rx) = oneshot::channel();
@@ -198,6 +208,7 @@ fn start(fake: &Fake, sink: &Arc<Collect>) -> CancellationToken {
         name: "t".into(),
         store: StoreKind::Redis,
         endpoint: "fake:1".into(),
+        own_results: &[],
     });
     let s: Arc<dyn EventSink> = sink.clone();
     let canary = Canary::new(fake.clone(), info, settings(), s);
@@ -254,7 +265,7 @@ async fn refusals_are_counted_and_the_outage_measured() {
         matches!(
             e,
             Event::ConnectAttempt {
-                result: ConnectResult::Refused,
+                result: AttemptResult::Connect(ConnectResult::Refused),
                 ..
             }
         )
@@ -342,7 +353,7 @@ async fn startup_failures_are_attempts_not_outages_and_shutdown_stops() {
         sink.count(|e| matches!(
             e,
             Event::ConnectAttempt {
-                result: ConnectResult::Auth,
+                result: AttemptResult::Connect(ConnectResult::Auth),
                 ..
             }
         )),

@@ -2,19 +2,11 @@
 //! per service: `ORDERS_MONGODB_URL` becomes target `orders`, and
 //! `DATABASE_URL` becomes target `database`.
 
-use crate::canary::CanarySettings;
 use crate::dburl::DbUrl;
-use crate::stores::StoreKind;
+use crate::model::{KINDS, StoreKind};
+use crate::settings::CanarySettings;
 
 use super::{Env, Target, TargetSource, valid_name};
-
-/// The variable suffixes discovery looks for.
-pub const SUFFIXES: [&str; 4] = [
-    "_REDIS_URL",
-    "_MYSQL_URL",
-    "_MONGODB_URL",
-    "_POSTGRESQL_URL",
-];
 
 /// Discovers targets from the environment. Variables whose value is not a
 /// usable URL are skipped with a warning that names the variable (never its
@@ -27,7 +19,11 @@ pub fn discover(env: &dyn Env, settings: CanarySettings) -> Vec<Target> {
         let name = if var == "DATABASE_URL" {
             "database".to_string()
         } else {
-            match SUFFIXES.iter().find_map(|s| var.strip_suffix(s)) {
+            match KINDS
+                .iter()
+                .filter_map(|row| row.env_suffix)
+                .find_map(|s| var.strip_suffix(s))
+            {
                 Some(prefix) if !prefix.is_empty() => prefix.to_ascii_lowercase(),
                 _ => continue,
             }
@@ -43,26 +39,20 @@ pub fn discover(env: &dyn Env, settings: CanarySettings) -> Vec<Target> {
                 continue;
             }
         };
-        let Some(kind) = StoreKind::from_scheme(&url.scheme).filter(|k| *k != StoreKind::Http)
-        else {
+        if StoreKind::from_scheme(&url.scheme).is_none_or(|k| k == StoreKind::Http) {
             tracing::warn!(variable = %var, scheme = %url.scheme, "discovery: skipped, unknown scheme");
-            continue;
-        };
-        if let Err(reason) = crate::stores::check_url(kind, &url) {
-            tracing::warn!(variable = %var, %reason, "discovery: skipped, not a usable URL");
             continue;
         }
         if out.iter().any(|t| t.name == name) {
             tracing::warn!(variable = %var, target = %name, "discovery: skipped, name already taken");
             continue;
         }
-        out.push(Target::store(
-            name,
-            kind,
-            url,
-            settings,
-            TargetSource::Env(var),
-        ));
+        match Target::from_url(name, url, settings, TargetSource::Env(var.clone())) {
+            Ok(t) => out.push(t),
+            Err(reason) => {
+                tracing::warn!(variable = %var, %reason, "discovery: skipped, not a usable URL");
+            }
+        }
     }
     out
 }

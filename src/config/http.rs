@@ -2,86 +2,10 @@
 //! the body must contain, and extra request headers.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::Deserialize;
 
-/// One accepted status: an exact code or a whole class (`2xx`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusMatch {
-    Code(u16),
-    /// The hundreds digit: `2` for `2xx`.
-    Class(u16),
-}
-
-impl StatusMatch {
-    pub fn matches(self, status: u16) -> bool {
-        match self {
-            Self::Code(c) => status == c,
-            Self::Class(c) => status / 100 == c,
-        }
-    }
-}
-
-impl fmt::Display for StatusMatch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Code(c) => write!(f, "{c}"),
-            Self::Class(c) => write!(f, "{c}xx"),
-        }
-    }
-}
-
-/// The checks of an `http` target. `Debug` never shows header values (they
-/// may hold tokens).
-#[derive(Clone, PartialEq, Eq)]
-pub struct HttpCheck {
-    /// Accepted statuses; any 2xx unless configured.
-    pub expected_status: Vec<StatusMatch>,
-    /// Text the body must contain (the first [`BODY_LIMIT`] bytes are read).
-    pub body_contains: Option<String>,
-    /// Extra request headers, names lower-cased.
-    pub headers: BTreeMap<String, String>,
-}
-
-/// How much of a body is read to look for `body_contains`.
-pub const BODY_LIMIT: usize = 1 << 20;
-
-impl Default for HttpCheck {
-    fn default() -> Self {
-        Self {
-            expected_status: vec![StatusMatch::Class(2)],
-            body_contains: None,
-            headers: BTreeMap::new(),
-        }
-    }
-}
-
-impl HttpCheck {
-    /// Whether `status` is accepted.
-    pub fn status_ok(&self, status: u16) -> bool {
-        self.expected_status.iter().any(|m| m.matches(status))
-    }
-
-    /// The accepted statuses as written in the config: `2xx, 301`.
-    pub fn expected(&self) -> String {
-        self.expected_status
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-}
-
-impl fmt::Debug for HttpCheck {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HttpCheck")
-            .field("expected_status", &self.expected())
-            .field("body_contains", &self.body_contains)
-            .field("headers", &self.headers.keys().collect::<Vec<_>>())
-            .finish()
-    }
-}
+use crate::stores::http::{HttpCheck, StatusMatch};
 
 /// `expected_status` as written: one status or a list.
 #[derive(Debug, Deserialize)]

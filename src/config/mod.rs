@@ -12,16 +12,19 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::backoff::BackoffConfig;
-use crate::canary::CanarySettings;
 use crate::dburl::DbUrl;
-use crate::stores::StoreKind;
+use crate::model::{StoreKind, TargetInfo};
+use crate::settings::CanarySettings;
+use crate::stores::http::StatusMatch;
+use crate::stores::{Options, Spec};
+use crate::tls::TlsFiles;
 
 mod discovery;
 mod http;
+pub mod otlp;
 
 pub use discovery::discover;
-pub use http::{BODY_LIMIT, HttpCheck, StatusMatch};
+pub use otlp::{OtlpConfig, OtlpSettings, Transport};
 
 /// Where the agent listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9838";
@@ -56,14 +59,6 @@ pub struct AgentConfig {
     pub basic_auth: Option<BasicAuth>,
 }
 
-/// Certificate chain and private key of the listener, PEM files.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsFiles {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-}
-
 /// HTTP basic authentication of the listener: a user and a bcrypt hash of
 /// its password (`htpasswd -nbB user password`, the part after the colon).
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -80,28 +75,6 @@ impl fmt::Debug for BasicAuth {
             .field("password_hash", &"***")
             .finish()
     }
-}
-
-/// `[otlp]` as given; export itself is configured by the OTLP exporter.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct OtlpConfig {
-    #[serde(default)]
-    pub endpoint: String,
-    #[serde(default)]
-    pub protocol: Option<String>,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    #[serde(default)]
-    pub timeout: Option<String>,
-    #[serde(default)]
-    pub export_interval: Option<String>,
-    #[serde(default)]
-    pub traces: Option<bool>,
-    #[serde(default)]
-    pub metrics: Option<bool>,
-    #[serde(default)]
-    pub resource_attributes: BTreeMap<String, String>,
 }
 
 /// Where a target came from.
@@ -121,36 +94,76 @@ pub enum TargetSource {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {
     pub name: String,
-    pub kind: StoreKind,
     pub url: DbUrl,
+    /// What the store reads from the URL (for `http` targets also what a
+    /// healthy answer looks like), parsed once.
+    pub options: Options,
     pub settings: CanarySettings,
     /// For `http` targets: the stores the application depends on.
     pub depends_on: Vec<String>,
     pub recovery_deadline: Duration,
-    /// For `http` targets: what a healthy answer looks like.
-    pub http: HttpCheck,
     pub source: TargetSource,
 }
 
 impl Target {
-    /// A store target (not an application) with the given settings.
-    pub fn store(
+    /// The one way a URL becomes a target (config file, discovery, local
+    /// defaults, `watch`): the scheme decides the store kind, whose options
+    /// are parsed now. The reason never contains the URL.
+    pub fn from_url(
         name: String,
-        kind: StoreKind,
         url: DbUrl,
         settings: CanarySettings,
         source: TargetSource,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, String> {
+        let kind = StoreKind::from_scheme(&url.scheme).ok_or_else(|| {
+            format!(
+                "unknown scheme {:?}: use {}",
+                url.scheme,
+                scheme_list(&StoreKind::all_schemes())
+            )
+        })?;
+        let options = Options::parse(kind, &url)?;
+        Ok(Self {
             name,
-            kind,
             url,
+            options,
             settings,
             depends_on: Vec::new(),
             recovery_deadline: DEFAULT_RECOVERY_DEADLINE,
-            http: HttpCheck::default(),
             source,
+        })
+    }
+
+    /// The store kind.
+    pub fn kind(&self) -> StoreKind {
+        self.options.kind()
+    }
+
+    /// What the store is built from.
+    pub fn spec(&self) -> Spec<'_> {
+        Spec {
+            name: &self.name,
+            url: &self.url,
+            settings: &self.settings,
         }
+    }
+
+    /// The static facts of the target that its events carry.
+    pub fn info(&self) -> std::sync::Arc<TargetInfo> {
+        std::sync::Arc::new(TargetInfo {
+            name: self.name.clone(),
+            store: self.kind(),
+            endpoint: self.url.endpoint(),
+            own_results: self.options.own_results(),
+        })
+    }
+}
+
+/// `a, b, c or d`.
+fn scheme_list(items: &[&str]) -> String {
+    match items.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => items.join(""),
     }
 }
 
@@ -239,16 +252,6 @@ struct RawTarget {
     expected_status: Option<http::RawStatuses>,
     body_contains: Option<String>,
     headers: Option<BTreeMap<String, String>>,
-}
-
-/// The built-in defaults (`[defaults]` when nothing is given).
-pub fn default_settings() -> CanarySettings {
-    CanarySettings {
-        interval: Duration::from_secs(1),
-        timeout: Duration::from_millis(500),
-        backoff: BackoffConfig::default(),
-        identity_every: 10,
-    }
 }
 
 /// Default time an application has to recover after its store is back.
@@ -474,7 +477,7 @@ fn validate(
         }
     };
     if let Some(tls) = &raw.agent.tls {
-        crate::http::tls_config(tls)
+        crate::tls::server_config(tls)
             .map_err(|(key, reason)| ctx.err(format!("agent.tls.{key}"), reason))?;
     }
     if let Some(auth) = &raw.agent.basic_auth {
@@ -499,10 +502,10 @@ fn validate(
             backoff: raw.defaults.backoff.as_ref(),
             identity_every: raw.defaults.identity_every,
         },
-        default_settings(),
+        CanarySettings::default(),
     )?;
     if let Some(o) = &raw.otlp {
-        validate_otlp(&ctx, o)?;
+        otlp::validate(o).map_err(|(key, reason)| ctx.err(key, reason))?;
     }
 
     let mut targets = Vec::new();
@@ -562,34 +565,6 @@ fn validate(
     })
 }
 
-fn validate_otlp(ctx: &Ctx<'_>, o: &OtlpConfig) -> Result<(), ConfigError> {
-    if let Some(p) = &o.protocol
-        && p != "grpc"
-        && p != "http/protobuf"
-    {
-        return Err(ctx.err(
-            "otlp.protocol",
-            format!("must be \"grpc\" or \"http/protobuf\", got {p:?}"),
-        ));
-    }
-    if !o.endpoint.is_empty() {
-        let u = url::Url::parse(&o.endpoint)
-            .map_err(|e| ctx.err("otlp.endpoint", format!("not a URL: {e}")))?;
-        if u.scheme() != "http" && u.scheme() != "https" {
-            return Err(ctx.err("otlp.endpoint", "must be an http:// or https:// URL"));
-        }
-    }
-    for (key, v) in [
-        ("otlp.timeout", &o.timeout),
-        ("otlp.export_interval", &o.export_interval),
-    ] {
-        if let Some(v) = v {
-            ctx.duration(key, v)?;
-        }
-    }
-    Ok(())
-}
-
 fn validate_target(
     ctx: &Ctx<'_>,
     i: usize,
@@ -624,17 +599,9 @@ fn validate_target(
             }
         },
     };
-    let mut url = DbUrl::parse(&url_text).map_err(|e| ctx.err(&url_key, e.to_string()))?;
-    let kind = StoreKind::from_scheme(&url.scheme).ok_or_else(|| {
-        ctx.err(
-            &url_key,
-            format!(
-                "unknown scheme {:?}: use redis, rediss, redis+sentinel, mysql, mariadb, mongodb, mongodb+srv, postgres, postgresql, http or https",
-                url.scheme
-            ),
-        )
-    })?;
-    crate::stores::check_url(kind, &url).map_err(|reason| ctx.err(&url_key, reason))?;
+    let url = DbUrl::parse(&url_text).map_err(|e| ctx.err(&url_key, e.to_string()))?;
+    let mut target = Target::from_url(name, url, defaults, TargetSource::File)
+        .map_err(|reason| ctx.err(&url_key, reason))?;
     if let Some(pf) = &t.password_file {
         let pw = std::fs::read_to_string(pf).map_err(|e| {
             ctx.err(
@@ -643,9 +610,9 @@ fn validate_target(
             )
         })?;
         let pw = pw.trim_end_matches(['\r', '\n']).to_string();
-        url.set_password(Some(pw));
+        target.url.set_password(Some(pw));
     }
-    let settings = ctx.settings(
+    target.settings = ctx.settings(
         &format!("target[{i}]."),
         &RawSettingsRef {
             interval: t.interval.as_deref(),
@@ -655,6 +622,7 @@ fn validate_target(
         },
         defaults,
     )?;
+    let kind = target.kind();
     let depends_on = t.depends_on.clone().unwrap_or_default();
     if !depends_on.is_empty() && kind != StoreKind::Http {
         return Err(ctx.err(
@@ -676,47 +644,34 @@ fn validate_target(
     {
         return Err(ctx.err(key(k), "only http targets (applications) take this key"));
     }
-    let http = http::validate(&raw_http).map_err(|(k, reason)| ctx.err(key(&k), reason))?;
-    if http.headers.contains_key("authorization") && (url.username.is_some() || url.has_password())
-    {
-        return Err(ctx.err(
-            key("headers.authorization"),
-            "credentials are given twice: use either the URL's user:password (or password_file) or an Authorization header",
-        ));
+    if let Options::Http(check) = &mut target.options {
+        *check = http::validate(&raw_http).map_err(|(k, reason)| ctx.err(key(&k), reason))?;
+        if check.headers.contains_key("authorization")
+            && (target.url.username.is_some() || target.url.has_password())
+        {
+            return Err(ctx.err(
+                key("headers.authorization"),
+                "credentials are given twice: use either the URL's user:password (or password_file) or an Authorization header",
+            ));
+        }
     }
-    Ok(Target {
-        name,
-        kind,
-        url,
-        settings,
-        depends_on,
-        recovery_deadline,
-        http,
-        source: TargetSource::File,
-    })
+    target.depends_on = depends_on;
+    target.recovery_deadline = recovery_deadline;
+    Ok(target)
 }
 
-/// The local default ports, watched when nothing else is configured.
+/// The local default ports, watched when nothing else is configured (the
+/// kind table's `local_default`s).
 pub fn local_defaults(settings: CanarySettings) -> Vec<Target> {
-    [
-        ("redis", "redis://127.0.0.1:6379"),
-        ("mysql", "mysql://root@127.0.0.1:3306"),
-        ("mongodb", "mongodb://127.0.0.1:27017"),
-        ("postgresql", "postgresql://postgres@127.0.0.1:5432"),
-    ]
-    .into_iter()
-    .map(|(name, url)| {
-        let url = DbUrl::parse(url).expect("built-in URL parses");
-        let kind = StoreKind::from_scheme(&url.scheme).expect("built-in scheme");
-        Target::store(
-            name.to_string(),
-            kind,
-            url,
-            settings,
-            TargetSource::LocalDefault,
-        )
-    })
-    .collect()
+    crate::model::KINDS
+        .iter()
+        .filter_map(|row| row.local_default)
+        .map(|(name, url)| {
+            let url = DbUrl::parse(url).expect("built-in URL parses");
+            Target::from_url(name.to_string(), url, settings, TargetSource::LocalDefault)
+                .expect("built-in URL is a target")
+        })
+        .collect()
 }
 
 impl fmt::Display for TargetSource {
@@ -803,7 +758,7 @@ pub fn effective_toml(c: &Config) -> String {
             tt.insert("name".into(), Value::String(t.name.clone()));
             tt.insert("url".into(), Value::String(t.url.redacted()));
             tt.extend(settings(&t.settings));
-            if t.kind == StoreKind::Http {
+            if let Options::Http(check) = &t.options {
                 tt.insert(
                     "depends_on".into(),
                     Value::Array(t.depends_on.iter().cloned().map(Value::String).collect()),
@@ -812,7 +767,7 @@ pub fn effective_toml(c: &Config) -> String {
                 tt.insert(
                     "expected_status".into(),
                     Value::Array(
-                        t.http
+                        check
                             .expected_status
                             .iter()
                             .map(|m| match m {
@@ -822,12 +777,11 @@ pub fn effective_toml(c: &Config) -> String {
                             .collect(),
                     ),
                 );
-                if let Some(b) = &t.http.body_contains {
+                if let Some(b) = &check.body_contains {
                     tt.insert("body_contains".into(), Value::String(b.clone()));
                 }
-                if !t.http.headers.is_empty() {
-                    let h = t
-                        .http
+                if !check.headers.is_empty() {
+                    let h = check
                         .headers
                         .keys()
                         .map(|k| (k.clone(), Value::String("***".into())))

@@ -111,6 +111,32 @@ const REFUSED: &[(&str, &str, &str)] = &[
         "target[0].url",
         "unknown scheme \"ftp\"",
     ),
+    // Store options are parsed once, here: a target that validates runs.
+    (
+        "[[target]]\nname = \"a\"\nurl = \"mysql://u:hunter2@h/db?ssl-mode=sometimes\"\n",
+        "target[0].url",
+        "ssl-mode \"sometimes\" is not one of",
+    ),
+    (
+        "[[target]]\nname = \"a\"\nurl = \"mariadb://u:hunter2@h1,h2/db\"\n",
+        "target[0].url",
+        "names one host",
+    ),
+    (
+        "[[target]]\nname = \"a\"\nurl = \"postgresql://u:hunter2@h/db?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem\"\n",
+        "target[0].url",
+        "sslrootcert: cannot read /nonexistent/ca.pem",
+    ),
+    (
+        "[[target]]\nname = \"a\"\nurl = \"postgres://u:hunter2@h/db?application=x\"\n",
+        "target[0].url",
+        "unknown URL parameter \"application\"",
+    ),
+    (
+        "[[target]]\nname = \"a\"\nurl = \"mongodb://u:hunter2@h/?heartbeatFrequencyMS=100\"\n",
+        "target[0].url",
+        "heartbeatFrequencyMS must be at least 500",
+    ),
     (
         "[[target]]\nname = \"a\"\nurl = \"redis://:hunter2@h:99999\"\n",
         "target[0].url",
@@ -258,7 +284,7 @@ fn defaults_overrides_and_password_file() {
     assert_eq!(cache.settings.timeout, Duration::from_millis(250));
     assert_eq!(cache.url.password(), Some("s3cret"));
     let orders = &c.targets[1];
-    assert_eq!(orders.kind, StoreKind::Mysql);
+    assert_eq!(orders.kind(), StoreKind::Mysql);
     assert_eq!(orders.settings.timeout, Duration::from_millis(400));
     let shown = effective_toml(&c);
     assert!(!shown.contains("s3cret"), "{shown}");
@@ -276,22 +302,27 @@ fn http_checks_are_read_and_their_secrets_redacted() {
     let p = write(&dir, "c.toml", &text);
     let c = load(Some(&p), &MapEnv::new(&[])).unwrap();
     let app = &c.targets[0];
+    let check = |t: &Target| match &t.options {
+        Options::Http(c) => c.clone(),
+        other => panic!("not an http target: {other:?}"),
+    };
+    let app_check = check(app);
     assert_eq!(
-        app.http.expected_status,
+        app_check.expected_status,
         [
             StatusMatch::Code(200),
             StatusMatch::Class(3),
             StatusMatch::Code(204)
         ]
     );
-    assert!(app.http.status_ok(301) && app.http.status_ok(204));
-    assert!(!app.http.status_ok(201) && !app.http.status_ok(503));
-    assert_eq!(app.http.body_contains.as_deref(), Some("ok"));
-    assert_eq!(app.http.headers["x-api-key"], "key-hunter2");
+    assert!(app_check.status_ok(301) && app_check.status_ok(204));
+    assert!(!app_check.status_ok(201) && !app_check.status_ok(503));
+    assert_eq!(app_check.body_contains.as_deref(), Some("ok"));
+    assert_eq!(app_check.headers["x-api-key"], "key-hunter2");
     assert_eq!(app.url.password(), Some("t0ken-hunter2"));
-    let plain = &c.targets[1];
-    assert_eq!(plain.http.expected(), "2xx");
-    assert!(plain.http.status_ok(299) && !plain.http.status_ok(300));
+    let plain = check(&c.targets[1]);
+    assert_eq!(plain.expected(), "2xx");
+    assert!(plain.status_ok(299) && !plain.status_ok(300));
     let shown = effective_toml(&c);
     let debug = format!("{c:?}");
     for text in [&shown, &debug] {
@@ -306,7 +337,10 @@ fn http_checks_are_read_and_their_secrets_redacted() {
     // What config check prints reads back as the same checks.
     let again = write(&dir, "again.toml", &shown.replace("***", "x"));
     let c2 = load(Some(&again), &MapEnv::new(&[])).unwrap();
-    assert_eq!(c2.targets[0].http.expected_status, app.http.expected_status);
+    assert_eq!(
+        check(&c2.targets[0]).expected_status,
+        app_check.expected_status
+    );
 }
 
 #[test]
@@ -338,7 +372,7 @@ fn discovery_from_url_variables() {
     let mut names: Vec<(&str, StoreKind)> = c
         .targets
         .iter()
-        .map(|t| (t.name.as_str(), t.kind))
+        .map(|t| (t.name.as_str(), t.kind()))
         .collect();
     names.sort_by_key(|(n, _)| *n);
     assert_eq!(

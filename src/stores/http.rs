@@ -9,16 +9,100 @@
 //! or a `password_file` alone) as a bearer token. Both, like configured
 //! header values, stay out of every message.
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
-use crate::config::{BODY_LIMIT, HttpCheck};
 use crate::dburl::DbUrl;
-use crate::events::{ConnectResult, DisconnectCause};
+use crate::model::{AttemptResult, ConnectResult, DisconnectCause, Identity};
 use crate::stores::{
-    CloseSignal, ConnectError, Connected, Identity, ProbeError, Store, classify_io,
-    disconnect_cause, find_io_error, is_tls_error, resolve,
+    CloseSignal, ConnectError, Connected, ProbeError, Spec, Store, classify_io, disconnect_cause,
+    resolve,
 };
+use crate::tls::{find_io_error, is_tls_error};
+
+/// The attempt result of an answer with a status the check does not accept.
+const STATUS: &str = "status";
+/// The attempt result of an answer without the text the check looks for.
+const BODY: &str = "body";
+
+/// One accepted status: an exact code or a whole class (`2xx`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusMatch {
+    Code(u16),
+    /// The hundreds digit: `2` for `2xx`.
+    Class(u16),
+}
+
+impl StatusMatch {
+    pub fn matches(self, status: u16) -> bool {
+        match self {
+            Self::Code(c) => status == c,
+            Self::Class(c) => status / 100 == c,
+        }
+    }
+}
+
+impl fmt::Display for StatusMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Code(c) => write!(f, "{c}"),
+            Self::Class(c) => write!(f, "{c}xx"),
+        }
+    }
+}
+
+/// The checks of an `http` target. `Debug` never shows header values (they
+/// may hold tokens).
+#[derive(Clone, PartialEq, Eq)]
+pub struct HttpCheck {
+    /// Accepted statuses; any 2xx unless configured.
+    pub expected_status: Vec<StatusMatch>,
+    /// Text the body must contain (the first [`BODY_LIMIT`] bytes are read).
+    pub body_contains: Option<String>,
+    /// Extra request headers, names lower-cased.
+    pub headers: BTreeMap<String, String>,
+}
+
+/// How much of a body is read to look for `body_contains`.
+pub const BODY_LIMIT: usize = 1 << 20;
+
+impl Default for HttpCheck {
+    fn default() -> Self {
+        Self {
+            expected_status: vec![StatusMatch::Class(2)],
+            body_contains: None,
+            headers: BTreeMap::new(),
+        }
+    }
+}
+
+impl HttpCheck {
+    /// Whether `status` is accepted.
+    pub fn status_ok(&self, status: u16) -> bool {
+        self.expected_status.iter().any(|m| m.matches(status))
+    }
+
+    /// The accepted statuses as written in the config: `2xx, 301`.
+    pub fn expected(&self) -> String {
+        self.expected_status
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl fmt::Debug for HttpCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpCheck")
+            .field("expected_status", &self.expected())
+            .field("body_contains", &self.body_contains)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
 
 /// One application health endpoint.
 pub struct HttpStore {
@@ -57,7 +141,7 @@ impl HttpStore {
     /// One GET: the status on success, or the failure.
     async fn get(&self) -> Result<reqwest::StatusCode, Failure> {
         let req = self.request.as_ref().map_err(|e| Failure {
-            result: ConnectResult::Protocol,
+            result: ConnectResult::Protocol.into(),
             cause: DisconnectCause::Error,
             message: e.clone(),
         })?;
@@ -71,7 +155,7 @@ impl HttpStore {
         let status = resp.status();
         if !self.check.status_ok(status.as_u16()) {
             return Err(Failure {
-                result: ConnectResult::Status,
+                result: AttemptResult::Own(STATUS),
                 cause: DisconnectCause::Error,
                 message: format!(
                     "unhealthy: HTTP status {} (expected {})",
@@ -91,7 +175,7 @@ impl HttpStore {
             && !contains(&body, want.as_bytes())
         {
             return Err(Failure {
-                result: ConnectResult::Body,
+                result: AttemptResult::Own(BODY),
                 cause: DisconnectCause::Error,
                 message: format!(
                     "unhealthy: HTTP status {} but the body does not contain {want:?}",
@@ -161,7 +245,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// A failed GET, classified both ways.
 struct Failure {
-    result: ConnectResult,
+    result: AttemptResult,
     cause: DisconnectCause,
     message: String,
 }
@@ -189,14 +273,42 @@ fn failure(e: reqwest::Error) -> Failure {
         src = s.source();
     }
     Failure {
-        result,
+        result: result.into(),
         cause,
         message,
     }
 }
 
 impl Store for HttpStore {
+    /// The check an answer must pass: the configuration's keys fill it in
+    /// (see `config`); the URL alone gives the default.
+    type Options = HttpCheck;
     type Conn = ();
+
+    const OWN_RESULTS: &'static [&'static str] = &[STATUS, BODY];
+
+    fn options(url: &DbUrl) -> Result<HttpCheck, String> {
+        let mut bare = url.clone();
+        bare.username = None;
+        bare.set_password(None);
+        reqwest::Url::parse(&bare.expose()).map_err(|e| format!("not a valid http URL: {e}"))?;
+        Ok(HttpCheck::default())
+    }
+
+    /// Every request, body included, is bounded by the target's timeout.
+    fn new(spec: Spec<'_>, check: &HttpCheck) -> Self {
+        // reqwest is built without a TLS provider of its own: use ring, as
+        // main() does (a no-op when one is installed already).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let first = spec.url.first_host();
+        Self {
+            request: Request::new(spec.url, check, spec.settings.timeout),
+            check: check.clone(),
+            host: first.host.clone(),
+            port: first.port,
+            last_status: AtomicU16::new(0),
+        }
+    }
 
     async fn connect(&self, _timeout: Duration) -> Result<Connected<()>, ConnectError> {
         resolve(&self.host, self.port).await?;

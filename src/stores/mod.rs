@@ -1,19 +1,28 @@
 //! The stores dbcanary watches, behind one [`Store`] trait. Store code knows
 //! its protocol and nothing else: no metrics, no spans, no HTTP. The generic
 //! canary drives every store the same way and owns all timing.
+//!
+//! A store is one file here, one row in [`crate::model::KINDS`] and one line
+//! in the [`stores!`] list below, which writes the one dispatch: the
+//! [`Options`] a target's URL is parsed into once (when the configuration is
+//! read, so a target that validates always runs) and [`with_store`], which
+//! hands the agent, `check` and `watch` the store of a target.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
+use tokio::time::timeout;
 
-use crate::events::{ConnectResult, DisconnectCause, FailoverSource};
+use crate::dburl::DbUrl;
+use crate::model::{
+    AttemptResult, ConnectResult, DisconnectCause, FailoverSource, Identity, StoreKind,
+};
+use crate::settings::CanarySettings;
 
 pub mod http;
 pub mod mongodb;
@@ -22,115 +31,19 @@ pub mod postgres;
 pub mod redis;
 pub mod sentinel;
 
-/// Which kind of store a target is, decided by its URL scheme.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StoreKind {
-    Redis,
-    RedisSentinel,
-    Mysql,
-    Mongodb,
-    Postgresql,
-    Http,
-}
-
-impl StoreKind {
-    /// The store kind for a URL scheme, if dbcanary knows the scheme.
-    pub fn from_scheme(scheme: &str) -> Option<Self> {
-        Some(match scheme {
-            "redis" | "rediss" => Self::Redis,
-            "redis+sentinel" | "rediss+sentinel" => Self::RedisSentinel,
-            "mysql" | "mariadb" => Self::Mysql,
-            "mongodb" | "mongodb+srv" => Self::Mongodb,
-            "postgres" | "postgresql" => Self::Postgresql,
-            "http" | "https" => Self::Http,
-            _ => return None,
-        })
-    }
-
-    /// The `store` label value (Sentinel targets are Redis targets).
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Redis | Self::RedisSentinel => "redis",
-            Self::Mysql => "mysql",
-            Self::Mongodb => "mongodb",
-            Self::Postgresql => "postgresql",
-            Self::Http => "http",
-        }
-    }
-}
-
-impl fmt::Display for StoreKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.label())
-    }
-}
-
-/// The role of the server that answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Primary,
-    Replica,
-}
-
-impl Role {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Primary => "primary",
-            Self::Replica => "replica",
-        }
-    }
-}
-
-/// What the agent learns about the server behind the endpoint on every
-/// (re)connect (SPEC "identity"). Every field is optional: a store fills in
-/// what it can, and classification says which missing field stopped it.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Identity {
-    /// Stable id of the server (Redis `run_id`, MySQL `server_uuid`, ...).
-    pub server_id: Option<String>,
-    pub role: Option<Role>,
-    /// Server uptime when the identity was read.
-    #[serde(serialize_with = "ser_opt_secs", rename = "uptime_s")]
-    pub uptime: Option<Duration>,
-    /// Id of the server process, where the store reports one without an
-    /// uptime (MongoDB `topologyVersion.processId`).
-    pub process_id: Option<String>,
-    /// A topology epoch that only moves forward (MongoDB `electionId`,
-    /// PostgreSQL timeline).
-    pub epoch: Option<String>,
-    /// The address actually reached (`host:port`).
-    pub address: Option<String>,
-    pub version: Option<String>,
-    /// Store-specific extras shown in the API (e.g. Redis `master_replid`).
-    pub details: BTreeMap<String, String>,
-    /// When the identity was read (monotonic), to extrapolate the uptime.
-    #[serde(skip)]
-    pub read_at: Option<Instant>,
-}
-
-fn ser_opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => s.serialize_f64(d.as_secs_f64()),
-        None => s.serialize_none(),
-    }
-}
-
 /// A failed connection attempt, with its bounded kind.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct ConnectError {
-    pub result: ConnectResult,
+    pub result: AttemptResult,
     /// Human-readable, free of credentials.
     pub message: String,
 }
 
 impl ConnectError {
-    pub fn new(result: ConnectResult, message: impl Into<String>) -> Self {
+    pub fn new(result: impl Into<AttemptResult>, message: impl Into<String>) -> Self {
         Self {
-            result,
+            result: result.into(),
             message: message.into(),
         }
     }
@@ -200,10 +113,33 @@ pub enum Announcement {
     Notice(String),
 }
 
+/// What a store is built from: the target's name (for the name the
+/// connection announces), its URL (credentials included) and its pacing.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec<'a> {
+    pub name: &'a str,
+    pub url: &'a DbUrl,
+    pub settings: &'a CanarySettings,
+}
+
 /// One store implementation. The canary wraps every call in its own timeout,
 /// so an implementation may simply await its driver.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Send + Sync + Sized + 'static {
+    /// What the store reads from a target's URL, parsed and checked once
+    /// when the configuration is loaded.
+    type Options: fmt::Debug + Clone + PartialEq + Send + Sync + 'static;
     type Conn: Send + 'static;
+
+    /// Attempt results this store has beyond [`ConnectResult`] (label
+    /// values), so that their series start at zero.
+    const OWN_RESULTS: &'static [&'static str] = &[];
+
+    /// Parses and checks the store-specific parts of a URL (query options,
+    /// host count, certificate files). The reason never contains the URL.
+    fn options(url: &DbUrl) -> Result<Self::Options, String>;
+
+    /// The store of one target, from options [`Store::options`] accepted.
+    fn new(spec: Spec<'_>, options: &Self::Options) -> Self;
 
     /// Opens a canary connection: TCP, TLS, auth, handshake, identity read.
     fn connect(
@@ -224,6 +160,12 @@ pub trait Store: Send + Sync + 'static {
     /// Closes the connection politely.
     fn close(&self, conn: Self::Conn) -> impl Future<Output = ()> + Send;
 
+    /// What the store has to tell the operator since it was last asked (see
+    /// [`Notices`]); the canary turns each into an event.
+    fn notices(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Whether [`Store::announce`] reports every primary change itself. A
     /// role flip seen on an identity refresh is then not counted as a
     /// failover again: the refresh may see it just before the announcement.
@@ -238,16 +180,110 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
-/// Checks the store-specific parts of a target's URL (query options, host
-/// count) when the configuration is read, so that a bad URL is a config
-/// error rather than a canary that never starts. The reason never contains
-/// the URL.
-pub fn check_url(kind: StoreKind, url: &crate::dburl::DbUrl) -> Result<(), String> {
-    match kind {
-        StoreKind::Mysql => mysql::check_url(url),
-        StoreKind::Mongodb => mongodb::check_url(url),
-        StoreKind::Postgresql => postgres::check_url(url),
-        _ => Ok(()),
+/// Things a store wants the operator to know (a missing privilege, a server
+/// without push support), kept until the canary collects them: store code
+/// never logs itself, so `watch` and the API see the same words as the log.
+#[derive(Debug, Default)]
+pub struct Notices(Mutex<Vec<String>>);
+
+impl Notices {
+    /// Keeps a notice for the canary.
+    pub fn say(&self, message: impl Into<String>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(message.into());
+    }
+
+    /// The notices since the last call.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Something to do with a target's store, whatever its kind: the agent runs
+/// its canary, `check` connects once.
+pub trait UseStore: Send {
+    type Output: Send;
+    fn run<S: Store>(self, store: S) -> impl Future<Output = Self::Output> + Send;
+}
+
+/// Writes the one dispatch from the list of stores: a store kind, the
+/// module's store type.
+macro_rules! stores {
+    ($($kind:ident => $store:ty),* $(,)?) => {
+        /// A target's store options, parsed once from its URL.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Options {
+            $($kind(<$store as Store>::Options)),*
+        }
+
+        impl Options {
+            /// Parses the store-specific parts of a URL of `kind`.
+            pub fn parse(kind: StoreKind, url: &DbUrl) -> Result<Self, String> {
+                match kind {
+                    $(StoreKind::$kind => <$store as Store>::options(url).map(Self::$kind)),*
+                }
+            }
+
+            /// The store kind these options are for.
+            pub fn kind(&self) -> StoreKind {
+                match self {
+                    $(Self::$kind(_) => StoreKind::$kind),*
+                }
+            }
+
+            /// The attempt results the store has beyond [`ConnectResult`].
+            pub fn own_results(&self) -> &'static [&'static str] {
+                match self {
+                    $(Self::$kind(_) => <$store as Store>::OWN_RESULTS),*
+                }
+            }
+        }
+
+        /// Builds the store of a target and hands it to `user`.
+        pub async fn with_store<U: UseStore>(spec: Spec<'_>, options: &Options, user: U) -> U::Output {
+            match options {
+                $(Options::$kind(o) => user.run(<$store as Store>::new(spec, o)).await),*
+            }
+        }
+    };
+}
+
+stores! {
+    Redis => redis::RedisStore,
+    RedisSentinel => sentinel::SentinelStore,
+    Mysql => mysql::MysqlStore,
+    Mongodb => mongodb::MongoStore,
+    Postgresql => postgres::PostgresStore,
+    Http => http::HttpStore,
+}
+
+/// One connection attempt: connect (with identity) and a first probe, each
+/// bounded by `t`.
+pub async fn attempt<S: Store>(store: &S, t: Duration) -> Result<Connected<S::Conn>, ConnectError> {
+    let mut connected = match timeout(t, store.connect(t)).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(ConnectError::new(
+                ConnectResult::Timeout,
+                format!("no connection within {}", humantime::format_duration(t)),
+            ));
+        }
+    };
+    match timeout(t, store.probe(&mut connected.conn)).await {
+        Ok(Ok(())) => Ok(connected),
+        Ok(Err(e)) => Err(ConnectError::new(
+            match e.cause {
+                DisconnectCause::Timeout => ConnectResult::Timeout,
+                _ => ConnectResult::Io,
+            },
+            format!("first probe failed: {}", e.message),
+        )),
+        Err(_) => Err(ConnectError::new(
+            ConnectResult::Timeout,
+            "first probe timed out",
+        )),
     }
 }
 
@@ -273,7 +309,7 @@ pub async fn resolve(host: &str, port: u16) -> Result<(), ConnectError> {
 /// The bounded attempt result for an I/O error, decided by its kind (and,
 /// for TLS, by the error type inside it).
 pub fn classify_io(e: &io::Error) -> ConnectResult {
-    if is_tls_error(e) {
+    if crate::tls::is_tls_error(e) {
         return ConnectResult::Tls;
     }
     match e.kind() {
@@ -293,140 +329,4 @@ pub fn disconnect_cause(e: &io::Error) -> DisconnectCause {
         io::ErrorKind::TimedOut => DisconnectCause::Timeout,
         _ => DisconnectCause::Error,
     }
-}
-
-/// Walks an error chain, looking through the `Arc<dyn Error>` wrappers that
-/// drivers (redis-rs) put around the real error.
-fn chain<'a>(
-    e: &'a (dyn std::error::Error + 'static),
-) -> Vec<&'a (dyn std::error::Error + 'static)> {
-    type Shared = std::sync::Arc<dyn std::error::Error + Send + Sync>;
-    let mut out = Vec::new();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(inner) = err.downcast_ref::<Shared>() {
-            out.extend(chain(inner.as_ref()));
-        }
-        if let Some(inner) = err.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
-            out.push(inner as &(dyn std::error::Error + 'static));
-        }
-        out.push(err);
-        cur = err.source();
-    }
-    out
-}
-
-/// Whether any error in the chain is a rustls error.
-pub fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
-    chain(e).iter().any(|err| err.is::<rustls::Error>())
-}
-
-/// The first `io::Error` in an error's chain.
-pub fn find_io_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a io::Error> {
-    chain(e)
-        .into_iter()
-        .find_map(|err| err.downcast_ref::<io::Error>())
-}
-
-/// Runs the canary of a target until `shutdown` is cancelled: the one place
-/// a store kind is mapped to its implementation for the agent.
-pub async fn run_canary(
-    target: crate::config::Target,
-    info: std::sync::Arc<crate::events::TargetInfo>,
-    sink: std::sync::Arc<dyn crate::events::EventSink>,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    use crate::canary::Canary;
-    let s = target.settings;
-    match target.kind {
-        StoreKind::Redis => {
-            Canary::new(
-                redis::RedisStore::new(&target.name, &target.url),
-                info,
-                s,
-                sink,
-            )
-            .run(shutdown)
-            .await
-        }
-        StoreKind::RedisSentinel => {
-            Canary::new(
-                sentinel::SentinelStore::new(&target.name, &target.url, s.timeout),
-                info,
-                s,
-                sink,
-            )
-            .run(shutdown)
-            .await
-        }
-        StoreKind::Mysql => match mysql::MysqlStore::new(&target.name, &target.url) {
-            Ok(store) => Canary::new(store, info, s, sink).run(shutdown).await,
-            Err(reason) => {
-                tracing::error!(target_name = %target.name, %reason, "bad MySQL URL: target not watched");
-            }
-        },
-        StoreKind::Mongodb => {
-            Canary::new(
-                mongodb::MongoStore::new(&target.name, &target.url),
-                info,
-                s,
-                sink,
-            )
-            .run(shutdown)
-            .await
-        }
-        StoreKind::Http => {
-            Canary::new(
-                http::HttpStore::new(&target.url, &target.http, s.timeout),
-                info,
-                s,
-                sink,
-            )
-            .run(shutdown)
-            .await
-        }
-        StoreKind::Postgresql => match postgres::PostgresStore::new(&target.name, &target.url) {
-            Ok(store) => Canary::new(store, info, s, sink).run(shutdown).await,
-            Err(reason) => {
-                tracing::error!(target_name = %target.name, %reason, "bad PostgreSQL URL: target not watched");
-            }
-        },
-    }
-}
-
-/// Connects and probes a target once (`dbcanary check`): the identity and
-/// the time it took.
-pub async fn check_once(
-    target: &crate::config::Target,
-) -> Result<(Identity, Duration), ConnectError> {
-    async fn once<S: Store>(store: S, t: Duration) -> Result<Identity, ConnectError> {
-        let c = crate::canary::attempt(&store, t).await?;
-        store.close(c.conn).await;
-        Ok(c.identity)
-    }
-    let t = target.settings.timeout;
-    let start = Instant::now();
-    let identity = match target.kind {
-        StoreKind::Redis => once(redis::RedisStore::new(&target.name, &target.url), t).await?,
-        StoreKind::RedisSentinel => {
-            once(
-                sentinel::SentinelStore::new(&target.name, &target.url, t),
-                t,
-            )
-            .await?
-        }
-        StoreKind::Mysql => {
-            let store = mysql::MysqlStore::new(&target.name, &target.url)
-                .map_err(|reason| ConnectError::new(ConnectResult::Protocol, reason))?;
-            once(store, t).await?
-        }
-        StoreKind::Mongodb => once(mongodb::MongoStore::new(&target.name, &target.url), t).await?,
-        StoreKind::Http => once(http::HttpStore::new(&target.url, &target.http, t), t).await?,
-        StoreKind::Postgresql => {
-            let store = postgres::PostgresStore::new(&target.name, &target.url)
-                .map_err(|reason| ConnectError::new(ConnectResult::Protocol, reason))?;
-            once(store, t).await?
-        }
-    };
-    Ok((identity, start.elapsed()))
 }

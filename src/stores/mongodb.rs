@@ -37,10 +37,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::dburl::DbUrl;
-use crate::events::{ConnectResult, DisconnectCause, FailoverSource};
+use crate::model::{ConnectResult, DisconnectCause, FailoverSource, Identity, Role};
 use crate::stores::{
-    Announcement, CloseSignal, ConnectError, Connected, Identity, ProbeError, Role, Store,
-    classify_io, disconnect_cause, resolve,
+    Announcement, CloseSignal, ConnectError, Connected, ProbeError, Spec, Store, classify_io,
+    disconnect_cause, resolve,
 };
 
 /// Heartbeat frequency unless the URL gives `heartbeatFrequencyMS`.
@@ -58,7 +58,7 @@ const AUTH_CODES: [i32; 2] = [13, 18];
 
 /// Checks a `mongodb://` URL the way the driver will read it, when the
 /// configuration is loaded. The reason never contains the URL or password.
-pub fn check_url(url: &DbUrl) -> Result<(), String> {
+fn check_url(url: &DbUrl) -> Result<(), String> {
     if url.scheme == "mongodb+srv" && url.hosts.len() != 1 {
         return Err("a mongodb+srv URL names exactly one DNS name (no list of hosts)".into());
     }
@@ -335,10 +335,7 @@ fn rank(r: ConnectResult) -> u8 {
         ConnectResult::Refused => 3,
         ConnectResult::Timeout => 2,
         ConnectResult::Io => 1,
-        ConnectResult::NotReady
-        | ConnectResult::Status
-        | ConnectResult::Body
-        | ConnectResult::Ok => 0,
+        ConnectResult::NotReady | ConnectResult::Ok => 0,
     }
 }
 
@@ -394,17 +391,6 @@ pub struct MongoStore {
 }
 
 impl MongoStore {
-    pub fn new(target: &str, url: &DbUrl) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        Self {
-            target: target.to_string(),
-            url: url.clone(),
-            primaries_tx: tx,
-            primaries_rx: Mutex::new(Some(rx)),
-            current: Mutex::new(None),
-        }
-    }
-
     /// Removes anything of the password from a driver message.
     fn scrub(&self, message: String) -> String {
         match self.url.password() {
@@ -444,7 +430,7 @@ impl MongoStore {
         Err(last.unwrap_or_else(|| ConnectError::new(ConnectResult::Dns, "no host in the URL")))
     }
 
-    async fn options(
+    async fn client_options(
         &self,
         timeout: Duration,
         watch: &Arc<ClientWatch>,
@@ -474,7 +460,7 @@ impl MongoStore {
         let start = Instant::now();
         self.resolve_hosts().await?;
         let watch = ClientWatch::new(self.primaries_tx.clone());
-        let options = self.options(timeout, &watch).await?;
+        let options = self.client_options(timeout, &watch).await?;
         let client = Client::with_options(options).map_err(|e| self.error(&e))?;
         // Remember it at once: should this attempt time out, the next
         // connect still shuts it down.
@@ -626,7 +612,25 @@ fn bson_int(b: &Bson) -> Option<i64> {
 }
 
 impl Store for MongoStore {
+    /// Nothing beyond what the driver reads from the URL itself, which is
+    /// checked here the way the driver will read it.
+    type Options = ();
     type Conn = MongoConn;
+
+    fn options(url: &DbUrl) -> Result<(), String> {
+        check_url(url)
+    }
+
+    fn new(spec: Spec<'_>, _: &()) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Self {
+            target: spec.name.to_string(),
+            url: spec.url.clone(),
+            primaries_tx: tx,
+            primaries_rx: Mutex::new(Some(rx)),
+            current: Mutex::new(None),
+        }
+    }
 
     async fn connect(&self, timeout: Duration) -> Result<Connected<Self::Conn>, ConnectError> {
         // Shut the previous client down while the new one connects; whatever

@@ -36,11 +36,12 @@ use mysql_async::{
 };
 
 use crate::dburl::{DbUrl, HostPort};
-use crate::events::{ConnectResult, DisconnectCause};
+use crate::model::{ConnectResult, DisconnectCause, Identity, Role};
 use crate::stores::{
-    CloseSignal, ConnectError, Connected, Identity, ProbeError, Role, Store, classify_io,
-    disconnect_cause, find_io_error, resolve,
+    CloseSignal, ConnectError, Connected, Notices, ProbeError, Spec, Store, classify_io,
+    disconnect_cause, resolve,
 };
+use crate::tls::{find_io_error, is_tls_error};
 
 /// How long a dropped connection gets to send `COM_QUIT` before its socket
 /// is simply closed.
@@ -211,7 +212,6 @@ const REPL_SLAVE: u8 = 2;
 
 /// A MySQL or MariaDB target.
 pub struct MysqlStore {
-    target: String,
     addr: HostPort,
     base: OptsBuilder,
     options: MysqlOptions,
@@ -223,14 +223,14 @@ pub struct MysqlStore {
     repl_statement: AtomicU8,
     /// Whether the missing replication privilege was logged.
     repl_denied_logged: AtomicBool,
-    /// Whether "too many connections" was logged for the current streak.
+    /// Whether "too many connections" was said for the current streak.
     too_many_logged: AtomicBool,
+    notices: Notices,
 }
 
 impl MysqlStore {
-    /// Builds the store from a validated URL (see [`check_url`]).
-    pub fn new(target: &str, url: &DbUrl) -> Result<Self, String> {
-        let options = MysqlOptions::parse(url)?;
+    /// Builds the store from options [`MysqlOptions::parse`] accepted.
+    fn build(target: &str, url: &DbUrl, options: MysqlOptions) -> Self {
         let addr = url.first_host().clone();
         let db = (!url.path.is_empty()).then(|| {
             percent_encoding::percent_decode_str(&url.path)
@@ -247,8 +247,7 @@ impl MysqlStore {
             .tcp_nodelay(true)
             .stmt_cache_size(0)
             .connect_attribute("program_name", format!("dbcanary:{target}"));
-        Ok(Self {
-            target: target.to_string(),
+        Self {
             addr,
             base,
             options,
@@ -256,7 +255,8 @@ impl MysqlStore {
             repl_statement: AtomicU8::new(REPL_UNKNOWN),
             repl_denied_logged: AtomicBool::new(false),
             too_many_logged: AtomicBool::new(false),
-        })
+            notices: Notices::default(),
+        }
     }
 
     fn opts(&self, tls: bool) -> Opts {
@@ -272,9 +272,8 @@ impl MysqlStore {
         match Conn::new(self.opts(try_tls)).await {
             Err(Error::Driver(DriverError::NoClientSslFlagFromServer)) if preferred => {
                 self.no_tls_offered.store(true, Ordering::Relaxed);
-                tracing::info!(
-                    target_name = %self.target,
-                    "ssl-mode=preferred: the server offers no TLS, the canary speaks plain text"
+                self.notices.say(
+                    "ssl-mode=preferred: the server offers no TLS, the canary speaks plain text",
                 );
                 Conn::new(self.opts(false)).await
             }
@@ -332,9 +331,8 @@ impl MysqlStore {
                 }
                 Err(Error::Server(e)) if e.code == code::SPECIFIC_ACCESS_DENIED => {
                     if !self.repl_denied_logged.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(
-                            target_name = %self.target,
-                            "the canary's user may not read the replication status (grant SLAVE MONITOR on MariaDB, REPLICATION CLIENT on MySQL): the role comes from read_only alone"
+                        self.notices.say(
+                            "the canary's user may not read the replication status (grant SLAVE MONITOR on MariaDB, REPLICATION CLIENT on MySQL): the role comes from read_only alone",
                         );
                     }
                     return Ok(Replication::Unknown);
@@ -350,11 +348,10 @@ impl MysqlStore {
             && is_too_many(s.code)
             && !self.too_many_logged.swap(true, Ordering::Relaxed)
         {
-            tracing::warn!(
-                target_name = %self.target,
-                code = s.code,
-                "the server refuses new connections: too many connections (server, user or account limit); attempts count as not_ready until it accepts again"
-            );
+            self.notices.say(format!(
+                "the server refuses new connections: too many connections (server, user or account limit, error {}); attempts count as not_ready until it accepts again",
+                s.code
+            ));
         }
         err
     }
@@ -518,7 +515,7 @@ pub fn connect_error(e: &Error) -> ConnectError {
         Error::Server(s) => server_result(s),
         Error::Other(other) => match find_io_error(other.as_ref()) {
             Some(io) => classify_io(io),
-            None if crate::stores::is_tls_error(other.as_ref()) => ConnectResult::Tls,
+            None if is_tls_error(other.as_ref()) => ConnectResult::Tls,
             None => ConnectResult::Protocol,
         },
         Error::Url(_) => ConnectResult::Protocol,
@@ -602,7 +599,33 @@ impl Drop for MysqlConn {
 }
 
 impl Store for MysqlStore {
+    type Options = MysqlOptions;
     type Conn = MysqlConn;
+
+    /// Checks a `mysql://`/`mariadb://` URL: one host, no fragment, a
+    /// database name without '/', and the query options.
+    fn options(url: &DbUrl) -> Result<MysqlOptions, String> {
+        if url.hosts.len() > 1 {
+            return Err(
+                "a MySQL/MariaDB URL names one host (put a proxy in front of several)".into(),
+            );
+        }
+        if url.fragment.is_some() {
+            return Err("a MySQL/MariaDB URL takes no #fragment".into());
+        }
+        if url.path.contains('/') {
+            return Err("the URL path is the database name and holds no '/'".into());
+        }
+        MysqlOptions::parse(url)
+    }
+
+    fn new(spec: Spec<'_>, options: &MysqlOptions) -> Self {
+        Self::build(spec.name, spec.url, options.clone())
+    }
+
+    fn notices(&self) -> Vec<String> {
+        self.notices.take()
+    }
 
     async fn connect(&self, _timeout: Duration) -> Result<Connected<Self::Conn>, ConnectError> {
         resolve(&self.addr.host, self.addr.port).await?;
@@ -638,20 +661,6 @@ impl Store for MysqlStore {
             let _ = c.disconnect().await;
         }
     }
-}
-
-/// Checks a `mysql://`/`mariadb://` URL at configuration time.
-pub fn check_url(url: &DbUrl) -> Result<(), String> {
-    if url.hosts.len() > 1 {
-        return Err("a MySQL/MariaDB URL names one host (put a proxy in front of several)".into());
-    }
-    if url.fragment.is_some() {
-        return Err("a MySQL/MariaDB URL takes no #fragment".into());
-    }
-    if url.path.contains('/') {
-        return Err("the URL path is the database name and holds no '/'".into());
-    }
-    MysqlOptions::parse(url).map(|_| ())
 }
 
 #[cfg(test)]
@@ -801,7 +810,9 @@ mod tests {
         );
         assert!(p("mysql://h/?ssl-mode=required&ssl-ca=/nonexistent/ca.pem").is_err());
         assert!(p("mysql://h/?ssl-mode=disabled&ssl-server-name=x").is_err());
-        let e = check_url(&DbUrl::parse("mysql://u:hunter2@a,b/?x=1").unwrap()).unwrap_err();
+        let e =
+            <MysqlStore as Store>::options(&DbUrl::parse("mysql://u:hunter2@a,b/?x=1").unwrap())
+                .unwrap_err();
         assert!(!e.contains("hunter2"));
         assert!(
             p("mysql://h/?ssl-mode=required")

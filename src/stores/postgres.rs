@@ -27,18 +27,10 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
+use rustls::ClientConfig;
 use tokio::sync::oneshot;
 use tokio_postgres::config::{ChannelBinding, SslMode as DriverSslMode};
 use tokio_postgres::error::SqlState;
@@ -46,11 +38,12 @@ use tokio_postgres::{Client, Connection, Error, SimpleQueryMessage};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::dburl::{DbUrl, HostPort};
-use crate::events::{ConnectResult, DisconnectCause};
+use crate::model::{ConnectResult, DisconnectCause, Identity, Role};
 use crate::stores::{
-    CloseSignal, ConnectError, Connected, Identity, ProbeError, Role, Store, classify_io,
-    disconnect_cause, find_io_error, is_tls_error, resolve,
+    CloseSignal, ConnectError, Connected, Notices, ProbeError, Spec, Store, classify_io,
+    disconnect_cause, resolve,
 };
+use crate::tls::{self, ClientTls, Verify, find_io_error, is_tls_error};
 
 /// How long a dropped connection gets to send `Terminate` before its task
 /// gives up on it (a hung server must not keep a task and a socket alive).
@@ -206,63 +199,21 @@ impl PgOptions {
     /// The rustls configuration for the mode, read from the files now (so a
     /// rotated certificate is picked up at the next reconnect).
     pub fn tls_config(&self) -> Result<ClientConfig, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS set-up: {e}"))?;
         let verify_chain = matches!(self.ssl_mode, SslMode::VerifyCa | SslMode::VerifyFull)
             || (self.ssl_root_cert.is_some() && self.ssl_mode != SslMode::Disable);
-        let verifier: Arc<dyn ServerCertVerifier> = if verify_chain {
-            let roots = self.roots()?;
-            let webpki =
-                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                    .build()
-                    .map_err(|e| format!("TLS set-up: {e}"))?;
-            if self.ssl_mode == SslMode::VerifyFull {
-                webpki
-            } else {
-                Arc::new(ChainOnly(webpki))
-            }
-        } else {
-            Arc::new(NoVerification(provider.signature_verification_algorithms))
+        let verify = match self.ssl_mode {
+            _ if !verify_chain => Verify::Nothing,
+            SslMode::VerifyFull => Verify::Full,
+            _ => Verify::Chain,
         };
-        let builder = builder
-            .dangerous()
-            .with_custom_certificate_verifier(verifier);
-        match (&self.ssl_cert, &self.ssl_key) {
-            (Some(cert), Some(key)) => {
-                let chain = CertificateDer::pem_file_iter(cert)
-                    .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| format!("sslcert {}: {e}", cert.display()))?;
-                let key = PrivateKeyDer::from_pem_file(key)
-                    .map_err(|e| format!("sslkey {}: {e}", key.display()))?;
-                builder
-                    .with_client_auth_cert(chain, key)
-                    .map_err(|e| format!("sslcert/sslkey: {e}"))
-            }
-            _ => Ok(builder.with_no_client_auth()),
-        }
-    }
-
-    /// `sslrootcert`'s CAs, or the built-in web roots.
-    fn roots(&self) -> Result<RootCertStore, String> {
-        let mut roots = RootCertStore::empty();
-        match &self.ssl_root_cert {
-            Some(path) => {
-                let certs = CertificateDer::pem_file_iter(path)
-                    .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
-                let (added, _) = roots.add_parsable_certificates(certs);
-                if added == 0 {
-                    return Err(format!(
-                        "sslrootcert {}: no usable CA certificate",
-                        path.display()
-                    ));
-                }
-            }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        }
-        Ok(roots)
+        tls::client_config(&ClientTls {
+            verify,
+            roots: self.ssl_root_cert.as_deref().map(|p| ("sslrootcert", p)),
+            identity: match (&self.ssl_cert, &self.ssl_key) {
+                (Some(cert), Some(key)) => Some((("sslcert", cert), ("sslkey", key))),
+                _ => None,
+            },
+        })
     }
 }
 
@@ -270,96 +221,6 @@ fn readable(key: &str, value: &str) -> Result<PathBuf, String> {
     let path = PathBuf::from(value);
     std::fs::metadata(&path).map_err(|e| format!("{key}: cannot read {}: {e}", path.display()))?;
     Ok(path)
-}
-
-/// `prefer` and `require` without `sslrootcert`: encrypted, not
-/// authenticated (libpq's behaviour). Handshake signatures are still checked,
-/// so the peer holds the key of the certificate it shows.
-#[derive(Debug)]
-struct NoVerification(WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
-    }
-}
-
-/// `verify-ca`: the chain must lead to a trusted CA, the name may differ.
-/// rustls checks the chain before the name, so a name error means the
-/// chain passed.
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
 }
 
 /// The identity query every role may run (PostgreSQL ≥ 10). The timeline of
@@ -675,20 +536,20 @@ pub struct PostgresStore {
     options: PgOptions,
     /// Whether the missing `pg_control_*` privileges were logged.
     missing_logged: AtomicBool,
-    /// Whether "too many connections" was logged for the current streak.
+    /// Whether "too many connections" was said for the current streak.
     too_many_logged: AtomicBool,
+    notices: Notices,
 }
 
 impl PostgresStore {
-    /// Builds the store from a validated URL (see [`check_url`]).
-    pub fn new(target: &str, url: &DbUrl) -> Result<Self, String> {
-        let options = PgOptions::parse(url)?;
+    /// Builds the store from options [`PgOptions::parse`] accepted.
+    fn build(target: &str, url: &DbUrl, options: PgOptions) -> Self {
         let dbname = (!url.path.is_empty()).then(|| {
             percent_encoding::percent_decode_str(&url.path)
                 .decode_utf8_lossy()
                 .into_owned()
         });
-        Ok(Self {
+        Self {
             target: target.to_string(),
             addr: url.first_host().clone(),
             user: url.username.clone(),
@@ -697,7 +558,8 @@ impl PostgresStore {
             options,
             missing_logged: AtomicBool::new(false),
             too_many_logged: AtomicBool::new(false),
-        })
+            notices: Notices::default(),
+        }
     }
 
     fn config(&self, timeout: Duration) -> tokio_postgres::Config {
@@ -729,9 +591,8 @@ impl PostgresStore {
         if e.code() == Some(&SqlState::TOO_MANY_CONNECTIONS)
             && !self.too_many_logged.swap(true, Ordering::Relaxed)
         {
-            tracing::warn!(
-                target_name = %self.target,
-                "the server refuses new connections: too many connections; attempts count as not_ready until it accepts again"
+            self.notices.say(
+                "the server refuses new connections: too many connections; attempts count as not_ready until it accepts again",
             );
         }
         err
@@ -740,11 +601,10 @@ impl PostgresStore {
     async fn identity(&self, client: &Client) -> Result<Identity, Error> {
         let facts = read_facts(client).await?;
         if !facts.missing.is_empty() && !self.missing_logged.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                target_name = %self.target,
-                missing = %facts.missing.join(", "),
-                "the canary's role may not read part of the identity: outages it cannot tell apart are classified unknown"
-            );
+            self.notices.say(format!(
+                "the canary's role may not read part of the identity ({}): outages it cannot tell apart are classified unknown",
+                facts.missing.join(", ")
+            ));
         }
         Ok(build_identity(&facts, &self.addr))
     }
@@ -771,7 +631,38 @@ impl PostgresStore {
 }
 
 impl Store for PostgresStore {
+    type Options = PgOptions;
     type Conn = PgConn;
+
+    /// Checks a `postgres://`/`postgresql://` URL: one TCP host, no
+    /// fragment, a database name without '/', the query options and the
+    /// certificate files they name.
+    fn options(url: &DbUrl) -> Result<PgOptions, String> {
+        if url.hosts.len() > 1 {
+            return Err("a PostgreSQL URL names one host (put a proxy in front of several)".into());
+        }
+        let host = &url.first_host().host;
+        if host.starts_with('/') || host.to_ascii_lowercase().starts_with("%2f") {
+            return Err("Unix sockets are not supported: the canary connects over TCP".into());
+        }
+        if url.fragment.is_some() {
+            return Err("a PostgreSQL URL takes no #fragment".into());
+        }
+        if url.path.contains('/') {
+            return Err("the URL path is the database name and holds no '/'".into());
+        }
+        let o = PgOptions::parse(url)?;
+        o.tls_config()?;
+        Ok(o)
+    }
+
+    fn new(spec: Spec<'_>, options: &PgOptions) -> Self {
+        Self::build(spec.name, spec.url, options.clone())
+    }
+
+    fn notices(&self) -> Vec<String> {
+        self.notices.take()
+    }
 
     async fn connect(&self, timeout: Duration) -> Result<Connected<Self::Conn>, ConnectError> {
         resolve(&self.addr.host, self.addr.port).await?;
@@ -824,25 +715,6 @@ impl Store for PostgresStore {
         drop(gone);
         let _ = ended.await;
     }
-}
-
-/// Checks a `postgres://`/`postgresql://` URL at configuration time,
-/// certificate files included.
-pub fn check_url(url: &DbUrl) -> Result<(), String> {
-    if url.hosts.len() > 1 {
-        return Err("a PostgreSQL URL names one host (put a proxy in front of several)".into());
-    }
-    let host = &url.first_host().host;
-    if host.starts_with('/') || host.to_ascii_lowercase().starts_with("%2f") {
-        return Err("Unix sockets are not supported: the canary connects over TCP".into());
-    }
-    if url.fragment.is_some() {
-        return Err("a PostgreSQL URL takes no #fragment".into());
-    }
-    if url.path.contains('/') {
-        return Err("the URL path is the database name and holds no '/'".into());
-    }
-    PgOptions::parse(url)?.tls_config().map(|_| ())
 }
 
 #[cfg(test)]
@@ -919,7 +791,7 @@ mod tests {
         // Without a server id, an outage of a server that kept running
         // cannot be told from a failover: unknown, naming the field.
         let c = crate::classify::classify(Some(&id), &id, Duration::from_millis(100));
-        assert_eq!(c.kind, crate::events::OutageKind::Unknown);
+        assert_eq!(c.kind, crate::model::OutageKind::Unknown);
         assert!(c.reason.contains("server id"), "{}", c.reason);
     }
 
@@ -952,14 +824,28 @@ mod tests {
         );
         assert!(p("postgres://h/?application_name=x").is_err());
         assert!(p("postgres://h/?sslrootcert=/nonexistent/ca.pem").is_err());
-        let e = check_url(&DbUrl::parse("postgres://u:hunter2@a,b/db?x=1").unwrap()).unwrap_err();
+        let e = <PostgresStore as Store>::options(
+            &DbUrl::parse("postgres://u:hunter2@a,b/db?x=1").unwrap(),
+        )
+        .unwrap_err();
         assert!(!e.contains("hunter2"));
-        let e = check_url(&DbUrl::parse("postgres://u:hunter2@h/db?x=1").unwrap()).unwrap_err();
+        let e = <PostgresStore as Store>::options(
+            &DbUrl::parse("postgres://u:hunter2@h/db?x=1").unwrap(),
+        )
+        .unwrap_err();
         assert!(!e.contains("hunter2"), "{e}");
         assert!(
-            check_url(&DbUrl::parse("postgres://u@%2Fvar%2Frun%2Fpostgresql/db").unwrap()).is_err()
+            <PostgresStore as Store>::options(
+                &DbUrl::parse("postgres://u@%2Fvar%2Frun%2Fpostgresql/db").unwrap()
+            )
+            .is_err()
         );
-        assert!(check_url(&DbUrl::parse("postgresql://postgres@127.0.0.1:5432").unwrap()).is_ok());
+        assert!(
+            <PostgresStore as Store>::options(
+                &DbUrl::parse("postgresql://postgres@127.0.0.1:5432").unwrap()
+            )
+            .is_ok()
+        );
         for mode in ["disable", "prefer", "require", "verify-ca", "verify-full"] {
             let o = p(&format!("postgres://h/?sslmode={mode}")).unwrap();
             assert!(o.tls_config().is_ok(), "{mode}");

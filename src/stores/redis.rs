@@ -15,11 +15,12 @@ use redis::{
 use tokio::sync::mpsc;
 
 use crate::dburl::{DbUrl, HostPort};
-use crate::events::{ConnectResult, DisconnectCause};
+use crate::model::{ConnectResult, DisconnectCause, Identity, Role};
 use crate::stores::{
-    CloseSignal, ConnectError, Connected, Identity, ProbeError, Role, Store, classify_io,
-    disconnect_cause, find_io_error, resolve,
+    CloseSignal, ConnectError, Connected, Notices, ProbeError, Spec, Store, classify_io,
+    disconnect_cause, resolve,
 };
+use crate::tls::find_io_error;
 
 /// How to reach and log in to Redis servers: everything but the address,
 /// which Sentinel decides for its targets.
@@ -31,8 +32,10 @@ pub struct RedisNode {
     username: Option<String>,
     password: Option<String>,
     db: i64,
-    /// Set once a server refused RESP3, so the fallback is logged once.
+    /// Set once a server refused RESP3, so the fallback is said once.
     resp2_logged: AtomicBool,
+    /// What the operator should know (the RESP2 fallback).
+    pub notices: Notices,
 }
 
 impl RedisNode {
@@ -46,6 +49,7 @@ impl RedisNode {
             password: url.password().map(str::to_string),
             db,
             resp2_logged: AtomicBool::new(false),
+            notices: Notices::default(),
         }
     }
 
@@ -107,11 +111,9 @@ impl RedisNode {
             }
             Err(e) if refuses_resp3(&e) => {
                 if !self.resp2_logged.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        client = %self.client_name,
-                        server = %addr,
-                        "server does not speak RESP3: falling back to RESP2, a closed connection is detected by the next probe only"
-                    );
+                    self.notices.say(format!(
+                        "server {addr} does not speak RESP3: falling back to RESP2, a closed connection is detected by the next probe only"
+                    ));
                 }
                 let client = redis::Client::open(self.info(addr, ProtocolVersion::RESP2)?)
                     .map_err(|e| connect_error(&e))?;
@@ -235,7 +237,7 @@ pub fn connect_error(e: &RedisError) -> ConnectError {
         _ => match e.code() {
             Some("WRONGPASS" | "NOAUTH" | "NOPERM") => ConnectResult::Auth,
             Some("LOADING" | "MASTERDOWN") => ConnectResult::NotReady,
-            _ if crate::stores::is_tls_error(e) => ConnectResult::Tls,
+            _ if crate::tls::is_tls_error(e) => ConnectResult::Tls,
             _ => ConnectResult::Protocol,
         },
     };
@@ -258,14 +260,13 @@ pub struct RedisStore {
     addr: HostPort,
 }
 
-impl RedisStore {
-    pub fn new(target: &str, url: &DbUrl) -> Self {
-        let db = url.path.parse().unwrap_or(0);
-        Self {
-            node: RedisNode::new(target, url, url.scheme == "rediss", db),
-            addr: url.first_host().clone(),
-        }
-    }
+/// What a `redis://` / `rediss://` URL says beyond its address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisOptions {
+    /// `rediss`.
+    pub tls: bool,
+    /// The database number (the URL path; 0 when it names none).
+    pub db: i64,
 }
 
 /// `PING` on a live connection.
@@ -278,7 +279,26 @@ pub async fn ping(conn: &mut MultiplexedConnection) -> Result<(), ProbeError> {
 }
 
 impl Store for RedisStore {
+    type Options = RedisOptions;
     type Conn = MultiplexedConnection;
+
+    fn options(url: &DbUrl) -> Result<RedisOptions, String> {
+        Ok(RedisOptions {
+            tls: url.scheme == "rediss",
+            db: url.path.parse().unwrap_or(0),
+        })
+    }
+
+    fn new(spec: Spec<'_>, o: &RedisOptions) -> Self {
+        Self {
+            node: RedisNode::new(spec.name, spec.url, o.tls, o.db),
+            addr: spec.url.first_host().clone(),
+        }
+    }
+
+    fn notices(&self) -> Vec<String> {
+        self.node.notices.take()
+    }
 
     async fn connect(&self, timeout: Duration) -> Result<Connected<Self::Conn>, ConnectError> {
         self.node.open(&self.addr, timeout).await

@@ -9,6 +9,7 @@
 //! master's.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -17,9 +18,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::dburl::{DbUrl, HostPort};
-use crate::events::{ConnectResult, FailoverSource};
+use crate::model::{ConnectResult, FailoverSource, Identity, Role};
 use crate::stores::redis::{RedisNode, connect_error, identify, ping, probe_error};
-use crate::stores::{Announcement, ConnectError, Connected, Identity, ProbeError, Role, Store};
+use crate::stores::{Announcement, ConnectError, Connected, ProbeError, Spec, Store};
 
 /// The channel Sentinel announces a new master on.
 const SWITCH_MASTER: &str = "+switch-master";
@@ -99,26 +100,23 @@ pub struct SentinelStore {
     client: SentinelClient,
     /// The last master the sentinels named (or announced).
     master: Mutex<Option<HostPort>>,
+    /// Whether falling back to that master was said, since a sentinel last
+    /// answered.
+    fallback_said: AtomicBool,
+}
+
+/// What a `redis+sentinel://` URL says beyond the sentinels' addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelOptions {
+    /// The master's name (the first part of the path).
+    pub master_name: String,
+    /// The database number (the second part; 0 when it names none).
+    pub db: i64,
+    /// `rediss+sentinel`: TLS to the master.
+    pub tls: bool,
 }
 
 impl SentinelStore {
-    pub fn new(target: &str, url: &DbUrl, timeout: Duration) -> Self {
-        let mut parts = url.path.splitn(2, '/');
-        let master_name = parts.next().unwrap_or_default().to_string();
-        let db = parts.next().and_then(|d| d.parse().ok()).unwrap_or(0);
-        Self {
-            node: RedisNode::new(target, url, url.scheme.starts_with("rediss"), db),
-            sentinels: url.hosts.clone(),
-            client: SentinelClient {
-                username: url.query_param("sentinel_username"),
-                password: url.query_param("sentinel_password"),
-                master_name,
-                timeout,
-            },
-            master: Mutex::new(None),
-        }
-    }
-
     fn master_name(&self) -> &str {
         &self.client.master_name
     }
@@ -133,7 +131,10 @@ impl SentinelStore {
         let mut last_err = None;
         while let Some(r) = asks.join_next().await {
             match r {
-                Ok(Ok(addr)) => return Ok(addr),
+                Ok(Ok(addr)) => {
+                    self.fallback_said.store(false, Ordering::Relaxed);
+                    return Ok(addr);
+                }
                 Ok(Err(e)) => last_err = Some(e),
                 Err(e) => last_err = Some(ConnectError::new(ConnectResult::Io, e.to_string())),
             }
@@ -141,7 +142,12 @@ impl SentinelStore {
         let cached = self.master.lock().expect("master lock").clone();
         match cached {
             Some(addr) => {
-                tracing::warn!(master = %self.master_name(), %addr, "no sentinel answered: trying the last known master");
+                if !self.fallback_said.swap(true, Ordering::Relaxed) {
+                    self.node.notices.say(format!(
+                        "no sentinel answered: trying the last known master {addr} of {}",
+                        self.master_name()
+                    ));
+                }
                 Ok(addr)
             }
             None => Err(last_err.map_or_else(
@@ -214,7 +220,37 @@ fn parse_switch_master(payload: &str, name: &str) -> Option<(HostPort, HostPort)
 }
 
 impl Store for SentinelStore {
+    type Options = SentinelOptions;
     type Conn = (MultiplexedConnection, HostPort);
+
+    fn options(url: &DbUrl) -> Result<SentinelOptions, String> {
+        let mut parts = url.path.splitn(2, '/');
+        Ok(SentinelOptions {
+            master_name: parts.next().unwrap_or_default().to_string(),
+            db: parts.next().and_then(|d| d.parse().ok()).unwrap_or(0),
+            tls: url.scheme.starts_with("rediss"),
+        })
+    }
+
+    fn new(spec: Spec<'_>, o: &SentinelOptions) -> Self {
+        let url = spec.url;
+        Self {
+            node: RedisNode::new(spec.name, url, o.tls, o.db),
+            sentinels: url.hosts.clone(),
+            client: SentinelClient {
+                username: url.query_param("sentinel_username"),
+                password: url.query_param("sentinel_password"),
+                master_name: o.master_name.clone(),
+                timeout: spec.settings.timeout,
+            },
+            master: Mutex::new(None),
+            fallback_said: AtomicBool::new(false),
+        }
+    }
+
+    fn notices(&self) -> Vec<String> {
+        self.node.notices.take()
+    }
 
     async fn connect(&self, timeout: Duration) -> Result<Connected<Self::Conn>, ConnectError> {
         let addr = self.resolve_master().await?;

@@ -15,30 +15,29 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::events::{
-    ConnectResult, DisconnectCause, Event, EventSink, FailoverSource, OutageKind, OutageReport,
-    ProbeResult, TargetInfo,
+use crate::events::{Event, EventSink, OutageReport};
+use crate::model::{
+    ConnectResult, DisconnectCause, FailoverSource, Identity, OutageKind, ProbeResult, StoreKind,
+    TargetInfo,
 };
-use crate::stores::{Identity, StoreKind};
 
 mod metrics;
 pub mod otlp;
 mod process;
 
 use crate::apps::{AppDrill, AppTracker, Outcome};
+use crate::config::OtlpSettings;
 use metrics::{
     AppLabels, BuildLabels, CauseLabels, KindLabels, Metrics, ResultLabels, ServerInfoLabels,
     SignalLabels, SourceLabels, TargetLabels, TraceLabels,
 };
 pub use metrics::{LATENCY_BUCKETS, OUTAGE_BUCKETS};
-use otlp::{Otlp, OtlpError, OtlpSettings};
+use otlp::{Otlp, OtlpError};
 
 /// How many events `/api/v1/targets` keeps per target.
 pub const EVENTS_KEPT: usize = 50;
 
-/// The agent's version and the commit it was built from.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-pub const REVISION: &str = env!("DBCANARY_REVISION");
+use crate::model::{REVISION, VERSION};
 
 /// Where a target stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -61,7 +60,7 @@ pub struct CurrentOutage {
     pub since_mono: Instant,
     pub cause: DisconnectCause,
     pub attempts: u32,
-    pub last_result: Option<ConnectResult>,
+    pub last_result: Option<crate::model::AttemptResult>,
     pub last_error: Option<String>,
 }
 
@@ -374,11 +373,11 @@ impl Recorder {
                 .probes
                 .get_or_create(&with_result(t, r.as_str()));
         }
-        for r in connect_results(t.store) {
+        for r in connect_results(t) {
             let _ = self
                 .metrics
                 .connect_attempts
-                .get_or_create(&with_result(t, r.as_str()));
+                .get_or_create(&with_result(t, r));
         }
         for c in DISCONNECT_CAUSES {
             let _ = self.metrics.disconnects.get_or_create(&cause_labels(t, c));
@@ -451,8 +450,8 @@ impl Recorder {
         for r in ["ok", "error", "timeout"] {
             m.probes.remove(&with_result(t, r));
         }
-        for r in connect_results(t.store) {
-            m.connect_attempts.remove(&with_result(t, r.as_str()));
+        for r in connect_results(t) {
+            m.connect_attempts.remove(&with_result(t, r));
         }
         for c in DISCONNECT_CAUSES {
             m.disconnects.remove(&cause_labels(t, c));
@@ -483,27 +482,13 @@ impl Recorder {
     }
 }
 
-const CONNECT_RESULTS: [ConnectResult; 11] = [
-    ConnectResult::Ok,
-    ConnectResult::Refused,
-    ConnectResult::Timeout,
-    ConnectResult::Dns,
-    ConnectResult::Tls,
-    ConnectResult::Auth,
-    ConnectResult::NotReady,
-    ConnectResult::Protocol,
-    ConnectResult::Io,
-    ConnectResult::Status,
-    ConnectResult::Body,
-];
-
-/// The attempt results a store can have: `status` and `body` are only for
-/// applications.
-pub(crate) fn connect_results(store: StoreKind) -> &'static [ConnectResult] {
-    match store {
-        StoreKind::Http => &CONNECT_RESULTS,
-        _ => &CONNECT_RESULTS[..9],
-    }
+/// The attempt results a target can have: every store's, and its store's
+/// own (an application check's `status` and `body`).
+pub(crate) fn connect_results(t: &TargetInfo) -> impl Iterator<Item = &'static str> {
+    ConnectResult::ALL
+        .iter()
+        .map(|r| r.as_str())
+        .chain(t.own_results.iter().copied())
 }
 
 pub(crate) const DISCONNECT_CAUSES: [DisconnectCause; 4] = [
@@ -628,7 +613,7 @@ impl Recorder {
                     .connect_attempts
                     .get_or_create(&with_result(t, result.as_str()))
                     .inc();
-                if *result == ConnectResult::Ok {
+                if result.is_ok() {
                     self.metrics
                         .connect_duration
                         .get_or_create(&l)

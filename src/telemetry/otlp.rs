@@ -36,9 +36,9 @@ use prometheus_client::metrics::family::Family;
 use super::metrics::{LATENCY_BUCKETS, OUTAGE_BUCKETS, SignalLabels};
 use super::{Phase, States};
 use crate::apps::Outcome;
-use crate::config::{Env, OtlpConfig, parse_duration};
-use crate::events::{ConnectResult, Event, FailoverSource, OutageKind, OutageReport, TargetInfo};
-use crate::stores::StoreKind;
+use crate::config::{OtlpSettings, Transport};
+use crate::events::{Event, OutageReport};
+use crate::model::{FailoverSource, OutageKind, StoreKind, TargetInfo};
 
 /// Finished spans waiting for export, at most. Beyond it spans are dropped
 /// (and counted): a collector that is down costs bounded memory.
@@ -47,183 +47,14 @@ pub const MAX_QUEUED_SPANS: usize = 2048;
 /// A failing collector is reported at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
-
 /// Why OTLP export could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum OtlpError {
-    #[error("{key}: {reason}")]
-    Setting { key: String, reason: String },
     #[error("cannot build the OTLP {signal} exporter: {source}")]
     Build {
         signal: &'static str,
         source: opentelemetry_otlp::ExporterBuildError,
     },
-}
-
-/// How to reach the collector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Grpc,
-    HttpProtobuf,
-}
-
-/// `[otlp]` and the standard `OTEL_*` variables, resolved (config wins).
-#[derive(Debug, Clone, PartialEq)]
-pub struct OtlpSettings {
-    /// The collector's base URL.
-    pub endpoint: String,
-    pub transport: Transport,
-    pub headers: BTreeMap<String, String>,
-    pub timeout: Duration,
-    pub export_interval: Duration,
-    pub traces: bool,
-    pub metrics: bool,
-    /// Resource attributes, in order of increasing precedence.
-    pub resource: Vec<(String, String)>,
-}
-
-impl OtlpSettings {
-    /// Resolves the settings; `None` when there is no endpoint (export off).
-    pub fn resolve(cfg: Option<&OtlpConfig>, env: &dyn Env) -> Result<Option<Self>, OtlpError> {
-        let empty = OtlpConfig::default();
-        let cfg = cfg.unwrap_or(&empty);
-        let var = |k: &str| env.var(k).filter(|v| !v.trim().is_empty());
-        let endpoint = if cfg.endpoint.is_empty() {
-            match var("OTEL_EXPORTER_OTLP_ENDPOINT") {
-                Some(e) => e,
-                None => return Ok(None),
-            }
-        } else {
-            cfg.endpoint.clone()
-        };
-        let protocol = cfg
-            .protocol
-            .clone()
-            .or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"))
-            .unwrap_or_else(|| "grpc".into());
-        let transport = match protocol.trim() {
-            "grpc" => Transport::Grpc,
-            "http/protobuf" => Transport::HttpProtobuf,
-            other => {
-                return Err(setting(
-                    "otlp.protocol",
-                    format!("must be \"grpc\" or \"http/protobuf\", got {other:?}"),
-                ));
-            }
-        };
-        let duration = |key: &str, given: &Option<String>, var_name: &str, default| {
-            if let Some(v) = given {
-                return parse_duration(v).map_err(|e| setting(key, e.to_string()));
-            }
-            match var(var_name) {
-                Some(ms) => ms
-                    .trim()
-                    .parse::<u64>()
-                    .map(Duration::from_millis)
-                    .map_err(|_| setting(var_name, format!("not milliseconds: {ms:?}"))),
-                None => Ok(default),
-            }
-        };
-        let timeout = duration(
-            "otlp.timeout",
-            &cfg.timeout,
-            "OTEL_EXPORTER_OTLP_TIMEOUT",
-            DEFAULT_TIMEOUT,
-        )?;
-        let export_interval = duration(
-            "otlp.export_interval",
-            &cfg.export_interval,
-            "OTEL_METRIC_EXPORT_INTERVAL",
-            DEFAULT_INTERVAL,
-        )?;
-        if timeout.is_zero() || export_interval.is_zero() {
-            return Err(setting(
-                "otlp.timeout",
-                "timeout and export_interval must be greater than zero",
-            ));
-        }
-        let switch = |given: Option<bool>, var_name: &str| {
-            given.unwrap_or_else(|| var(var_name).is_none_or(|v| v.trim() != "none"))
-        };
-        let mut resource = vec![
-            ("service.name".to_string(), "dbcanary".to_string()),
-            ("service.version".into(), super::VERSION.into()),
-        ];
-        if let Some(host) = host_name() {
-            resource.push(("host.name".into(), host));
-        }
-        if let Some(attrs) = var("OTEL_RESOURCE_ATTRIBUTES") {
-            resource.extend(parse_key_values(&attrs));
-        }
-        if let Some(name) = var("OTEL_SERVICE_NAME") {
-            resource.push(("service.name".into(), name));
-        }
-        resource.extend(
-            cfg.resource_attributes
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone())),
-        );
-        Ok(Some(Self {
-            endpoint,
-            transport,
-            headers: cfg.headers.clone(),
-            timeout,
-            export_interval,
-            traces: switch(cfg.traces, "OTEL_TRACES_EXPORTER"),
-            metrics: switch(cfg.metrics, "OTEL_METRICS_EXPORTER"),
-            resource,
-        }))
-    }
-
-    fn signal_endpoint(&self, path: &str) -> String {
-        match self.transport {
-            Transport::Grpc => self.endpoint.clone(),
-            Transport::HttpProtobuf => format!("{}{path}", self.endpoint.trim_end_matches('/')),
-        }
-    }
-
-    fn resource(&self) -> Resource {
-        // Later entries win, as the order of `resource` promises.
-        let mut map: BTreeMap<&str, &str> = BTreeMap::new();
-        for (k, v) in &self.resource {
-            map.insert(k, v);
-        }
-        Resource::builder_empty()
-            .with_attributes(
-                map.into_iter()
-                    .map(|(k, v)| KeyValue::new(k.to_string(), v.to_string())),
-            )
-            .build()
-    }
-}
-
-fn setting(key: &str, reason: impl Into<String>) -> OtlpError {
-    OtlpError::Setting {
-        key: key.into(),
-        reason: reason.into(),
-    }
-}
-
-/// `k1=v1,k2=v2` with percent-encoded values (`OTEL_RESOURCE_ATTRIBUTES`).
-fn parse_key_values(s: &str) -> Vec<(String, String)> {
-    s.split(',')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| {
-            let v = percent_encoding::percent_decode_str(v.trim()).decode_utf8_lossy();
-            (k.trim().to_string(), v.into_owned())
-        })
-        .filter(|(k, _)| !k.is_empty())
-        .collect()
-}
-
-fn host_name() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
 }
 
 /// Counts what export lost, per signal, and warns about it now and then.
@@ -663,7 +494,7 @@ impl Otlp {
             dropped,
             last_warning: Arc::default(),
         };
-        let resource = s.resource();
+        let resource = resource(s);
         let tracing = if s.traces {
             let exporter = span_exporter(s).map_err(|source| OtlpError::Build {
                 signal: "traces",
@@ -738,8 +569,8 @@ impl Otlp {
         for r in ["ok", "error", "timeout"] {
             m.probes.add(0, &with(t, "result", r));
         }
-        for r in super::connect_results(t.store) {
-            m.connect_attempts.add(0, &with(t, "result", r.as_str()));
+        for r in super::connect_results(t) {
+            m.connect_attempts.add(0, &with(t, "result", r));
         }
         for c in super::DISCONNECT_CAUSES {
             m.disconnects.add(0, &with(t, "cause", c.as_str()));
@@ -802,7 +633,7 @@ impl Otlp {
             } => {
                 m.connect_attempts
                     .add(1, &with(t, "result", result.as_str()));
-                if *result == ConnectResult::Ok {
+                if result.is_ok() {
                     m.connect_duration
                         .record(duration.as_secs_f64(), &target_attrs(t));
                 }
@@ -904,7 +735,7 @@ impl Tracing {
                     "dbcanary.connect.attempt",
                     i64::from(o.attempts),
                 ));
-                if *result == ConnectResult::Ok {
+                if result.is_ok() {
                     o.ok_attempt = Some((start, end, attrs));
                     return None;
                 }
@@ -1094,7 +925,7 @@ impl Tracing {
 
 /// Completes an outage span from its report.
 fn finish(span: &mut opentelemetry_sdk::trace::Span, r: &OutageReport) {
-    let id = |i: Option<&crate::stores::Identity>| {
+    let id = |i: Option<&crate::model::Identity>| {
         i.and_then(|i| i.server_id.clone()).unwrap_or_default()
     };
     let before = id(r.before.as_ref());
@@ -1115,7 +946,7 @@ fn finish(span: &mut opentelemetry_sdk::trace::Span, r: &OutageReport) {
     span.set_attribute(KeyValue::new("dbcanary.server.id.before", before.clone()));
     span.set_attribute(KeyValue::new("dbcanary.server.id.after", after.clone()));
     if r.kind == OutageKind::Failover {
-        let addr = |i: Option<&crate::stores::Identity>| {
+        let addr = |i: Option<&crate::model::Identity>| {
             i.and_then(|i| i.address.clone()).unwrap_or_default()
         };
         span.add_event_with_timestamp(
@@ -1133,6 +964,17 @@ fn finish(span: &mut opentelemetry_sdk::trace::Span, r: &OutageReport) {
     // The outage is over: the span's status stays unset (only an outage
     // unresolved at shutdown is an error).
     span.end_with_timestamp(r.ended_at.max(r.started_at));
+}
+
+/// The resource every signal carries.
+fn resource(s: &OtlpSettings) -> Resource {
+    Resource::builder_empty()
+        .with_attributes(
+            s.resource_attributes()
+                .into_iter()
+                .map(|(k, v)| KeyValue::new(k.to_string(), v.to_string())),
+        )
+        .build()
 }
 
 fn span_exporter(
@@ -1216,112 +1058,15 @@ fn metadata(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stores::Identity;
+    use crate::model::{AttemptResult, ConnectResult, Identity};
     use opentelemetry::trace::Status;
     use opentelemetry_sdk::trace::{InMemorySpanExporter, SimpleSpanProcessor};
-
-    struct MapEnv(Vec<(&'static str, &'static str)>);
-
-    impl Env for MapEnv {
-        fn var(&self, name: &str) -> Option<String> {
-            self.0
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-        }
-        fn vars(&self) -> Vec<(String, String)> {
-            self.0
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        }
-    }
 
     fn attr<'a>(s: &'a SpanData, k: &str) -> Option<&'a opentelemetry::Value> {
         s.attributes
             .iter()
             .find(|kv| kv.key.as_str() == k)
             .map(|kv| &kv.value)
-    }
-
-    #[test]
-    fn no_endpoint_no_export() {
-        assert_eq!(OtlpSettings::resolve(None, &MapEnv(vec![])).unwrap(), None);
-        let cfg = OtlpConfig {
-            protocol: Some("http/protobuf".into()),
-            ..Default::default()
-        };
-        assert_eq!(
-            OtlpSettings::resolve(Some(&cfg), &MapEnv(vec![])).unwrap(),
-            None
-        );
-    }
-
-    #[test]
-    fn standard_variables_work_and_config_wins() {
-        let env = MapEnv(vec![
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
-            ("OTEL_METRIC_EXPORT_INTERVAL", "1000"),
-            ("OTEL_TRACES_EXPORTER", "none"),
-            (
-                "OTEL_RESOURCE_ATTRIBUTES",
-                "team=db%20ops,service.name=ignored",
-            ),
-            ("OTEL_SERVICE_NAME", "canary-eu"),
-        ]);
-        let s = OtlpSettings::resolve(None, &env).unwrap().unwrap();
-        assert_eq!(s.transport, Transport::HttpProtobuf);
-        assert_eq!(
-            s.signal_endpoint("/v1/traces"),
-            "http://collector:4318/v1/traces"
-        );
-        assert_eq!(s.timeout, Duration::from_millis(2500));
-        assert_eq!(s.export_interval, Duration::from_secs(1));
-        assert!(!s.traces && s.metrics);
-        let r = s.resource();
-        let get = |k: &'static str| r.get(&opentelemetry::Key::from_static_str(k));
-        assert_eq!(get("team"), Some("db ops".into()));
-        assert_eq!(get("service.name"), Some("canary-eu".into()));
-        assert!(get("service.version").is_some());
-
-        let cfg = OtlpConfig {
-            endpoint: "http://mine:4317".into(),
-            protocol: Some("grpc".into()),
-            timeout: Some("3s".into()),
-            export_interval: Some("5s".into()),
-            traces: Some(true),
-            resource_attributes: [("service.name".to_string(), "edge".to_string())].into(),
-            ..Default::default()
-        };
-        let s = OtlpSettings::resolve(Some(&cfg), &env).unwrap().unwrap();
-        assert_eq!(s.transport, Transport::Grpc);
-        assert_eq!(s.signal_endpoint("/v1/traces"), "http://mine:4317");
-        assert_eq!(s.timeout, Duration::from_secs(3));
-        assert_eq!(s.export_interval, Duration::from_secs(5));
-        assert!(s.traces);
-        let r = s.resource();
-        assert_eq!(
-            r.get(&opentelemetry::Key::from_static_str("service.name")),
-            Some("edge".into())
-        );
-    }
-
-    #[test]
-    fn bad_variables_are_refused_with_their_name() {
-        let env = MapEnv(vec![
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
-        ]);
-        let e = OtlpSettings::resolve(None, &env).unwrap_err().to_string();
-        assert!(e.contains("protocol") && e.contains("http/json"), "{e}");
-        let env = MapEnv(vec![
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
-            ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s"),
-        ]);
-        let e = OtlpSettings::resolve(None, &env).unwrap_err().to_string();
-        assert!(e.contains("OTEL_EXPORTER_OTLP_TIMEOUT"), "{e}");
     }
 
     fn tracing_into(exporter: &InMemorySpanExporter) -> Tracing {
@@ -1342,6 +1087,7 @@ mod tests {
             name: "cache".into(),
             store: StoreKind::Redis,
             endpoint: "10.0.0.1:6379".into(),
+            own_results: &[],
         }
     }
 
@@ -1362,18 +1108,19 @@ mod tests {
         tr.on_event(
             &t,
             &Event::Disconnected {
-                cause: crate::events::DisconnectCause::Reset,
+                cause: crate::model::DisconnectCause::Reset,
                 at: start,
                 detail: String::new(),
             },
         );
         for result in [ConnectResult::Refused, ConnectResult::Ok] {
+            let result = AttemptResult::from(result);
             tr.on_event(
                 &t,
                 &Event::ConnectAttempt {
                     result,
                     duration: Duration::from_millis(1),
-                    error: (result != ConnectResult::Ok).then(|| "connection refused".into()),
+                    error: (!result.is_ok()).then(|| "connection refused".into()),
                 },
             );
         }
@@ -1381,7 +1128,7 @@ mod tests {
             started_at: start,
             ended_at: start + Duration::from_millis(40),
             duration: Duration::from_millis(40),
-            cause: crate::events::DisconnectCause::Reset,
+            cause: crate::model::DisconnectCause::Reset,
             kind: OutageKind::Failover,
             reason: "role changed".into(),
             attempts: 2,
@@ -1446,7 +1193,7 @@ mod tests {
         tr.on_event(
             &t,
             &Event::Disconnected {
-                cause: crate::events::DisconnectCause::Closed,
+                cause: crate::model::DisconnectCause::Closed,
                 at: SystemTime::now(),
                 detail: String::new(),
             },
@@ -1472,7 +1219,7 @@ mod tests {
         tr.on_event(
             t,
             &Event::Disconnected {
-                cause: crate::events::DisconnectCause::Closed,
+                cause: crate::model::DisconnectCause::Closed,
                 at: start,
                 detail: String::new(),
             },
@@ -1481,7 +1228,7 @@ mod tests {
             started_at: start,
             ended_at: start + Duration::from_millis(40),
             duration: Duration::from_millis(40),
-            cause: crate::events::DisconnectCause::Closed,
+            cause: crate::model::DisconnectCause::Closed,
             kind: OutageKind::Restart,
             reason: String::new(),
             attempts: 1,

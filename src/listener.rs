@@ -16,8 +16,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
 use rustls::ServerConfig;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -25,7 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{BasicAuth, TlsFiles};
+use crate::config::BasicAuth;
 use crate::telemetry::Recorder;
 
 /// What the handlers share.
@@ -83,40 +81,6 @@ pub async fn serve(
         r = server => r,
         _ = accept_tls(listener, TlsAcceptor::from(tls), tx) => Ok(()),
     }
-}
-
-/// Loads the listener's certificate chain and key. Errors name the key
-/// (`cert_file` / `key_file`) and the reason.
-pub fn tls_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, (&'static str, String)> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert_file)
-        .and_then(|it| it.collect::<Result<_, _>>())
-        .map_err(|e| {
-            (
-                "cert_file",
-                format!("cannot read {}: {e}", files.cert_file.display()),
-            )
-        })?;
-    if certs.is_empty() {
-        return Err((
-            "cert_file",
-            format!("no certificate in {}", files.cert_file.display()),
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_file(&files.key_file).map_err(|e| {
-        (
-            "key_file",
-            format!("cannot read {}: {e}", files.key_file.display()),
-        )
-    })?;
-    let mut config =
-        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ("cert_file", e.to_string()))?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .map_err(|e| ("key_file", format!("does not fit the certificate: {e}")))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
 }
 
 /// Accepts TCP connections and runs each TLS handshake in its own task, so
