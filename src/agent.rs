@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::AttemptBudget;
 use crate::canary::RunCanary;
 use crate::config::otlp::SettingError;
 use crate::config::{Config, ConfigError, OtlpSettings, ProcessEnv, Target, TargetSource};
@@ -68,6 +69,8 @@ struct Running {
 /// The canary tasks and what they belong to.
 struct Canaries {
     recorder: Arc<Recorder>,
+    /// Every canary's connection attempts draw from it.
+    budget: Arc<AttemptBudget>,
     /// Parent of every canary's own token.
     stop: CancellationToken,
     set: JoinSet<()>,
@@ -104,6 +107,7 @@ impl Canaries {
             info: info.clone(),
             settings: t.settings,
             sink: self.recorder.clone(),
+            budget: self.budget.clone(),
             shutdown: stop.clone(),
         };
         let t = t.clone();
@@ -218,6 +222,7 @@ pub async fn run(
 
     let mut canaries = Canaries {
         recorder,
+        budget: Arc::new(AttemptBudget::new(config.agent.attempts_per_second)),
         stop: CancellationToken::new(),
         set: JoinSet::new(),
         by_task: HashMap::new(),

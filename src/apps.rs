@@ -283,11 +283,7 @@ mod tests {
     use crate::model::{DisconnectCause, OutageKind};
 
     fn lost() -> Event {
-        Event::Disconnected {
-            cause: DisconnectCause::Closed,
-            at: SystemTime::now(),
-            detail: String::new(),
-        }
+        Event::lost_at(DisconnectCause::Closed, SystemTime::now())
     }
 
     fn restored(d: Duration) -> Event {
@@ -296,18 +292,12 @@ mod tests {
 
     /// A restore whose outage ended at `ended` on the wall clock.
     fn restored_at(d: Duration, ended: SystemTime) -> Event {
-        Event::Restored(Box::new(OutageReport {
-            started_at: ended - d,
-            ended_at: ended,
-            duration: d,
-            cause: DisconnectCause::Closed,
-            kind: OutageKind::Restart,
-            reason: String::new(),
-            attempts: 1,
-            resolution: Duration::ZERO,
-            before: None,
-            after: crate::model::Identity::default(),
-        }))
+        Event::Restored(Box::new(OutageReport::exact(
+            ended - d,
+            d,
+            DisconnectCause::Closed,
+            OutageKind::Restart,
+        )))
     }
 
     fn connected() -> Event {

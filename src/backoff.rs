@@ -1,11 +1,17 @@
-//! Exponential backoff with full jitter between reconnect attempts: the
-//! n-th wait is uniform in `[0, min(max, initial * multiplier^n)]`, so that
-//! many canaries (or many agents) do not retry in lockstep.
+//! The pacing of reconnect attempts: a fine cadence while an outage is
+//! young and the attempts cost the server nothing, else exponential backoff
+//! with full jitter (the n-th wait is uniform in
+//! `[0, min(max, initial * multiplier^n)]`, so that many canaries, or many
+//! agents, do not retry in lockstep); and the agent-wide attempt budget
+//! every canary draws from.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use rand::Rng;
+use tokio::time::Instant;
 
+use crate::model::{AttemptResult, ConnectResult};
 use crate::settings::BackoffConfig;
 
 /// The state of one series of attempts.
@@ -45,6 +51,74 @@ impl Backoff {
     pub fn reset(&mut self) {
         self.attempt = 0;
     }
+
+    /// When the attempt after one that started at `started` and failed with
+    /// `result` may start, `into_outage` into the outage: at the fine cadence
+    /// while the outage is younger than `fine_for` and the attempt cost the
+    /// server nothing (refused, unanswered, or cut at the transport), else
+    /// after the backoff from now.
+    pub fn next_attempt(
+        &mut self,
+        result: AttemptResult,
+        started: Instant,
+        into_outage: Duration,
+    ) -> Instant {
+        let cheap = matches!(
+            result,
+            AttemptResult::Connect(
+                ConnectResult::Refused | ConnectResult::Timeout | ConnectResult::Io
+            )
+        );
+        if cheap && into_outage < self.config.fine_for {
+            return started + self.config.fine;
+        }
+        Instant::now() + self.next_delay()
+    }
+}
+
+/// The agent-wide budget of connection attempts per second, a token bucket
+/// shared by every canary of the agent. An attempt the budget holds back
+/// waits its turn: the outage's resolution widens, and its report says so.
+#[derive(Debug)]
+pub struct AttemptBudget {
+    per_second: f64,
+    /// Tokens left (negative: attempts already promised a later turn) and
+    /// when they were counted.
+    state: Mutex<(f64, Instant)>,
+}
+
+impl AttemptBudget {
+    /// A budget of `per_second` attempts, with a burst of a tenth of a
+    /// second's worth.
+    pub fn new(per_second: u32) -> Self {
+        let per_second = f64::from(per_second.max(1));
+        Self {
+            per_second,
+            state: Mutex::new((Self::burst(per_second), Instant::now())),
+        }
+    }
+
+    fn burst(per_second: f64) -> f64 {
+        (per_second / 10.0).max(1.0)
+    }
+
+    /// Waits for this attempt's turn; true when the budget held it back.
+    pub async fn take(&self) -> bool {
+        let wait = {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let (tokens, at) = *st;
+            let refilled = (tokens + (now - at).as_secs_f64() * self.per_second)
+                .min(Self::burst(self.per_second));
+            *st = (refilled - 1.0, now);
+            if refilled >= 1.0 {
+                return false;
+            }
+            Duration::from_secs_f64((1.0 - refilled) / self.per_second)
+        };
+        tokio::time::sleep(wait).await;
+        true
+    }
 }
 
 #[cfg(test)]
@@ -57,6 +131,7 @@ mod tests {
             initial: Duration::from_millis(100),
             multiplier: 2.0,
             max: Duration::from_millis(700),
+            ..BackoffConfig::default()
         });
         let ceilings: Vec<_> = (0..5)
             .map(|_| {
@@ -76,8 +151,52 @@ mod tests {
             initial: Duration::from_secs(1),
             multiplier: 1.0,
             max: Duration::from_secs(1),
+            ..BackoffConfig::default()
         });
         let waits: std::collections::HashSet<_> = (0..20).map(|_| b.next_delay()).collect();
         assert!(waits.len() > 10, "full jitter gives distinct waits");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cheap_failures_retry_at_the_fine_cadence_while_the_outage_is_young() {
+        let mut b = Backoff::new(BackoffConfig::default());
+        let t = Instant::now();
+        let refused = AttemptResult::Connect(ConnectResult::Refused);
+        let fine = Duration::from_millis(25);
+        assert_eq!(b.next_attempt(refused, t, Duration::from_secs(1)), t + fine);
+        let late = b.next_attempt(refused, t, Duration::from_secs(11));
+        assert!(late <= Instant::now() + Duration::from_secs(1));
+        // An attempt that reached the server backs off, however young.
+        let auth = AttemptResult::Connect(ConnectResult::Auth);
+        let mut b = Backoff::new(BackoffConfig {
+            initial: Duration::from_secs(1),
+            multiplier: 1.0,
+            max: Duration::from_secs(1),
+            ..BackoffConfig::default()
+        });
+        let waits: Vec<_> = (0..20)
+            .map(|_| b.next_attempt(auth, t, Duration::ZERO) - Instant::now())
+            .collect();
+        assert!(waits.iter().any(|w| *w > fine), "{waits:?}");
+        assert!(b.next_attempt(AttemptResult::Own("status"), t, Duration::ZERO) >= t);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_holds_attempts_to_its_rate() {
+        let budget = AttemptBudget::new(100);
+        let start = Instant::now();
+        let mut held = 0;
+        for _ in 0..110 {
+            if budget.take().await {
+                held += 1;
+            }
+        }
+        // A burst of 10, then 100 more at 100/s.
+        assert_eq!(held, 100);
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(990) && took <= Duration::from_millis(1010),
+            "{took:?}"
+        );
     }
 }

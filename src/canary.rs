@@ -1,8 +1,20 @@
-//! The one generic canary every store runs through:
-//! Connecting → Up → Down(backoff) → Up. It owns all timing (tokio's
-//! monotonic clock), the backoff, classification and the outage bookkeeping,
-//! and reports everything as [`Event`]s. Store code only connects, probes and
-//! says when its transport closed.
+//! The one generic canary every store runs through, an explicit state
+//! machine: `Connecting` (with an outage open once an attempt failed, or
+//! once the connection was lost) → `Up` → `Connecting` … It owns all timing
+//! (tokio's monotonic clock), the reconnect pacing, classification and the
+//! outage bookkeeping with its bounds, and reports everything as
+//! [`Event`]s. Store code only connects, probes and says when its
+//! transport closed.
+//!
+//! What an outage's bounds mean (README, "What it measures"):
+//! - start: a close the transport reports is seen within one network round
+//!   trip (the last probe's) plus the agent's own wake-up
+//!   ([`TRANSPORT_SLACK`]); a failed or timed-out probe puts the estimate
+//!   where that probe was sent, between the last good answer and the
+//!   failure; a target that never answered since the canary started has an
+//!   unknown start, estimated at the canary's start.
+//! - end: the first successful probe on a new connection, no earlier than
+//!   the end of the last failed attempt.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -11,22 +23,83 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior, timeout};
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
+use crate::backoff::{AttemptBudget, Backoff};
 use crate::classify::classify;
-use crate::events::{Event, EventSink, OutageReport};
+use crate::events::{Bounds, Event, EventSink, OutageReport};
 use crate::model::{
     ConnectResult, DisconnectCause, FailoverSource, Identity, OutageKind, ProbeResult, TargetInfo,
 };
 use crate::settings::CanarySettings;
 use crate::stores::{Announcement, CloseSignal, ConnectError, Connected, Store, UseStore, attempt};
 
+/// What the start bound of a transport-reported close allows beyond the
+/// last probe's round trip: the agent's own delay in waking up to it.
+pub const TRANSPORT_SLACK: Duration = Duration::from_millis(10);
+
+/// The two clocks at one moment: events carry wall-clock times, all
+/// measuring is monotonic.
+#[derive(Debug, Clone, Copy)]
+struct Anchor {
+    mono: Instant,
+    wall: SystemTime,
+}
+
+impl Anchor {
+    fn now() -> Self {
+        Self {
+            mono: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+
+    /// The wall-clock time of a monotonic moment.
+    fn wall(&self, t: Instant) -> SystemTime {
+        if t >= self.mono {
+            self.wall + (t - self.mono)
+        } else {
+            self.wall - (self.mono - t)
+        }
+    }
+}
+
+/// When a connection was lost, as far as the canary can tell.
+#[derive(Debug, Clone, Copy)]
+struct Loss {
+    /// The estimate.
+    at: Instant,
+    /// The last moment the connection was known good (`None`: never).
+    earliest: Option<Instant>,
+    /// The detection.
+    latest: Instant,
+}
+
 /// An outage in progress.
 struct Outage {
-    started: Instant,
-    started_wall: SystemTime,
+    loss: Loss,
+    anchor: Anchor,
     cause: DisconnectCause,
+    /// Failed attempts so far.
     attempts: u32,
-    last_failed_attempt: Option<Instant>,
+    /// When the last failed attempt ended.
+    last_failed_end: Option<Instant>,
+    budget_limited: bool,
+}
+
+/// Where the canary stands.
+enum State<C> {
+    /// Opening a connection; `outage` is open once the target was lost, or
+    /// once the first attempt failed.
+    Connecting {
+        outage: Option<Outage>,
+        before: Option<Identity>,
+    },
+    /// Connected and probing.
+    Up {
+        conn: C,
+        identity: Identity,
+        closed: CloseSignal,
+    },
+    Stopped,
 }
 
 /// Why the up phase ended.
@@ -35,7 +108,42 @@ enum UpEnd {
     Lost {
         cause: DisconnectCause,
         detail: String,
+        loss: Loss,
     },
+}
+
+/// What the up phase knows of the last good round trip.
+#[derive(Debug, Clone, Copy)]
+struct Health {
+    /// When the last successful round trip ended.
+    last_ok: Instant,
+    /// How long it took.
+    rtt: Duration,
+}
+
+impl Health {
+    /// A loss the transport reported just now.
+    fn closed_now(&self) -> Loss {
+        let now = Instant::now();
+        let allowance = self.rtt + TRANSPORT_SLACK;
+        let earliest = now
+            .checked_sub(allowance)
+            .map_or(self.last_ok, |t| t.max(self.last_ok));
+        Loss {
+            at: now,
+            earliest: Some(earliest),
+            latest: now,
+        }
+    }
+
+    /// A loss seen by a round trip sent at `sent` that failed just now.
+    fn failed_now(&self, sent: Instant) -> Loss {
+        Loss {
+            at: sent,
+            earliest: Some(self.last_ok),
+            latest: Instant::now(),
+        }
+    }
 }
 
 /// One canary: a store, its target and where its events go.
@@ -44,6 +152,7 @@ pub struct Canary<S: Store> {
     target: Arc<TargetInfo>,
     settings: CanarySettings,
     sink: Arc<dyn EventSink>,
+    budget: Option<Arc<AttemptBudget>>,
 }
 
 impl<S: Store> Canary<S> {
@@ -58,7 +167,14 @@ impl<S: Store> Canary<S> {
             target,
             settings,
             sink,
+            budget: None,
         }
+    }
+
+    /// Draws every connection attempt from the agent-wide `budget`.
+    pub fn with_budget(mut self, budget: Arc<AttemptBudget>) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     fn emit(&self, event: Event) {
@@ -82,78 +198,150 @@ impl<S: Store> Canary<S> {
 
     async fn main_loop(&self, mut ann: mpsc::Receiver<Announcement>, shutdown: &CancellationToken) {
         self.emit(Event::Started);
+        let started = Instant::now();
         let mut backoff = Backoff::new(self.settings.backoff);
-        let mut last_identity: Option<Identity> = None;
-        let mut outage: Option<Outage> = None;
+        let mut state = State::Connecting {
+            outage: None,
+            before: None,
+        };
+        loop {
+            state = match state {
+                State::Connecting { outage, before } => {
+                    self.connecting(outage, before, started, &mut backoff, &mut ann, shutdown)
+                        .await
+                }
+                State::Up {
+                    conn,
+                    identity,
+                    closed,
+                } => match self.up(conn, identity, closed, &mut ann, shutdown).await {
+                    (UpEnd::Shutdown, _) => State::Stopped,
+                    (
+                        UpEnd::Lost {
+                            cause,
+                            detail,
+                            loss,
+                        },
+                        identity,
+                    ) => {
+                        let outage = self.lost(cause, loss, false, detail);
+                        backoff.reset();
+                        State::Connecting {
+                            outage: Some(outage),
+                            before: Some(identity),
+                        }
+                    }
+                },
+                State::Stopped => return,
+            };
+        }
+    }
+
+    /// Opens an outage and says so.
+    fn lost(
+        &self,
+        cause: DisconnectCause,
+        loss: Loss,
+        start_unknown: bool,
+        detail: String,
+    ) -> Outage {
+        let anchor = Anchor::now();
+        self.emit(Event::Disconnected {
+            cause,
+            at: anchor.wall(loss.latest),
+            started_at: anchor.wall(loss.at),
+            since: loss.at,
+            start_unknown,
+            detail,
+        });
+        Outage {
+            loss,
+            anchor,
+            cause,
+            attempts: 0,
+            last_failed_end: None,
+            budget_limited: false,
+        }
+    }
+
+    /// Attempts until one succeeds (→ `Up`) or the canary is shut down. The
+    /// first attempt after a loss goes at once, as an application's would.
+    async fn connecting(
+        &self,
+        mut outage: Option<Outage>,
+        before: Option<Identity>,
+        started: Instant,
+        backoff: &mut Backoff,
+        ann: &mut mpsc::Receiver<Announcement>,
+        shutdown: &CancellationToken,
+    ) -> State<S::Conn> {
         loop {
             if shutdown.is_cancelled() {
-                return;
+                return State::Stopped;
+            }
+            if let Some(budget) = &self.budget
+                && budget.take().await
+                && let Some(o) = &mut outage
+            {
+                o.budget_limited = true;
             }
             let attempt_start = Instant::now();
-            match self.attempt().await {
+            let result = self.attempt().await;
+            let attempt_end = Instant::now();
+            let duration = attempt_end - attempt_start;
+            match result {
                 Ok(Connected {
                     conn,
                     mut identity,
                     closed,
                 }) => {
-                    let now = Instant::now();
                     self.emit(Event::ConnectAttempt {
                         result: ConnectResult::Ok.into(),
-                        duration: now - attempt_start,
+                        duration,
                         error: None,
                     });
-                    identity.read_at.get_or_insert(now);
-                    if let Some(o) = outage.take() {
-                        self.restored(o, last_identity.as_ref(), &identity, now);
+                    identity.read_at.get_or_insert(attempt_end);
+                    identity.read_within = duration;
+                    if let Some(o) = outage {
+                        self.restored(o, before.as_ref(), &identity, attempt_end);
                     }
                     self.emit(Event::Connected {
                         identity: identity.clone(),
                     });
-                    backoff.reset();
-                    match self
-                        .up(conn, &mut identity, closed, &mut ann, shutdown)
-                        .await
-                    {
-                        UpEnd::Shutdown => return,
-                        UpEnd::Lost { cause, detail } => {
-                            let started_wall = SystemTime::now();
-                            self.emit(Event::Disconnected {
-                                cause,
-                                at: started_wall,
-                                detail,
-                            });
-                            outage = Some(Outage {
-                                started: Instant::now(),
-                                started_wall,
-                                cause,
-                                attempts: 0,
-                                last_failed_attempt: None,
-                            });
-                            last_identity = Some(identity);
-                            // Reconnect at once, as an application would.
-                            continue;
-                        }
-                    }
+                    return State::Up {
+                        conn,
+                        identity,
+                        closed,
+                    };
                 }
                 Err(e) => {
+                    let result = e.result;
+                    let o = outage.get_or_insert_with(|| {
+                        // Never answered since the canary started: an outage
+                        // whose true start is unknown.
+                        let loss = Loss {
+                            at: started,
+                            earliest: None,
+                            latest: attempt_end,
+                        };
+                        self.lost(DisconnectCause::Unreachable, loss, true, e.message.clone())
+                    });
                     self.emit(Event::ConnectAttempt {
-                        result: e.result,
-                        duration: attempt_start.elapsed(),
+                        result,
+                        duration,
                         error: Some(e.message),
                     });
-                    if let Some(o) = &mut outage {
-                        o.attempts += 1;
-                        o.last_failed_attempt = Some(attempt_start);
+                    o.attempts += 1;
+                    o.last_failed_end = Some(attempt_end);
+                    let into_outage = attempt_end - o.loss.at;
+                    let until = backoff.next_attempt(result, attempt_start, into_outage);
+                    loop {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return State::Stopped,
+                            _ = tokio::time::sleep_until(until) => break,
+                            Some(a) = ann.recv() => self.announced(a),
+                        }
                     }
-                }
-            }
-            let wait = backoff.next_delay();
-            let until = Instant::now() + wait;
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep_until(until) => break,
-                    Some(a) = ann.recv() => self.announced(a),
                 }
             }
         }
@@ -172,22 +360,36 @@ impl<S: Store> Canary<S> {
         }
     }
 
-    fn restored(&self, o: Outage, before: Option<&Identity>, after: &Identity, now: Instant) {
-        let duration = now - o.started;
-        let c = classify(before, after, duration);
-        let resolution = o
-            .last_failed_attempt
-            .map(|t| now - t)
-            .unwrap_or(Duration::ZERO);
+    fn restored(&self, o: Outage, before: Option<&Identity>, after: &Identity, end: Instant) {
+        let loss = o.loss;
+        let end_earliest = o.last_failed_end.unwrap_or(loss.latest).min(end);
+        let duration = end.saturating_duration_since(loss.at);
+        let start_width = loss
+            .earliest
+            .map_or(Duration::ZERO, |e| loss.latest.saturating_duration_since(e));
+        let end_width = end - end_earliest;
+        let longest = loss.earliest.map(|e| end.saturating_duration_since(e));
+        let c = classify(before, after, longest.unwrap_or(duration));
+        let wall = |t| o.anchor.wall(t);
         let report = OutageReport {
-            started_at: o.started_wall,
-            ended_at: o.started_wall + duration,
+            started_at: wall(loss.at),
+            ended_at: wall(end),
             duration,
+            bounds: Bounds {
+                start_earliest: loss.earliest.map(wall),
+                start_latest: wall(loss.latest),
+                end_earliest: wall(end_earliest),
+                end_latest: wall(end),
+            },
+            shortest: end_earliest.saturating_duration_since(loss.latest),
+            longest,
+            start_unknown: loss.earliest.is_none(),
             cause: o.cause,
             kind: c.kind,
             reason: c.reason,
             attempts: o.attempts + 1,
-            resolution,
+            resolution: start_width + end_width,
+            budget_limited: o.budget_limited,
             before: before.cloned(),
             after: after.clone(),
         };
@@ -203,66 +405,109 @@ impl<S: Store> Canary<S> {
     }
 
     /// The healthy phase: probe every interval, watch the transport, re-read
-    /// the identity now and then.
+    /// the identity now and then. Gives back how it ended and the identity
+    /// last read.
     async fn up(
         &self,
         mut conn: S::Conn,
-        identity: &mut Identity,
+        mut identity: Identity,
         mut closed: CloseSignal,
         ann: &mut mpsc::Receiver<Announcement>,
         shutdown: &CancellationToken,
-    ) -> UpEnd {
+    ) -> (UpEnd, Identity) {
         let interval = self.settings.interval;
         let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut probes: u32 = 0;
+        let mut health = Health {
+            last_ok: Instant::now(),
+            rtt: identity.read_within,
+        };
         loop {
-            tokio::select! {
+            let end = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
                     let _ = timeout(self.settings.timeout, self.store.close(conn)).await;
-                    return UpEnd::Shutdown;
+                    return (UpEnd::Shutdown, identity);
                 }
-                cause = closed.closed() => {
-                    return UpEnd::Lost { cause, detail: "the transport reported the connection closed".into() };
-                }
+                cause = closed.closed() => Some(UpEnd::Lost {
+                    cause,
+                    detail: "the transport reported the connection closed".into(),
+                    loss: health.closed_now(),
+                }),
                 Some(a) = ann.recv() => {
                     let failover = matches!(a, Announcement::Failover { .. });
                     self.announced(a);
                     // Who answers now, at once rather than at the next
                     // periodic refresh; the failover is already counted.
-                    if failover
-                        && let Some(lost) = self.refresh_identity(&mut conn, identity, true).await
-                    {
-                        return lost;
+                    if failover {
+                        self.refresh_identity(&mut conn, &mut identity, &mut health, true).await
+                    } else {
+                        None
                     }
                 }
                 _ = ticker.tick() => {
-                    let t0 = Instant::now();
-                    let r = timeout(self.settings.timeout, self.store.probe(&mut conn)).await;
-                    let duration = t0.elapsed();
-                    match r {
-                        Ok(Ok(())) => self.emit(Event::Probe { result: ProbeResult::Ok, duration }),
-                        Ok(Err(e)) => {
-                            self.emit(Event::Probe { result: ProbeResult::Error, duration });
-                            return UpEnd::Lost { cause: e.cause, detail: format!("probe failed: {}", e.message) };
+                    match self.probe(&mut conn, &mut health).await {
+                        Some(lost) => Some(lost),
+                        None => {
+                            probes = probes.wrapping_add(1);
+                            let every = self.settings.identity_every;
+                            if every > 0 && probes.is_multiple_of(every) {
+                                self.refresh_identity(&mut conn, &mut identity, &mut health, false).await
+                            } else {
+                                None
+                            }
                         }
-                        Err(_) => {
-                            self.emit(Event::Probe { result: ProbeResult::Timeout, duration });
-                            return UpEnd::Lost {
-                                cause: DisconnectCause::Timeout,
-                                detail: format!("probe timed out after {}", humantime::format_duration(self.settings.timeout)),
-                            };
-                        }
-                    }
-                    probes = probes.wrapping_add(1);
-                    let every = self.settings.identity_every;
-                    if every > 0 && probes.is_multiple_of(every)
-                        && let Some(lost) = self.refresh_identity(&mut conn, identity, false).await
-                    {
-                        return lost;
                     }
                 }
+            };
+            if let Some(end) = end {
+                return (end, identity);
+            }
+        }
+    }
+
+    /// One probe; `Some` when it lost the connection.
+    async fn probe(&self, conn: &mut S::Conn, health: &mut Health) -> Option<UpEnd> {
+        let sent = Instant::now();
+        let r = timeout(self.settings.timeout, self.store.probe(conn)).await;
+        let duration = sent.elapsed();
+        match r {
+            Ok(Ok(())) => {
+                self.emit(Event::Probe {
+                    result: ProbeResult::Ok,
+                    duration,
+                });
+                *health = Health {
+                    last_ok: Instant::now(),
+                    rtt: duration,
+                };
+                None
+            }
+            Ok(Err(e)) => {
+                self.emit(Event::Probe {
+                    result: ProbeResult::Error,
+                    duration,
+                });
+                Some(UpEnd::Lost {
+                    cause: e.cause,
+                    detail: format!("probe failed: {}", e.message),
+                    loss: health.failed_now(sent),
+                })
+            }
+            Err(_) => {
+                self.emit(Event::Probe {
+                    result: ProbeResult::Timeout,
+                    duration,
+                });
+                Some(UpEnd::Lost {
+                    cause: DisconnectCause::Timeout,
+                    detail: format!(
+                        "probe timed out after {}",
+                        humantime::format_duration(self.settings.timeout)
+                    ),
+                    loss: health.failed_now(sent),
+                })
             }
         }
     }
@@ -274,25 +519,32 @@ impl<S: Store> Canary<S> {
         &self,
         conn: &mut S::Conn,
         identity: &mut Identity,
+        health: &mut Health,
         announced: bool,
     ) -> Option<UpEnd> {
+        let sent = Instant::now();
         let fresh = timeout(self.settings.timeout, self.store.identify(conn)).await;
         self.tell();
         let fresh = match fresh {
             Ok(Ok(mut fresh)) => {
-                fresh.read_at.get_or_insert_with(Instant::now);
+                let now = Instant::now();
+                fresh.read_at.get_or_insert(now);
+                fresh.read_within = now - sent;
+                health.last_ok = now;
                 fresh
             }
             Ok(Err(e)) => {
                 return Some(UpEnd::Lost {
                     cause: e.cause,
                     detail: format!("identity refresh failed: {}", e.message),
+                    loss: health.failed_now(sent),
                 });
             }
             Err(_) => {
                 return Some(UpEnd::Lost {
                     cause: DisconnectCause::Timeout,
                     detail: "identity refresh timed out".into(),
+                    loss: health.failed_now(sent),
                 });
             }
         };
@@ -352,6 +604,8 @@ pub struct RunCanary {
     pub info: Arc<TargetInfo>,
     pub settings: CanarySettings,
     pub sink: Arc<dyn EventSink>,
+    /// The agent-wide attempt budget.
+    pub budget: Arc<AttemptBudget>,
     pub shutdown: CancellationToken,
 }
 
@@ -360,6 +614,7 @@ impl UseStore for RunCanary {
 
     async fn run<S: Store>(self, store: S) {
         Canary::new(store, self.info, self.settings, self.sink)
+            .with_budget(self.budget)
             .run(self.shutdown)
             .await
     }

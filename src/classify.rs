@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use crate::model::{Identity, OutageKind};
 
-/// Slack for uptimes reported in whole seconds and for the time between
-/// reading an identity and measuring.
-pub const UPTIME_TOLERANCE: Duration = Duration::from_millis(1500);
+/// What an uptime in whole seconds (Redis, MySQL) may hide.
+pub const WHOLE_SECONDS: Duration = Duration::from_secs(1);
 
 /// The kind of an outage and what decided it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +23,7 @@ fn class(kind: OutageKind, reason: impl Into<String>) -> Classification {
     }
 }
 
-/// Classifies an outage of length `outage` (first match wins):
+/// Classifies an outage that lasted at most `outage` (first match wins):
 /// role change → failover; server started during the outage → restart;
 /// another server that was already running, or an advanced epoch → failover;
 /// same server still running → network; else unknown.
@@ -65,27 +64,42 @@ pub fn classify(before: Option<&Identity>, after: &Identity, outage: Duration) -
     class(OutageKind::Unknown, "missing uptime and process id")
 }
 
-/// Whether the server that answers after the outage started during it.
+/// How much an identity's uptime may be off: its resolution, and the time
+/// the read took (the server's answer is at most that much older than
+/// `read_at`).
+fn slack(id: &Identity) -> Duration {
+    id.uptime_resolution.unwrap_or(WHOLE_SECONDS) + id.read_within
+}
+
+/// Whether the server that answers after the outage started during it:
+/// young enough, and either another process at the same address (a new
+/// `run_id`, a connection sequence that went back) or a start time implied
+/// by the uptimes (`read_at - uptime`, each within its slack) that moved
+/// forward.
 fn started_during(before: &Identity, after: &Identity, outage: Duration) -> bool {
     if let Some(up) = after.uptime {
-        if up > outage + UPTIME_TOLERANCE {
+        if up > outage + slack(after) {
             return false;
         }
-        // Another process at the same address, young enough to have started
-        // during the outage: a restart, however young the old one was.
+        let same_address =
+            before.address.is_none() || after.address.is_none() || before.address == after.address;
         if let (Some(b), Some(a)) = (&before.server_id, &after.server_id)
             && b != a
         {
-            return before.address.is_none()
-                || after.address.is_none()
-                || before.address == after.address;
+            return same_address;
+        }
+        if let (Some(b), Some(a)) = (before.connection_seq, after.connection_seq)
+            && a < b
+        {
+            return true;
         }
         // A young server that merely lost a connection is still as old as
-        // it was plus the time since: only a shorter uptime is a restart.
+        // it was plus the time since: only a start that moved later than
+        // both uncertainties allow is a restart.
         return match (before.uptime, before.read_at, after.read_at) {
             (Some(b), Some(b_at), Some(a_at)) => {
                 let expected = b + a_at.saturating_duration_since(b_at);
-                up + UPTIME_TOLERANCE < expected
+                up + slack(after) < expected
             }
             _ => true,
         };
@@ -228,5 +242,72 @@ mod tests {
         };
         let c = classify(Some(&no_uptime), &no_uptime, OUTAGE);
         assert!(c.reason.contains("uptime"), "{}", c.reason);
+    }
+
+    /// The identity `after` read `later` than `before`.
+    fn later(mut id: Identity, before: &Identity, later: Duration) -> Identity {
+        id.read_at = before.read_at.map(|t| t + later);
+        id
+    }
+
+    #[test]
+    fn redis_restarted_half_a_second_after_it_started_is_restart() {
+        // Both uptimes read 0 s: the new run_id at the same address decides.
+        let before = id("run-a", Role::Primary, 0);
+        let after = later(
+            id("run-b", Role::Primary, 0),
+            &before,
+            Duration::from_millis(700),
+        );
+        let c = classify(Some(&before), &after, Duration::from_millis(300));
+        assert_eq!(c.kind, OutageKind::Restart, "{}", c.reason);
+    }
+
+    #[test]
+    fn mariadb_restarted_half_a_second_after_it_started_is_restart() {
+        // The id is a stable hash and both uptimes read 0 s; the canary's
+        // connection id went back: another process numbers connections.
+        let mut before = id("hash", Role::Primary, 0);
+        before.connection_seq = Some(12);
+        let mut after = later(
+            id("hash", Role::Primary, 0),
+            &before,
+            Duration::from_millis(800),
+        );
+        after.connection_seq = Some(3);
+        let c = classify(Some(&before), &after, Duration::from_millis(400));
+        assert_eq!(c.kind, OutageKind::Restart, "{}", c.reason);
+        // Without that evidence, whole seconds can still tell once the
+        // implied start moved by more than a second...
+        after.connection_seq = None;
+        before.connection_seq = None;
+        let far = later(after.clone(), &before, Duration::from_millis(2500));
+        let c = classify(Some(&before), &far, Duration::from_millis(400));
+        assert_eq!(c.kind, OutageKind::Restart, "{}", c.reason);
+        // ...and not within it: the same server may have kept running.
+        let c = classify(Some(&before), &after, Duration::from_millis(400));
+        assert_eq!(c.kind, OutageKind::Network, "{}", c.reason);
+    }
+
+    #[test]
+    fn postgres_restarted_half_a_second_after_it_started_is_restart() {
+        // pg_postmaster_start_time() is exact: no whole-second slack.
+        let exact = |uptime_ms: u64| Identity {
+            server_id: Some("7312/127.0.0.1:5432".into()),
+            role: Some(Role::Primary),
+            uptime: Some(Duration::from_millis(uptime_ms)),
+            uptime_resolution: Some(Duration::from_micros(1)),
+            read_within: Duration::from_millis(5),
+            read_at: Some(Instant::now()),
+            address: Some("127.0.0.1:5432".into()),
+            ..Identity::default()
+        };
+        let before = exact(500);
+        let after = later(exact(100), &before, Duration::from_millis(900));
+        let c = classify(Some(&before), &after, Duration::from_millis(400));
+        assert_eq!(c.kind, OutageKind::Restart, "{}", c.reason);
+        let kept = later(exact(1400), &before, Duration::from_millis(900));
+        let c = classify(Some(&before), &kept, Duration::from_millis(400));
+        assert_eq!(c.kind, OutageKind::Network, "{}", c.reason);
     }
 }

@@ -6,33 +6,72 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::model::ser::{secs as ser_secs, time as ser_time};
+use tokio::time::Instant;
+
+use crate::model::ser::{
+    opt_secs as ser_opt_secs, opt_time as ser_opt_time, secs as ser_secs, time as ser_time,
+};
 use crate::model::{
     AttemptResult, DisconnectCause, FailoverSource, Identity, OutageKind, ProbeResult, TargetInfo,
 };
 
+/// What the canary saw of an outage's two ends: the earliest and the latest
+/// moment each can have been.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Bounds {
+    /// The last moment the connection was known good; absent when the
+    /// target had not answered since the agent started.
+    #[serde(serialize_with = "ser_opt_time")]
+    pub start_earliest: Option<SystemTime>,
+    /// When the loss was detected.
+    #[serde(serialize_with = "ser_time")]
+    pub start_latest: SystemTime,
+    /// When the last failed reconnect attempt ended (or the detection).
+    #[serde(serialize_with = "ser_time")]
+    pub end_earliest: SystemTime,
+    /// The first successful probe on the new connection.
+    #[serde(serialize_with = "ser_time")]
+    pub end_latest: SystemTime,
+}
+
 /// An outage that has ended.
 #[derive(Debug, Clone, Serialize)]
 pub struct OutageReport {
-    /// Wall-clock moment the disconnect was detected.
+    /// The estimated moment the connection was lost: when the transport
+    /// reported it, or when the probe that failed was sent; the agent's
+    /// start for a target unreachable since then.
     #[serde(serialize_with = "ser_time")]
     pub started_at: SystemTime,
     /// Wall-clock moment of the first successful probe.
     #[serde(serialize_with = "ser_time")]
     pub ended_at: SystemTime,
-    /// The reconnect latency (monotonic clock).
+    /// The reconnect latency, `ended_at - started_at` (monotonic clock).
     #[serde(serialize_with = "ser_secs")]
     pub duration: Duration,
+    /// Where each end can lie.
+    pub bounds: Bounds,
+    /// The shortest and longest the outage can have been, from the bounds
+    /// (no longest when the start is unknown).
+    #[serde(serialize_with = "ser_secs", rename = "duration_min")]
+    pub shortest: Duration,
+    #[serde(serialize_with = "ser_opt_secs", rename = "duration_max")]
+    pub longest: Option<Duration>,
+    /// The target had not answered since the agent started: the outage
+    /// began no later than the agent's start.
+    pub start_unknown: bool,
     pub cause: DisconnectCause,
     pub kind: OutageKind,
     /// Why the kind is `unknown`, or what decided it.
     pub reason: String,
     /// Reconnect attempts, the successful one included.
     pub attempts: u32,
-    /// The gap between the last failed attempt and the successful one: the
-    /// error bar of `duration`.
+    /// The width of the bounds (both windows; the end window alone when the
+    /// start is unknown): the error bar of `duration`.
     #[serde(serialize_with = "ser_secs")]
     pub resolution: Duration,
+    /// The agent-wide attempt budget held some attempts back, widening the
+    /// resolution.
+    pub budget_limited: bool,
     pub before: Option<Identity>,
     pub after: Identity,
 }
@@ -60,12 +99,21 @@ pub enum Event {
         #[serde(serialize_with = "ser_secs")]
         duration: Duration,
     },
-    /// The canary connection was lost: an outage begins.
+    /// The canary connection was lost (or the target did not answer its
+    /// first attempt): an outage begins.
     Disconnected {
         cause: DisconnectCause,
         /// Wall-clock moment of detection.
         #[serde(serialize_with = "ser_time", rename = "detected_at")]
         at: SystemTime,
+        /// The estimated moment of the loss (see [`OutageReport::started_at`]).
+        #[serde(serialize_with = "ser_time")]
+        started_at: SystemTime,
+        /// The same on the monotonic clock, for the outage in progress.
+        #[serde(skip)]
+        since: Instant,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        start_unknown: bool,
         detail: String,
     },
     /// An outage ended.
@@ -89,4 +137,54 @@ pub enum Event {
 /// Receives every event of every canary.
 pub trait EventSink: Send + Sync + 'static {
     fn emit(&self, target: &TargetInfo, event: &Event);
+}
+
+#[cfg(test)]
+impl Event {
+    /// A loss detected, and estimated, at `at` (for tests).
+    pub fn lost_at(cause: DisconnectCause, at: SystemTime) -> Self {
+        Self::Disconnected {
+            cause,
+            at,
+            started_at: at,
+            since: Instant::now(),
+            start_unknown: false,
+            detail: String::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+impl OutageReport {
+    /// An outage whose bounds are its estimate (for tests).
+    pub fn exact(
+        started_at: SystemTime,
+        duration: Duration,
+        cause: DisconnectCause,
+        kind: OutageKind,
+    ) -> Self {
+        let ended_at = started_at + duration;
+        Self {
+            started_at,
+            ended_at,
+            duration,
+            bounds: Bounds {
+                start_earliest: Some(started_at),
+                start_latest: started_at,
+                end_earliest: ended_at,
+                end_latest: ended_at,
+            },
+            shortest: duration,
+            longest: Some(duration),
+            start_unknown: false,
+            cause,
+            kind,
+            reason: String::new(),
+            attempts: 1,
+            resolution: Duration::ZERO,
+            budget_limited: false,
+            before: None,
+            after: Identity::default(),
+        }
+    }
 }

@@ -202,9 +202,15 @@ async fn dispatch(cli: Cli) -> ExitCode {
             ));
             let token = CancellationToken::new();
             on_signals(token.clone(), None);
-            let summary = dbcanary::watch::run(targets, sink, token).await;
+            let summary = dbcanary::watch::run(targets, sink.clone(), token).await;
             print!("{summary}");
-            ExitCode::SUCCESS
+            let never = sink.never_up();
+            if never.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("dbcanary: never came up: {}", never.join(", "));
+                ExitCode::from(1)
+            }
         }
         Some(Command::Config {
             command: ConfigCommand::Check,

@@ -190,6 +190,19 @@ pub struct Identity {
     /// When the identity was read (monotonic), to extrapolate the uptime.
     #[serde(skip)]
     pub read_at: Option<Instant>,
+    /// How long the read took at most: the server's answer is at most this
+    /// much older than `read_at`.
+    #[serde(skip)]
+    pub read_within: Duration,
+    /// How precise `uptime` is; `None` is whole seconds, as Redis and MySQL
+    /// report it.
+    #[serde(skip)]
+    pub uptime_resolution: Option<Duration>,
+    /// A number that only grows during one server process (the MySQL
+    /// connection id of the canary): smaller after an outage, it says
+    /// another process answers.
+    #[serde(skip)]
+    pub connection_seq: Option<u64>,
 }
 
 /// The static facts about the target an event belongs to.
@@ -303,11 +316,19 @@ pub enum DisconnectCause {
     Timeout,
     /// A probe failed with an error.
     Error,
+    /// The target has not answered once since the agent started.
+    Unreachable,
 }
 
 impl DisconnectCause {
     /// Every value, in label order.
-    pub const ALL: [Self; 4] = [Self::Closed, Self::Reset, Self::Timeout, Self::Error];
+    pub const ALL: [Self; 5] = [
+        Self::Closed,
+        Self::Reset,
+        Self::Timeout,
+        Self::Error,
+        Self::Unreachable,
+    ];
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
@@ -316,6 +337,7 @@ impl DisconnectCause {
             Self::Reset => "reset",
             Self::Timeout => "timeout",
             Self::Error => "error",
+            Self::Unreachable => "unreachable",
         }
     }
 }

@@ -27,12 +27,20 @@ impl Default for CanarySettings {
     }
 }
 
-/// Backoff settings (`backoff = { initial, multiplier, max }`).
+/// Reconnect pacing (`backoff = { initial, multiplier, max, fine, fine_for }`):
+/// while an outage is young, attempts that cost the server nothing (a
+/// refused or unanswered connect) come every `fine`, so that the moment the
+/// store answers again is known that precisely; everything else, and every
+/// attempt after `fine_for`, waits the exponential backoff.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BackoffConfig {
     pub initial: Duration,
     pub multiplier: f64,
     pub max: Duration,
+    /// The fine cadence (attempt start to attempt start).
+    pub fine: Duration,
+    /// How long into an outage the fine cadence lasts (zero: never).
+    pub fine_for: Duration,
 }
 
 impl Default for BackoffConfig {
@@ -41,6 +49,12 @@ impl Default for BackoffConfig {
             initial: Duration::from_millis(50),
             multiplier: 2.0,
             max: Duration::from_secs(1),
+            fine: Duration::from_millis(25),
+            fine_for: Duration::from_secs(10),
         }
     }
 }
+
+/// The agent-wide limit on connection attempts, so that thousands of
+/// canaries whose stores all went away at once do not hammer a network.
+pub const DEFAULT_ATTEMPTS_PER_SECOND: u32 = 10_000;

@@ -1,7 +1,7 @@
 //! `dbcanary watch URL...`: ad-hoc canaries that print one line per event as
 //! it happens and, on Ctrl-C, a summary of every drill (outage) seen.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -10,12 +10,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::apps::{AppTracker, Outcome, Recovery};
+use crate::backoff::AttemptBudget;
 use crate::canary::RunCanary;
 use crate::config::{Target, TargetSource};
 use crate::dburl::DbUrl;
 use crate::events::{Event, EventSink, OutageReport};
 use crate::model::{DisconnectCause, StoreKind, TargetInfo};
-use crate::settings::CanarySettings;
+use crate::settings::{CanarySettings, DEFAULT_ATTEMPTS_PER_SECOND};
 use crate::stores::with_store;
 
 /// A URL `watch` cannot use.
@@ -113,6 +114,8 @@ pub fn targets(urls: &[String], interval: Duration) -> Result<Vec<Target>, Watch
 struct Drill {
     lost_at: SystemTime,
     cause: DisconnectCause,
+    /// Unreachable since the watch began.
+    start_unknown: bool,
     report: Option<OutageReport>,
 }
 
@@ -121,9 +124,6 @@ pub struct WatchSink {
     out: Mutex<Box<dyn Write + Send>>,
     width: usize,
     drills: Mutex<BTreeMap<String, Vec<Drill>>>,
-    /// Targets whose failed attempts are not printed (already said, or in
-    /// an outage).
-    unreachable: Mutex<HashSet<String>>,
     started: SystemTime,
     /// Applications and their dependencies' drills.
     apps: Mutex<AppTracker>,
@@ -137,7 +137,6 @@ impl WatchSink {
             out: Mutex::new(out),
             width: names.iter().map(|n| n.len()).max().unwrap_or(0),
             drills: Mutex::new(names.iter().map(|n| (n.clone(), Vec::new())).collect()),
-            unreachable: Mutex::new(HashSet::new()),
             started: SystemTime::now(),
             apps: Mutex::default(),
             app_drills: Mutex::default(),
@@ -217,6 +216,17 @@ impl WatchSink {
         let _ = out.flush();
     }
 
+    /// The targets that never answered while watched.
+    pub fn never_up(&self) -> Vec<String> {
+        self.drills
+            .lock()
+            .expect("drills lock")
+            .iter()
+            .filter(|(_, list)| list.iter().any(|d| d.start_unknown && d.report.is_none()))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
     /// The summary printed on Ctrl-C.
     pub fn summary(&self) -> String {
         let outcomes = self
@@ -246,7 +256,9 @@ impl WatchSink {
                 let total: Duration = ended.iter().map(|r| r.duration).sum();
                 s.push_str(&format!(", longest {}, total {}", secs(max), secs(total)));
             }
-            if open > 0 {
+            if list.iter().any(|d| d.start_unknown && d.report.is_none()) {
+                s.push_str(", never came up");
+            } else if open > 0 {
                 s.push_str(", still down at exit");
             }
             s.push('\n');
@@ -296,6 +308,15 @@ fn secs(d: Duration) -> String {
     format!("{:.3} s", d.as_secs_f64())
 }
 
+/// What the bounds allow: `2.001-2.030 s`, or `at least 2.001 s` when the
+/// start is unknown.
+fn range(r: &OutageReport) -> String {
+    match r.longest {
+        Some(l) => format!("{:.3}-{:.3} s", r.shortest.as_secs_f64(), l.as_secs_f64()),
+        None => format!("at least {}, down before the watch began", secs(r.shortest)),
+    }
+}
+
 impl EventSink for WatchSink {
     fn emit(&self, t: &TargetInfo, event: &Event) {
         self.print(t, event);
@@ -312,7 +333,6 @@ impl WatchSink {
     fn print(&self, t: &TargetInfo, event: &Event) {
         match event {
             Event::Connected { identity } => {
-                self.unreachable.lock().expect("lock").remove(&t.name);
                 let mut text = format!(
                     "connected to {}",
                     identity.address.as_deref().unwrap_or(&t.endpoint)
@@ -328,40 +348,31 @@ impl WatchSink {
                 text.push(')');
                 self.line(&t.name, &text);
             }
-            // Outside an outage (at start), say once why the target is
-            // unreachable; during an outage the restore line says it all.
-            Event::ConnectAttempt {
-                result,
-                error: Some(e),
+            Event::Disconnected {
+                cause,
+                started_at,
+                start_unknown,
+                detail,
                 ..
-            } if self
-                .unreachable
-                .lock()
-                .expect("lock")
-                .insert(t.name.clone()) =>
-            {
-                self.line(
-                    &t.name,
-                    &format!("cannot connect ({}): {e}", result.as_str()),
-                );
-            }
-            Event::Disconnected { cause, at, detail } => {
+            } => {
                 // Attempts during an outage are not reported one by one.
-                self.unreachable
-                    .lock()
-                    .expect("lock")
-                    .insert(t.name.clone());
                 self.drills
                     .lock()
                     .expect("drills lock")
                     .entry(t.name.clone())
                     .or_default()
                     .push(Drill {
-                        lost_at: *at,
+                        lost_at: *started_at,
                         cause: *cause,
+                        start_unknown: *start_unknown,
                         report: None,
                     });
-                self.line(&t.name, &format!("lost ({}): {detail}", cause.as_str()));
+                let text = if *start_unknown {
+                    format!("cannot connect (unreachable since the start): {detail}")
+                } else {
+                    format!("lost ({}): {detail}", cause.as_str())
+                };
+                self.line(&t.name, &text);
             }
             Event::Restored(r) => {
                 if let Some(d) = self
@@ -376,13 +387,13 @@ impl WatchSink {
                 self.line(
                     &t.name,
                     &format!(
-                        "restored after {}, {} attempt{}, {} ({}; ±{})",
+                        "restored after {} ({}), {} attempt{}, {} ({})",
                         secs(r.duration),
+                        range(r),
                         r.attempts,
                         if r.attempts == 1 { "" } else { "s" },
                         r.kind.as_str(),
                         r.reason,
-                        secs(r.resolution)
                     ),
                 );
             }
@@ -414,12 +425,14 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> String {
     let mut set = JoinSet::new();
+    let budget = Arc::new(AttemptBudget::new(DEFAULT_ATTEMPTS_PER_SECOND));
     for t in targets {
         sink.track_app(&t);
         let run = RunCanary {
             info: t.info(),
             settings: t.settings,
             sink: sink.clone(),
+            budget: budget.clone(),
             shutdown: shutdown.clone(),
         };
         set.spawn(async move { with_store(t.spec(), &t.options, run).await });

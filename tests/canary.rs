@@ -9,7 +9,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use dbcanary::canary::Canary;
+use dbcanary::backoff::AttemptBudget;
+use dbcanary::canary::{Canary, TRANSPORT_SLACK};
 use dbcanary::dburl::DbUrl;
 use dbcanary::events::{Event, EventSink, OutageReport};
 use dbcanary::model::{
@@ -197,12 +198,22 @@ fn settings() -> CanarySettings {
             initial: Duration::from_millis(50),
             multiplier: 2.0,
             max: Duration::from_secs(1),
+            ..BackoffConfig::default()
         },
         identity_every: 3,
     }
 }
 
 fn start(fake: &Fake, sink: &Arc<Collect>) -> CancellationToken {
+    start_with(fake, sink, None)
+}
+
+/// Starts a canary, drawing its attempts from `budget` when given.
+fn start_with(
+    fake: &Fake,
+    sink: &Arc<Collect>,
+    budget: Option<Arc<AttemptBudget>>,
+) -> CancellationToken {
     let token = CancellationToken::new();
     let info = Arc::new(TargetInfo {
         name: "t".into(),
@@ -211,7 +222,10 @@ fn start(fake: &Fake, sink: &Arc<Collect>) -> CancellationToken {
         own_results: &[],
     });
     let s: Arc<dyn EventSink> = sink.clone();
-    let canary = Canary::new(fake.clone(), info, settings(), s);
+    let mut canary = Canary::new(fake.clone(), info, settings(), s);
+    if let Some(b) = budget {
+        canary = canary.with_budget(b);
+    }
     let t = token.clone();
     tokio::spawn(async move { canary.run(t).await });
     token
@@ -232,7 +246,11 @@ async fn dropped_connection_to_a_running_server_is_network() {
     assert_eq!(r[0].kind, OutageKind::Network, "{}", r[0].reason);
     assert_eq!(r[0].cause, DisconnectCause::Closed);
     assert_eq!(r[0].attempts, 1, "reconnects at once");
-    assert_eq!(r[0].resolution, Duration::ZERO);
+    // The transport said so at once: the start window is one (here
+    // instant) round trip plus the agent's own wake-up, the end window the
+    // (here instant) reconnect.
+    assert_eq!(r[0].resolution, TRANSPORT_SLACK);
+    assert_eq!(r[0].duration, Duration::ZERO);
 }
 
 #[tokio::test(start_paused = true)]
@@ -344,7 +362,7 @@ async fn role_flip_on_a_live_connection_is_a_topology_failover() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn startup_failures_are_attempts_not_outages_and_shutdown_stops() {
+async fn unreachable_at_start_is_an_outage_of_unknown_start_and_shutdown_stops() {
     let (fake, sink) = (Fake::new(), Arc::new(Collect::default()));
     fake.with(|w| w.refuse_auth = 5);
     let stop = start(&fake, &sink);
@@ -359,9 +377,23 @@ async fn startup_failures_are_attempts_not_outages_and_shutdown_stops() {
         )),
         5
     );
-    assert!(
-        sink.restored().is_empty(),
-        "no outage before the first connection"
+    let r = sink.restored();
+    assert_eq!(r.len(), 1, "the failures at start are one outage");
+    assert_eq!(r[0].cause, DisconnectCause::Unreachable);
+    assert!(r[0].start_unknown && r[0].bounds.start_earliest.is_none());
+    assert!(r[0].longest.is_none());
+    assert_eq!(r[0].kind, OutageKind::Unknown);
+    assert_eq!(r[0].attempts, 6);
+    assert_eq!(
+        sink.count(|e| matches!(
+            e,
+            Event::Disconnected {
+                cause: DisconnectCause::Unreachable,
+                start_unknown: true,
+                ..
+            }
+        )),
+        1
     );
     stop.cancel();
     sink.until(|e| matches!(e, Event::Stopped)).await;
@@ -456,4 +488,124 @@ async fn a_flip_seen_by_a_refresh_before_the_stores_announcement_counts_once() {
         1,
         "one failover: the announced one"
     );
+}
+
+/// Counts the refused attempts.
+fn refused(sink: &Collect) -> usize {
+    sink.count(|e| {
+        matches!(
+            e,
+            Event::ConnectAttempt {
+                result: AttemptResult::Connect(ConnectResult::Refused),
+                ..
+            }
+        )
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_young_outage_is_retried_at_the_fine_cadence_and_measured_within_it() {
+    let (fake, sink) = (Fake::new(), Arc::new(Collect::default()));
+    let _stop = start(&fake, &sink);
+    sink.until(is_connected).await;
+    let down = Duration::from_secs(2);
+    fake.with(|w| w.down_until = Some(Instant::now() + down));
+    fake.drop_connection();
+    let r = sink.until_restored(1).await;
+    let o = &r[0];
+    let fine = BackoffConfig::default().fine;
+    assert!(
+        o.duration >= down && o.duration <= down + fine,
+        "{:?} for {down:?}",
+        o.duration
+    );
+    assert!(o.shortest <= down && o.longest.is_some_and(|l| l >= down));
+    assert!(o.resolution <= TRANSPORT_SLACK + fine, "{:?}", o.resolution);
+    let n = refused(&sink);
+    assert!(
+        (75..=81).contains(&n),
+        "{n} refused attempts in 2 s at 25 ms"
+    );
+    assert!(!o.budget_limited);
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_the_fine_window_the_backoff_paces_the_attempts() {
+    let (fake, sink) = (Fake::new(), Arc::new(Collect::default()));
+    let _stop = start(&fake, &sink);
+    sink.until(is_connected).await;
+    let down = Duration::from_secs(20);
+    fake.with(|w| w.down_until = Some(Instant::now() + down));
+    fake.drop_connection();
+    let r = sink.until_restored(1).await;
+    let n = refused(&sink);
+    // 400 in the first 10 s; at most one a backoff wait (≥ 0, ≤ 1 s) after.
+    assert!(n >= 400, "{n}");
+    assert!(
+        n < 400 + 200,
+        "{n} refused attempts: the backoff did not take over"
+    );
+    assert!(r[0].resolution <= Duration::from_secs(1) + TRANSPORT_SLACK);
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempts_that_reach_the_server_back_off_even_when_young() {
+    let (fake, sink) = (Fake::new(), Arc::new(Collect::default()));
+    let _stop = start(&fake, &sink);
+    sink.until(is_connected).await;
+    fake.with(|w| w.refuse_auth = 10);
+    let lost = Instant::now();
+    fake.drop_connection();
+    sink.until_restored(1).await;
+    // Ten auth refusals at the fine cadence would take 250 ms.
+    assert!(
+        lost.elapsed() > Duration::from_millis(500),
+        "{:?}: the auth refusals were retried at the fine cadence",
+        lost.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_loss_starts_when_the_failed_probe_was_sent() {
+    let (fake, sink) = (Fake::new(), Arc::new(Collect::default()));
+    let _stop = start(&fake, &sink);
+    sink.until(is_connected).await;
+    fake.with(|w| w.hang = true);
+    sink.until(|e| matches!(e, Event::Disconnected { .. }))
+        .await;
+    fake.with(|w| w.hang = false);
+    let r = sink.until_restored(1).await;
+    let (o, b) = (&r[0], &r[0].bounds);
+    let timeout = settings().timeout;
+    let detected = b.start_latest.duration_since(o.started_at).unwrap();
+    assert_eq!(detected, timeout, "the estimate is when the probe was sent");
+    let window = b
+        .start_latest
+        .duration_since(b.start_earliest.unwrap())
+        .unwrap();
+    assert!(
+        window <= settings().interval + timeout,
+        "start window {window:?}"
+    );
+    assert!(window >= timeout);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_agent_wide_budget_holds_every_canary_to_its_rate() {
+    let budget = Arc::new(AttemptBudget::new(100));
+    let sink = Arc::new(Collect::default());
+    let fakes: Vec<Fake> = (0..20).map(|_| Fake::new()).collect();
+    let down = Duration::from_secs(3);
+    for f in &fakes {
+        f.with(|w| w.down_until = Some(Instant::now() + down));
+        start_with(f, &sink, Some(budget.clone()));
+    }
+    let r = sink.until_restored(20).await;
+    let attempts: u32 = fakes.iter().map(|f| f.with(|w| w.connects)).sum();
+    // Unlimited, 20 canaries at 25 ms would make 2,400 attempts in 3 s.
+    assert!(
+        attempts <= 100 * 3 + 10 + 20 + 10,
+        "{attempts} attempts against a budget of 100/s"
+    );
+    assert!(r.iter().all(|o| o.budget_limited), "every report says so");
 }

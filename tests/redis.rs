@@ -553,7 +553,7 @@ async fn rust_log_sets_the_level_and_a_bad_one_is_reported() {
         "{log}"
     );
     assert!(
-        log.contains("cannot connect; retrying with backoff"),
+        log.contains("cannot connect (unreachable since the start); retrying"),
         "{log}"
     );
     assert!(

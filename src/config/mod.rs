@@ -53,6 +53,8 @@ pub enum LogFormat {
 pub struct AgentConfig {
     pub listen: SocketAddr,
     pub log_format: LogFormat,
+    /// The agent-wide budget of connection attempts per second.
+    pub attempts_per_second: u32,
     /// `[agent.tls]`: serve the listener over HTTPS.
     pub tls: Option<TlsFiles>,
     /// `[agent.basic_auth]`: require a user and password (all but `/healthz`).
@@ -209,6 +211,7 @@ struct RawConfig {
 struct RawAgent {
     listen: Option<String>,
     log_format: Option<String>,
+    attempts_per_second: Option<u32>,
     tls: Option<TlsFiles>,
     basic_auth: Option<BasicAuth>,
 }
@@ -234,6 +237,8 @@ struct RawBackoff {
     initial: Option<String>,
     multiplier: Option<f64>,
     max: Option<String>,
+    fine: Option<String>,
+    fine_for: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -423,6 +428,13 @@ impl Ctx<'_> {
                     "must not be smaller than backoff.initial",
                 ));
             }
+            if let Some(v) = &b.fine {
+                s.backoff.fine = self.duration(&format!("{prefix}backoff.fine"), v)?;
+            }
+            if let Some(v) = &b.fine_for {
+                let key = format!("{prefix}backoff.fine_for");
+                s.backoff.fine_for = parse_duration(v).map_err(|r| self.err(&key, r))?;
+            }
         }
         if let Some(n) = raw.identity_every {
             s.identity_every = n;
@@ -494,6 +506,13 @@ fn validate(
             ));
         }
     }
+    let attempts_per_second = raw
+        .agent
+        .attempts_per_second
+        .unwrap_or(crate::settings::DEFAULT_ATTEMPTS_PER_SECOND);
+    if attempts_per_second == 0 {
+        return Err(ctx.err("agent.attempts_per_second", "must be greater than zero"));
+    }
     let defaults = ctx.settings(
         "defaults.",
         &RawSettingsRef {
@@ -555,6 +574,7 @@ fn validate(
         agent: AgentConfig {
             listen,
             log_format,
+            attempts_per_second,
             tls: raw.agent.tls,
             basic_auth: raw.agent.basic_auth,
         },
@@ -698,6 +718,8 @@ pub fn effective_toml(c: &Config) -> String {
         b.insert("initial".into(), dur(s.backoff.initial));
         b.insert("multiplier".into(), Value::Float(s.backoff.multiplier));
         b.insert("max".into(), dur(s.backoff.max));
+        b.insert("fine".into(), dur(s.backoff.fine));
+        b.insert("fine_for".into(), dur(s.backoff.fine_for));
         t.insert("backoff".into(), Value::Table(b));
         t.insert(
             "identity_every".into(),
@@ -717,6 +739,10 @@ pub fn effective_toml(c: &Config) -> String {
             }
             .into(),
         ),
+    );
+    agent.insert(
+        "attempts_per_second".into(),
+        Value::Integer(c.agent.attempts_per_second.into()),
     );
     if let Some(tls) = &c.agent.tls {
         let mut t = Table::new();

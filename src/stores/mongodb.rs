@@ -598,7 +598,7 @@ pub fn parse_hello(reply: &Document, address: Option<String>) -> Identity {
         address,
         version: None,
         details,
-        read_at: None,
+        ..Identity::default()
     }
 }
 

@@ -374,6 +374,8 @@ pub fn build_identity(f: &Facts, url_addr: &HostPort) -> Identity {
             .uptime_s
             .filter(|s| s.is_finite() && *s >= 0.0)
             .map(Duration::from_secs_f64),
+        // From pg_postmaster_start_time(), to the microsecond.
+        uptime_resolution: Some(Duration::from_micros(1)),
         epoch: timeline,
         address: Some(address),
         version: f.version.clone(),

@@ -43,7 +43,8 @@ use crate::model::{REVISION, VERSION};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
-    /// Never connected yet.
+    /// Never connected yet (an outage of unknown start is open once the
+    /// first attempt failed).
     Connecting,
     Up,
     /// An outage is in progress.
@@ -58,6 +59,9 @@ pub struct CurrentOutage {
     pub since: SystemTime,
     #[serde(skip)]
     pub since_mono: Instant,
+    /// Unreachable since the agent started: `since` is the agent's start,
+    /// the true start is unknown.
+    pub start_unknown: bool,
     pub cause: DisconnectCause,
     pub attempts: u32,
     pub last_result: Option<crate::model::AttemptResult>,
@@ -85,9 +89,6 @@ pub struct TargetState {
     pub connected_since: Option<SystemTime>,
     #[serde(skip)]
     pub connected_mono: Option<Instant>,
-    /// Connection attempts that failed before the first connection, and
-    /// the last reason.
-    pub startup_failures: u32,
     pub last_error: Option<String>,
     pub current_outage: Option<CurrentOutage>,
     pub last_outage: Option<OutageReport>,
@@ -108,7 +109,6 @@ impl TargetState {
             identity: None,
             connected_since: None,
             connected_mono: None,
-            startup_failures: 0,
             last_error: None,
             current_outage: None,
             last_outage: None,
@@ -379,7 +379,7 @@ impl Recorder {
                 .connect_attempts
                 .get_or_create(&with_result(t, r));
         }
-        for c in DISCONNECT_CAUSES {
+        for c in DisconnectCause::ALL {
             let _ = self.metrics.disconnects.get_or_create(&cause_labels(t, c));
         }
         for s in FAILOVER_SOURCES {
@@ -453,7 +453,7 @@ impl Recorder {
         for r in connect_results(t) {
             m.connect_attempts.remove(&with_result(t, r));
         }
-        for c in DISCONNECT_CAUSES {
+        for c in DisconnectCause::ALL {
             m.disconnects.remove(&cause_labels(t, c));
         }
         for s in FAILOVER_SOURCES {
@@ -490,13 +490,6 @@ pub(crate) fn connect_results(t: &TargetInfo) -> impl Iterator<Item = &'static s
         .map(|r| r.as_str())
         .chain(t.own_results.iter().copied())
 }
-
-pub(crate) const DISCONNECT_CAUSES: [DisconnectCause; 4] = [
-    DisconnectCause::Closed,
-    DisconnectCause::Reset,
-    DisconnectCause::Timeout,
-    DisconnectCause::Error,
-];
 
 const OUTAGE_KINDS: [OutageKind; 4] = [
     OutageKind::Network,
@@ -620,27 +613,16 @@ impl Recorder {
                         .observe(duration.as_secs_f64());
                     return;
                 }
-                let first = self.state(t, |st| {
+                self.state(t, |st| {
                     st.last_error.clone_from(error);
-                    match &mut st.current_outage {
-                        Some(o) => {
-                            o.attempts += 1;
-                            o.last_result = Some(*result);
-                            o.last_error.clone_from(error);
-                            false
-                        }
-                        None => {
-                            st.startup_failures += 1;
-                            st.state == Phase::Connecting && st.startup_failures == 1
-                        }
+                    if let Some(o) = &mut st.current_outage {
+                        o.attempts += 1;
+                        o.last_result = Some(*result);
+                        o.last_error.clone_from(error);
                     }
                 });
                 let err = error.as_deref().unwrap_or("");
-                if first {
-                    tracing::warn!(target_name = %t.name, result = result.as_str(), error = err, "cannot connect; retrying with backoff");
-                } else {
-                    tracing::debug!(target_name = %t.name, result = result.as_str(), error = err, "connection attempt failed");
-                }
+                tracing::debug!(target_name = %t.name, result = result.as_str(), error = err, "connection attempt failed");
             }
             Event::Connected { identity } => {
                 self.metrics.up.get_or_create(&l).set(1);
@@ -675,19 +657,31 @@ impl Recorder {
                     .get_or_create(&l)
                     .observe(duration.as_secs_f64());
             }
-            Event::Disconnected { cause, at, detail } => {
+            Event::Disconnected {
+                cause,
+                started_at,
+                since,
+                start_unknown,
+                detail,
+                ..
+            } => {
                 self.metrics.up.get_or_create(&l).set(0);
                 self.metrics
                     .disconnects
                     .get_or_create(&cause_labels(t, *cause))
                     .inc();
                 self.state(t, |st| {
-                    st.state = Phase::Down;
+                    // A target that never answered stays `connecting`, its
+                    // outage (of unknown start) shown beside it.
+                    if !*start_unknown {
+                        st.state = Phase::Down;
+                    }
                     st.connected_since = None;
                     st.connected_mono = None;
                     st.current_outage = Some(CurrentOutage {
-                        since: *at,
-                        since_mono: Instant::now(),
+                        since: *started_at,
+                        since_mono: *since,
+                        start_unknown: *start_unknown,
                         cause: *cause,
                         attempts: 0,
                         last_result: None,
@@ -695,7 +689,11 @@ impl Recorder {
                     });
                     st.remember(event);
                 });
-                tracing::warn!(target_name = %t.name, cause = cause.as_str(), detail = %detail, "connection lost");
+                if *start_unknown {
+                    tracing::warn!(target_name = %t.name, detail = %detail, "cannot connect (unreachable since the start); retrying");
+                } else {
+                    tracing::warn!(target_name = %t.name, cause = cause.as_str(), detail = %detail, "connection lost");
+                }
             }
             Event::Restored(r) => {
                 self.metrics

@@ -572,7 +572,7 @@ impl Otlp {
         for r in super::connect_results(t) {
             m.connect_attempts.add(0, &with(t, "result", r));
         }
-        for c in super::DISCONNECT_CAUSES {
+        for c in crate::model::DisconnectCause::ALL {
             m.disconnects.add(0, &with(t, "cause", c.as_str()));
         }
         for s in super::FAILOVER_SOURCES {
@@ -1107,11 +1107,7 @@ mod tests {
         let start = SystemTime::now();
         tr.on_event(
             &t,
-            &Event::Disconnected {
-                cause: crate::model::DisconnectCause::Reset,
-                at: start,
-                detail: String::new(),
-            },
+            &Event::lost_at(crate::model::DisconnectCause::Reset, start),
         );
         for result in [ConnectResult::Refused, ConnectResult::Ok] {
             let result = AttemptResult::from(result);
@@ -1125,16 +1121,17 @@ mod tests {
             );
         }
         let report = OutageReport {
-            started_at: start,
-            ended_at: start + Duration::from_millis(40),
-            duration: Duration::from_millis(40),
-            cause: crate::model::DisconnectCause::Reset,
-            kind: OutageKind::Failover,
             reason: "role changed".into(),
             attempts: 2,
             resolution: Duration::from_millis(20),
             before: Some(id("a", "10.0.0.2:6379")),
             after: id("b", "10.0.0.3:6379"),
+            ..OutageReport::exact(
+                start,
+                Duration::from_millis(40),
+                crate::model::DisconnectCause::Reset,
+                OutageKind::Failover,
+            )
         };
         let trace_id = tr.on_event(&t, &Event::Restored(Box::new(report))).unwrap();
         tr.on_event(
@@ -1192,11 +1189,7 @@ mod tests {
         );
         tr.on_event(
             &t,
-            &Event::Disconnected {
-                cause: crate::model::DisconnectCause::Closed,
-                at: SystemTime::now(),
-                detail: String::new(),
-            },
+            &Event::lost_at(crate::model::DisconnectCause::Closed, SystemTime::now()),
         );
         tr.end_all("unresolved at shutdown");
         let spans = exporter.get_finished_spans().unwrap();
@@ -1218,23 +1211,20 @@ mod tests {
     fn outage(tr: &Tracing, t: &TargetInfo, start: SystemTime) -> OutageReport {
         tr.on_event(
             t,
-            &Event::Disconnected {
-                cause: crate::model::DisconnectCause::Closed,
-                at: start,
-                detail: String::new(),
-            },
+            &Event::lost_at(crate::model::DisconnectCause::Closed, start),
         );
         let report = OutageReport {
-            started_at: start,
-            ended_at: start + Duration::from_millis(40),
-            duration: Duration::from_millis(40),
-            cause: crate::model::DisconnectCause::Closed,
-            kind: OutageKind::Restart,
             reason: String::new(),
             attempts: 1,
             resolution: Duration::from_millis(20),
             before: Some(id("a", "10.0.0.1:6379")),
             after: id("b", "10.0.0.1:6379"),
+            ..OutageReport::exact(
+                start,
+                Duration::from_millis(40),
+                crate::model::DisconnectCause::Closed,
+                OutageKind::Restart,
+            )
         };
         tr.on_event(t, &Event::Restored(Box::new(report.clone())));
         report
