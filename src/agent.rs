@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::{Id, JoinSet};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::AttemptBudget;
@@ -64,6 +65,21 @@ struct Running {
     /// Stops this canary alone.
     stop: CancellationToken,
     task: Id,
+    /// Panics in a row (reset after [`PANIC_MEMORY`] without one), and the
+    /// last one.
+    panics: u32,
+    last_panic: Option<Instant>,
+}
+
+/// A canary that has not panicked for this long starts its restart delays
+/// from the beginning again.
+const PANIC_MEMORY: Duration = Duration::from_secs(600);
+
+/// How long a canary that panicked `panics` times in a row waits before it
+/// runs again: 1 s, doubling, at most a minute. A canary that panics at
+/// once must not turn into a connection storm.
+fn panic_delay(panics: u32) -> Duration {
+    Duration::from_secs(1u64 << panics.saturating_sub(1).min(6)).min(Duration::from_secs(60))
 }
 
 /// The canary tasks and what they belong to.
@@ -90,7 +106,7 @@ impl Canaries {
             tracing::info!(target_name = %t.name, variable = %var, url = %t.url, "target discovered from the environment");
         }
         let stop = self.stop.child_token();
-        let task = self.spawn(t, &info, &stop);
+        let task = self.spawn(t, &info, &stop, Duration::ZERO);
         self.running.insert(
             t.name.clone(),
             Running {
@@ -98,11 +114,20 @@ impl Canaries {
                 info,
                 stop,
                 task,
+                panics: 0,
+                last_panic: None,
             },
         );
     }
 
-    fn spawn(&mut self, t: &Target, info: &Arc<TargetInfo>, stop: &CancellationToken) -> Id {
+    /// Runs a target's canary after `delay` (unless stopped first).
+    fn spawn(
+        &mut self,
+        t: &Target,
+        info: &Arc<TargetInfo>,
+        stop: &CancellationToken,
+        delay: Duration,
+    ) -> Id {
         let run = RunCanary {
             info: info.clone(),
             settings: t.settings,
@@ -111,9 +136,16 @@ impl Canaries {
             shutdown: stop.clone(),
         };
         let t = t.clone();
+        let stopped = stop.clone();
         let id = self
             .set
-            .spawn(async move { with_store(t.spec(), &t.options, run).await })
+            .spawn(async move {
+                tokio::select! {
+                    _ = stopped.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                with_store(t.spec(), &t.options, run).await
+            })
             .id();
         self.by_task.insert(id, info.name.clone());
         id
@@ -141,13 +173,20 @@ impl Canaries {
         if !panicked {
             return;
         }
-        tracing::error!(target_name = %name, "canary task panicked: restarting it");
-        let Some(r) = self.running.get(&name) else {
+        let Some(r) = self.running.get_mut(&name) else {
             return;
         };
+        let now = Instant::now();
+        if r.last_panic.is_none_or(|t| now - t > PANIC_MEMORY) {
+            r.panics = 0;
+        }
+        r.panics += 1;
+        r.last_panic = Some(now);
+        let delay = panic_delay(r.panics);
+        tracing::error!(target_name = %name, panics = r.panics, "canary task panicked: restarting it in {}", humantime::format_duration(delay));
         let (t, info, stop) = (r.target.clone(), r.info.clone(), r.stop.clone());
         self.recorder.canary_restarted(&info);
-        let id = self.spawn(&t, &info, &stop);
+        let id = self.spawn(&t, &info, &stop, delay);
         if let Some(r) = self.running.get_mut(&name) {
             r.task = id;
         }
@@ -253,7 +292,7 @@ pub async fn run(
             _ = deadlines.tick(), if apps => canaries.recorder.check_apps(),
             Some(()) = reload => {
                 let Some(r) = reloads.as_ref() else { continue };
-                match (r.load)() {
+                match (r.load)().map_err(|e| e.to_string()).and_then(|new| refuse_reload(&current, new)) {
                     Ok(new) => {
                         if new.agent.listen != current.agent.listen {
                             tracing::warn!(old = %current.agent.listen, new = %new.agent.listen, "agent.listen changes only on restart");
@@ -268,7 +307,7 @@ pub async fn run(
                         tracing::info!(targets = new.targets.len(), "configuration reloaded");
                         current = new;
                     }
-                    Err(e) => tracing::error!(error = %e, "configuration reload refused; the previous configuration keeps running"),
+                    Err(reason) => tracing::error!(error = %reason, "configuration reload refused; the previous configuration keeps running"),
                 }
             }
             Some(done) = canaries.set.join_next_with_id() => {
@@ -313,6 +352,29 @@ pub async fn run(
     Ok(())
 }
 
+/// A reloaded configuration that would silently stop watching: one that
+/// falls back to the local default ports (an empty file, as a config tool
+/// that truncates before it writes leaves for a moment), or one that keeps
+/// none of the running targets. Such a change needs a restart.
+fn refuse_reload(current: &Config, new: Config) -> Result<Config, String> {
+    if new.uses_local_defaults() && !current.uses_local_defaults() {
+        return Err(
+            "it configures no target (and would fall back to the local default ports); restart the agent to apply it".into(),
+        );
+    }
+    if !current
+        .targets
+        .iter()
+        .any(|t| new.targets.iter().any(|n| n.name == t.name))
+    {
+        return Err(format!(
+            "it keeps none of the {} running targets; restart the agent to replace them all",
+            current.targets.len()
+        ));
+    }
+    Ok(new)
+}
+
 /// The collector's URL for a log line: without user info or query.
 fn redact_endpoint(endpoint: &str) -> String {
     match url::Url::parse(endpoint) {
@@ -323,5 +385,16 @@ fn redact_endpoint(endpoint: &str) -> String {
             u.to_string()
         }
         Err(_) => "(unparsable)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_canary_waits_longer_each_time_up_to_a_minute() {
+        let delays: Vec<u64> = (1..=9).map(|n| panic_delay(n).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
     }
 }

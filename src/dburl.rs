@@ -28,6 +28,10 @@ const USERINFO: &AsciiSet = &CONTROLS
     .add(b'|')
     .add(b'}');
 
+/// The longest URL accepted: no store URL needs more, and a bounded length
+/// keeps every message and request about it bounded.
+pub const MAX_URL_LEN: usize = 4096;
+
 /// One `host:port` of a URL.
 #[derive(Clone, PartialEq, Eq)]
 pub struct HostPort {
@@ -78,6 +82,11 @@ impl DbUrl {
     /// Parses `scheme://[user[:password]@]host[:port][,host[:port]...][/path][?query][#fragment]`.
     pub fn parse(s: &str) -> Result<Self, UrlError> {
         let s = s.trim();
+        if s.len() > MAX_URL_LEN {
+            return Err(UrlError(format!(
+                "the URL is longer than {MAX_URL_LEN} characters"
+            )));
+        }
         let (scheme, rest) = s
             .split_once("://")
             .ok_or_else(|| UrlError("not a URL (expected scheme://host)".into()))?;
@@ -254,9 +263,83 @@ fn redact_query(q: &str) -> String {
         .join("&")
 }
 
+/// A text that may quote URLs or `key = value` lines (a configuration
+/// parser's message showing the source line) with every credential masked:
+/// URL passwords, secret-looking query parameters, and the values of
+/// secret-looking keys.
+pub fn redact_text(text: &str) -> String {
+    text.split_inclusive('\n')
+        .map(|line| redact_line(&redact_urls(line)))
+        .collect()
+}
+
+/// Masks the password and secret query values of every `scheme://...` in a
+/// text.
+fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || "\"'<>`".contains(c))
+            .unwrap_or(tail.len());
+        let (url, after) = tail.split_at(end);
+        let authority_end = url.find(['/', '?', '#']).unwrap_or(url.len());
+        let (authority, path) = url.split_at(authority_end);
+        match authority.rfind('@') {
+            Some(at) => {
+                let (userinfo, hosts) = authority.split_at(at);
+                match userinfo.split_once(':') {
+                    Some((user, _)) => {
+                        out.push_str(user);
+                        out.push_str(":***");
+                    }
+                    None => out.push_str(userinfo),
+                }
+                out.push_str(hosts);
+            }
+            None => out.push_str(authority),
+        }
+        match path.split_once('?') {
+            Some((p, q)) => {
+                let (q, frag) = match q.split_once('#') {
+                    Some((q, f)) => (q, Some(f)),
+                    None => (q, None),
+                };
+                out.push_str(p);
+                out.push('?');
+                out.push_str(&redact_query(q));
+                if let Some(f) = frag {
+                    out.push('#');
+                    out.push_str(f);
+                }
+            }
+            None => out.push_str(path),
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Masks the value of a `key = value` (TOML) or `key: value` (YAML) line
+/// whose key looks secret.
+fn redact_line(line: &str) -> String {
+    let split = line.find('=').or_else(|| line.find(": "));
+    match split {
+        Some(i) if is_secret_key(&line[..i]) => {
+            let newline = if line.ends_with('\n') { "\n" } else { "" };
+            format!("{}{} ***{newline}", &line[..i], &line[i..=i])
+        }
+        _ => line.to_string(),
+    }
+}
+
 fn is_secret_key(k: &str) -> bool {
     let k = k.to_ascii_lowercase();
-    ["password", "secret", "token", "pwd"]
+    // "pasw" catches a misspelling (`sentinel_pasword`).
+    ["pass", "pasw", "pwd", "secret", "token", "credential"]
         .iter()
         .any(|s| k.contains(s))
 }
@@ -366,5 +449,16 @@ mod tests {
         assert!(!e.to_string().contains("hunter2"));
         assert!(DbUrl::parse("nonsense").is_err());
         assert!(DbUrl::parse("redis://").is_err());
+    }
+
+    #[test]
+    fn redact_text_masks_urls_and_secret_keys_in_quoted_source() {
+        let snippet = "TOML parse error at line 3, column 9\n  |\n3 | url = \"redis://:PLANTED1@h:6379/0\" x\n  |\n4 | sentinel = \"redis+sentinel://u:PLANTED2@a,b/m?sentinel_pasword=PLANTED3\"\n5 | password = \"PLANTED4\"\nmysql://root@h fine\n";
+        let r = redact_text(snippet);
+        assert!(!r.contains("PLANTED"), "{r}");
+        assert!(r.contains("redis://:***@h:6379/0"), "{r}");
+        assert!(r.contains("sentinel_pasword=***"), "{r}");
+        assert!(r.contains("mysql://root@h fine"), "{r}");
+        assert!(r.contains("line 3, column 9"), "{r}");
     }
 }

@@ -228,7 +228,7 @@ struct RawSettings {
     interval: Option<String>,
     timeout: Option<String>,
     backoff: Option<RawBackoff>,
-    identity_every: Option<u32>,
+    identity_every: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -251,7 +251,7 @@ struct RawTarget {
     interval: Option<String>,
     timeout: Option<String>,
     backoff: Option<RawBackoff>,
-    identity_every: Option<u32>,
+    identity_every: Option<f64>,
     depends_on: Option<Vec<String>>,
     recovery_deadline: Option<String>,
     expected_status: Option<http::RawStatuses>,
@@ -292,21 +292,69 @@ pub fn load(file: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigError> {
     validate(raw, file.map(Path::to_path_buf), &file_label, env)
 }
 
+/// The largest configuration file read: a config is a few kilobytes, and a
+/// bound keeps a wrong path (a log, a device) from filling memory.
+pub const MAX_FILE_SIZE: u64 = 1 << 20;
+
+/// The largest secret file read (`password_file`).
+pub const MAX_SECRET_SIZE: u64 = 64 << 10;
+
+/// What a YAML file may expand to through its aliases, in nodes: far more
+/// than any configuration needs, far less than an alias bomb.
+pub const MAX_YAML_NODES: usize = 100_000;
+
+/// Reads a small regular file whole: FIFOs, devices and directories are
+/// refused (they could block or never end), and so is anything larger than
+/// `limit`.
+pub fn read_bounded(path: &Path, limit: u64) -> Result<String, String> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    if meta.len() > limit {
+        return Err(format!(
+            "{} is larger than {} KiB",
+            path.display(),
+            limit >> 10
+        ));
+    }
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut text = String::new();
+    // The size may have changed since: read no more than the limit.
+    std::io::Read::read_to_string(&mut std::io::Read::take(file, limit + 1), &mut text)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if text.len() as u64 > limit {
+        return Err(format!(
+            "{} is larger than {} KiB",
+            path.display(),
+            limit >> 10
+        ));
+    }
+    Ok(text)
+}
+
 fn read_raw(file: Option<&Path>, env: &dyn Env, label: &str) -> Result<RawConfig, ConfigError> {
     let mut builder = config::Config::builder();
     if let Some(path) = file {
+        let file_err = |reason: String| ConfigError {
+            file: label.to_string(),
+            key: "(file)".into(),
+            reason,
+        };
         if !path.exists() {
-            return Err(ConfigError {
-                file: label.to_string(),
-                key: "-".into(),
-                reason: "file not found".into(),
-            });
+            return Err(file_err("file not found".into()));
         }
+        let text = read_bounded(path, MAX_FILE_SIZE).map_err(file_err)?;
         let format = match path.extension().and_then(|e| e.to_str()) {
-            Some("yaml" | "yml") => config::FileFormat::Yaml,
+            Some("yaml" | "yml") => {
+                yaml_size(&text).map_err(file_err)?;
+                config::FileFormat::Yaml
+            }
             _ => config::FileFormat::Toml,
         };
-        builder = builder.add_source(config::File::from(path).format(format));
+        builder = builder.add_source(config::File::from_str(&text, format));
     }
     let overrides: config::Map<String, String> = env
         .vars()
@@ -326,14 +374,82 @@ fn read_raw(file: Option<&Path>, env: &dyn Env, label: &str) -> Result<RawConfig
         .map_err(|e| from_config_error(e, label))
 }
 
-/// Turns the `config` crate's error into file / key / reason.
+/// Refuses a YAML text whose aliases would expand past [`MAX_YAML_NODES`]
+/// (the parser behind the `config` crate expands every alias in full), by
+/// counting, event by event, what each anchor stands for.
+fn yaml_size(text: &str) -> Result<(), String> {
+    use yaml_rust2::parser::{Event, EventReceiver, Parser};
+
+    #[derive(Default)]
+    struct Count {
+        /// Expanded nodes so far.
+        total: usize,
+        /// Per anchor id, the nodes it expands to.
+        anchors: std::collections::HashMap<usize, usize>,
+        /// Open collections: (anchor id, total when they opened).
+        open: Vec<(usize, usize)>,
+    }
+
+    impl EventReceiver for Count {
+        fn on_event(&mut self, ev: Event) {
+            match ev {
+                Event::Scalar(_, _, anchor, _) => {
+                    self.total = self.total.saturating_add(1);
+                    if anchor > 0 {
+                        self.anchors.insert(anchor, 1);
+                    }
+                }
+                Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                    self.total = self.total.saturating_add(1);
+                    self.open.push((anchor, self.total));
+                }
+                Event::SequenceEnd | Event::MappingEnd => {
+                    if let Some((anchor, from)) = self.open.pop()
+                        && anchor > 0
+                    {
+                        self.anchors.insert(anchor, self.total - from + 1);
+                    }
+                }
+                Event::Alias(id) => {
+                    let n = self.anchors.get(&id).copied().unwrap_or(1);
+                    self.total = self.total.saturating_add(n);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    let mut count = Count::default();
+    let mut parser = Parser::new_from_str(text);
+    // A syntax error is the config parser's to report, with its position.
+    let _ = parser.load(&mut count, true);
+    if count.total > MAX_YAML_NODES {
+        return Err(format!(
+            "its aliases expand to more than {MAX_YAML_NODES} YAML nodes"
+        ));
+    }
+    Ok(())
+}
+
+/// Turns the `config` crate's error into file / key / reason, with every
+/// credential the message may quote (a TOML error shows the source line)
+/// redacted.
 fn from_config_error(e: config::ConfigError, label: &str) -> ConfigError {
+    let mut e = config_error(e, label);
+    e.reason = crate::dburl::redact_text(&e.reason);
+    e
+}
+
+/// What a bare key reads as: the file's top level.
+const TOP_LEVEL: &str = "(top level)";
+
+fn config_error(e: config::ConfigError, label: &str) -> ConfigError {
     match e {
         config::ConfigError::At { error, key, .. } => {
-            let inner = from_config_error(*error, label);
+            let inner = config_error(*error, label);
             ConfigError {
                 file: label.to_string(),
-                key: key.unwrap_or(inner.key),
+                key: key.map(|k| dotted(&k)).unwrap_or(inner.key),
                 reason: inner.reason,
             }
         }
@@ -344,20 +460,31 @@ fn from_config_error(e: config::ConfigError, label: &str) -> ConfigError {
             ..
         } => ConfigError {
             file: label.to_string(),
-            key: key.unwrap_or_else(|| "-".into()),
+            key: key.map_or_else(|| TOP_LEVEL.into(), |k| dotted(&k)),
             reason: format!("invalid type: {unexpected}, expected {expected}"),
         },
-        config::ConfigError::FileParse { cause, .. } => ConfigError {
-            file: label.to_string(),
-            key: "-".into(),
-            reason: format!("cannot parse: {cause}"),
-        },
+        config::ConfigError::FileParse { cause, .. } => {
+            let cause = cause.to_string();
+            // "TOML parse error at line 3, column 7" / "... at line 3 column 7"
+            let key = cause
+                .split_once("line ")
+                .and_then(|(_, rest)| {
+                    let n: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                    (!n.is_empty()).then(|| format!("line {n}"))
+                })
+                .unwrap_or_else(|| TOP_LEVEL.into());
+            ConfigError {
+                file: label.to_string(),
+                key,
+                reason: format!("cannot parse: {}", cause.trim_end()),
+            }
+        }
         other => {
             let msg = other.to_string();
             // serde's messages for unknown keys end with " for key `x`".
             let (reason, key) = match msg.rsplit_once(" for key `") {
-                Some((r, k)) => (r.to_string(), k.trim_end_matches('`').to_string()),
-                None => (msg, "-".to_string()),
+                Some((r, k)) => (r.to_string(), dotted(k.trim_end_matches('`'))),
+                None => (msg, TOP_LEVEL.to_string()),
             };
             let reason = match reason.split_once(" in ") {
                 Some((r, _)) if !r.is_empty() => r.to_string(),
@@ -366,10 +493,32 @@ fn from_config_error(e: config::ConfigError, label: &str) -> ConfigError {
             ConfigError {
                 file: label.to_string(),
                 key,
-                reason,
+                reason: plain_words(&reason),
             }
         }
     }
+}
+
+/// `target[0]timeout` (as the config crate writes a key below an array
+/// element) → `target[0].timeout`.
+fn dotted(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 2);
+    let mut prev = None;
+    for c in key.chars() {
+        if prev == Some(']') && c != '.' && c != '[' {
+            out.push('.');
+        }
+        out.push(c);
+        prev = Some(c);
+    }
+    out
+}
+
+/// serde's terse phrases in the words an operator reads.
+fn plain_words(reason: &str) -> String {
+    reason
+        .replace("expected number at 0", "expected a number")
+        .replace("invalid digit found in string", "not a whole number")
 }
 
 struct Ctx<'a> {
@@ -385,10 +534,29 @@ impl Ctx<'_> {
         }
     }
 
-    fn duration(&self, key: &str, v: &str) -> Result<Duration, ConfigError> {
+    /// A duration within `range` (every duration has one: an absurd value
+    /// would otherwise overflow the clock or send thousands of probes a
+    /// second).
+    fn ranged(
+        &self,
+        key: &str,
+        v: &str,
+        (min, max): (Duration, Duration),
+    ) -> Result<Duration, ConfigError> {
         let d = parse_duration(v).map_err(|r| self.err(key, r))?;
-        if d.is_zero() {
+        if d.is_zero() && !min.is_zero() {
             return Err(self.err(key, "must be greater than zero"));
+        }
+        if d < min || d > max {
+            return Err(self.err(
+                key,
+                format!(
+                    "{} is out of range: use {} to {}",
+                    v.trim(),
+                    humantime::format_duration(min),
+                    humantime::format_duration(max)
+                ),
+            ));
         }
         Ok(d)
     }
@@ -401,14 +569,15 @@ impl Ctx<'_> {
     ) -> Result<CanarySettings, ConfigError> {
         let mut s = base;
         if let Some(v) = raw.interval {
-            s.interval = self.duration(&format!("{prefix}interval"), v)?;
+            s.interval = self.ranged(&format!("{prefix}interval"), v, ranges::INTERVAL)?;
         }
         if let Some(v) = raw.timeout {
-            s.timeout = self.duration(&format!("{prefix}timeout"), v)?;
+            s.timeout = self.ranged(&format!("{prefix}timeout"), v, ranges::TIMEOUT)?;
         }
         if let Some(b) = raw.backoff {
             if let Some(v) = &b.initial {
-                s.backoff.initial = self.duration(&format!("{prefix}backoff.initial"), v)?;
+                s.backoff.initial =
+                    self.ranged(&format!("{prefix}backoff.initial"), v, ranges::BACKOFF)?;
             }
             if let Some(m) = b.multiplier {
                 if !(1.0..=100.0).contains(&m) {
@@ -420,7 +589,7 @@ impl Ctx<'_> {
                 s.backoff.multiplier = m;
             }
             if let Some(v) = &b.max {
-                s.backoff.max = self.duration(&format!("{prefix}backoff.max"), v)?;
+                s.backoff.max = self.ranged(&format!("{prefix}backoff.max"), v, ranges::BACKOFF)?;
             }
             if s.backoff.max < s.backoff.initial {
                 return Err(self.err(
@@ -429,15 +598,21 @@ impl Ctx<'_> {
                 ));
             }
             if let Some(v) = &b.fine {
-                s.backoff.fine = self.duration(&format!("{prefix}backoff.fine"), v)?;
+                s.backoff.fine = self.ranged(&format!("{prefix}backoff.fine"), v, ranges::FINE)?;
             }
             if let Some(v) = &b.fine_for {
-                let key = format!("{prefix}backoff.fine_for");
-                s.backoff.fine_for = parse_duration(v).map_err(|r| self.err(&key, r))?;
+                s.backoff.fine_for =
+                    self.ranged(&format!("{prefix}backoff.fine_for"), v, ranges::FINE_FOR)?;
             }
         }
         if let Some(n) = raw.identity_every {
-            s.identity_every = n;
+            if n.fract() != 0.0 || !(0.0..=f64::from(u32::MAX)).contains(&n) {
+                return Err(self.err(
+                    format!("{prefix}identity_every"),
+                    format!("must be a whole number of probes (0 = only on connect), got {n}"),
+                ));
+            }
+            s.identity_every = n as u32;
         }
         Ok(s)
     }
@@ -447,7 +622,26 @@ struct RawSettingsRef<'a> {
     interval: Option<&'a str>,
     timeout: Option<&'a str>,
     backoff: Option<&'a RawBackoff>,
-    identity_every: Option<u32>,
+    identity_every: Option<f64>,
+}
+
+/// The range of every duration key.
+pub mod ranges {
+    use std::time::Duration;
+
+    const MS: Duration = Duration::from_millis(1);
+    const SEC: Duration = Duration::from_secs(1);
+    const HOUR: Duration = Duration::from_secs(3600);
+    const DAY: Duration = Duration::from_secs(86400);
+
+    pub const INTERVAL: (Duration, Duration) = (Duration::from_millis(10), DAY);
+    pub const TIMEOUT: (Duration, Duration) = (Duration::from_millis(10), HOUR);
+    pub const BACKOFF: (Duration, Duration) = (MS, HOUR);
+    pub const FINE: (Duration, Duration) = (Duration::from_millis(5), SEC);
+    pub const FINE_FOR: (Duration, Duration) = (Duration::ZERO, HOUR);
+    pub const DEADLINE: (Duration, Duration) = (Duration::from_millis(10), DAY);
+    /// `[otlp] timeout` and `export_interval`.
+    pub const OTLP: (Duration, Duration) = (Duration::from_millis(10), DAY);
 }
 
 /// Parses `"500ms"`, `"1s"`, `"2m"`.
@@ -510,8 +704,11 @@ fn validate(
         .agent
         .attempts_per_second
         .unwrap_or(crate::settings::DEFAULT_ATTEMPTS_PER_SECOND);
-    if attempts_per_second == 0 {
-        return Err(ctx.err("agent.attempts_per_second", "must be greater than zero"));
+    if !(1..=1_000_000).contains(&attempts_per_second) {
+        return Err(ctx.err(
+            "agent.attempts_per_second",
+            format!("{attempts_per_second} is out of range: use 1 to 1000000"),
+        ));
     }
     let defaults = ctx.settings(
         "defaults.",
@@ -623,12 +820,7 @@ fn validate_target(
     let mut target = Target::from_url(name, url, defaults, TargetSource::File)
         .map_err(|reason| ctx.err(&url_key, reason))?;
     if let Some(pf) = &t.password_file {
-        let pw = std::fs::read_to_string(pf).map_err(|e| {
-            ctx.err(
-                key("password_file"),
-                format!("cannot read {}: {e}", pf.display()),
-            )
-        })?;
+        let pw = read_bounded(pf, MAX_SECRET_SIZE).map_err(|e| ctx.err(key("password_file"), e))?;
         let pw = pw.trim_end_matches(['\r', '\n']).to_string();
         target.url.set_password(Some(pw));
     }
@@ -651,7 +843,7 @@ fn validate_target(
         ));
     }
     let recovery_deadline = match &t.recovery_deadline {
-        Some(v) => ctx.duration(&key("recovery_deadline"), v)?,
+        Some(v) => ctx.ranged(&key("recovery_deadline"), v, ranges::DEADLINE)?,
         None => DEFAULT_RECOVERY_DEADLINE,
     };
     let raw_http = http::RawHttp {

@@ -233,9 +233,18 @@ pub(super) fn validate(o: &OtlpConfig) -> Result<(), (String, String)> {
         ("otlp.export_interval", &o.export_interval),
     ] {
         if let Some(v) = v {
+            let (min, max) = super::ranges::OTLP;
             match parse_duration(v) {
-                Ok(d) if d.is_zero() => {
-                    return Err((key.into(), "must be greater than zero".into()));
+                Ok(d) if d < min || d > max => {
+                    return Err((
+                        key.into(),
+                        format!(
+                            "{} is out of range: use {} to {}",
+                            v.trim(),
+                            humantime::format_duration(min),
+                            humantime::format_duration(max)
+                        ),
+                    ));
                 }
                 Ok(_) => {}
                 Err(reason) => return Err((key.into(), reason)),

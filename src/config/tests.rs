@@ -111,6 +111,102 @@ const REFUSED: &[(&str, &str, &str)] = &[
         "target[0].url",
         "unknown scheme \"ftp\"",
     ),
+    // Values that would panic or flood at run time are refused here.
+    (
+        "[defaults]\ninterval = \"18446744073709551615s\"\n",
+        "defaults.interval",
+        "out of range",
+    ),
+    (
+        "[defaults]\ninterval = \"1ns\"\n",
+        "defaults.interval",
+        "out of range",
+    ),
+    (
+        "[defaults]\nbackoff = { max = \"18446744073709551615s\" }\n",
+        "defaults.backoff.max",
+        "out of range",
+    ),
+    (
+        "[defaults]\nbackoff = { fine = \"1ms\" }\n",
+        "defaults.backoff.fine",
+        "out of range",
+    ),
+    (
+        "[defaults]\nidentity_every = 1.5\n",
+        "defaults.identity_every",
+        "whole number",
+    ),
+    (
+        "[agent]\nattempts_per_second = 0\n",
+        "agent.attempts_per_second",
+        "out of range",
+    ),
+    (
+        "[[target]]\nname = \"a\"\nurl = \"redis://h\"\nrecovery_deadline = \"100000d\"\n",
+        "target[0].recovery_deadline",
+        "out of range",
+    ),
+    (
+        "[otlp]\nendpoint = \"http://c:4317\"\nexport_interval = \"1ns\"\n",
+        "otlp.export_interval",
+        "out of range",
+    ),
+    // Secrets from files: regular files only.
+    (
+        "[[target]]\nname = \"a\"\nurl = \"redis://h\"\npassword_file = \"/dev/zero\"\n",
+        "target[0].password_file",
+        "not a regular file",
+    ),
+    // The source line a parse error quotes has its password masked (the
+    // loop below checks that no fixture's message holds "hunter2").
+    (
+        "[[target]]\nname = \"a\"\nurl = \"redis://:hunter2@h\" oops\n",
+        "line 3",
+        "cannot parse",
+    ),
+    ("agnet = 1\n", "(top level)", "unknown field `agnet`"),
+    (
+        "[[target]]\nname = \"a\"\nurl = \"redis://h\"\ntimeout = [1]\n",
+        "target[0].timeout",
+        "invalid type",
+    ),
+    // URL options that fail at run time are refused at load.
+    (
+        "[[target]]\nname = \"a\"\nurl = \"redis://:hunter2@h/abc\"\n",
+        "target[0].url",
+        "database",
+    ),
+    (
+        "[[target]]\nname = \"a\"\nurl = \"redis://h/16\"\n",
+        "target[0].url",
+        "0 to 15",
+    ),
+    (
+        "[[target]]\nname = \"a\"\nurl = \"redis://h/-1\"\n",
+        "target[0].url",
+        "0 to 15",
+    ),
+    (
+        "[[target]]\nname = \"a\"\nurl = \"redis://h/0?protocol=resp2\"\n",
+        "target[0].url",
+        "no query parameters",
+    ),
+    (
+        "[[target]]\nname = \"a\"\nurl = \"redis+sentinel://:hunter2@s1,s2\"\n",
+        "target[0].url",
+        "master name",
+    ),
+    (
+        "[[target]]\nname = \"a\"\nurl = \"redis+sentinel://s1/m?sentinel_pasword=hunter2\"\n",
+        "target[0].url",
+        "unknown URL parameter \"sentinel_pasword\"",
+    ),
+    (
+        "[[target]]\nname = \"a\"\nurl = \"redis+sentinel://s1/m/x\"\n",
+        "target[0].url",
+        "database",
+    ),
     // Store options are parsed once, here: a target that validates runs.
     (
         "[[target]]\nname = \"a\"\nurl = \"mysql://u:hunter2@h/db?ssl-mode=sometimes\"\n",
@@ -227,11 +323,21 @@ const REFUSED: &[(&str, &str, &str)] = &[
         "otlp.endpoint",
         "http:// or https://",
     ),
-    ("[agent\n", "-", "cannot parse"),
+    ("[agent\n", "line 1", "cannot parse"),
 ];
 
 #[test]
 fn refusals_name_file_key_and_reason() {
+    let long = format!(
+        "[[target]]\nname = \"a\"\nurl = \"http://h/{}\"\n",
+        "x".repeat(5000)
+    );
+    let (_, r) = load_text(&long, &[]);
+    let e = r.unwrap_err();
+    assert!(
+        e.key == "target[0].url" && e.reason.contains("longer than 4096"),
+        "{e}"
+    );
     for (text, key, reason) in REFUSED {
         let (path, r) = load_text(text, &[]);
         let e = r.expect_err(text);
@@ -259,7 +365,7 @@ fn missing_file_is_refused() {
     .unwrap_err();
     assert_eq!(
         e.to_string(),
-        "/nonexistent/dbcanary.toml: -: file not found"
+        "/nonexistent/dbcanary.toml: (file): file not found"
     );
 }
 
@@ -409,4 +515,49 @@ fn local_defaults_when_nothing_configured() {
         &[("X_REDIS_URL", "redis://h")],
     );
     assert!(r.unwrap().uses_local_defaults());
+}
+
+#[test]
+fn a_yaml_alias_bomb_is_refused_before_it_expands() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+    for (prev, name) in ["a", "b", "c", "d", "e", "f", "g"]
+        .windows(2)
+        .map(|w| (w[0], w[1]))
+    {
+        bomb.push_str(&format!(
+            "{name}: &{name} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"
+        ));
+    }
+    let p = write(&dir, "dbcanary.yaml", &bomb);
+    let e = load(Some(&p), &MapEnv::new(&[])).unwrap_err();
+    assert_eq!(e.key, "(file)");
+    assert!(e.reason.contains("aliases expand"), "{e}");
+    // An ordinary YAML file with an anchor still loads.
+    let ok = write(
+        &dir,
+        "ok.yaml",
+        "defaults: &d\n  interval: 2s\ntarget:\n  - name: a\n    url: redis://h\n",
+    );
+    let c = load(Some(&ok), &MapEnv::new(&[])).unwrap();
+    assert_eq!(c.defaults.interval, Duration::from_secs(2));
+}
+
+#[test]
+fn an_oversized_secret_or_config_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = write(&dir, "secret", &"x".repeat(70 << 10));
+    let text = format!(
+        "[[target]]\nname = \"a\"\nurl = \"redis://h\"\npassword_file = \"{}\"\n",
+        big.display()
+    );
+    let (_, r) = load_text(&text, &[]);
+    let e = r.unwrap_err();
+    assert!(e.reason.contains("larger than 64 KiB"), "{e}");
+    let huge = write(&dir, "huge.toml", &"# comment\n".repeat(120_000));
+    let e = load(Some(&huge), &MapEnv::new(&[])).unwrap_err();
+    assert!(
+        e.key == "(file)" && e.reason.contains("larger than 1024 KiB"),
+        "{e}"
+    );
 }

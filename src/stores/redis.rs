@@ -269,6 +269,21 @@ pub struct RedisOptions {
     pub db: i64,
 }
 
+/// The database number of a URL path: empty is 0, else 0 to 15 (a Redis
+/// server's databases unless configured otherwise).
+pub fn database(path: &str) -> Result<i64, String> {
+    if path.is_empty() {
+        return Ok(0);
+    }
+    match path.parse::<i64>() {
+        Ok(n) if (0..=15).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "the URL path is the database number, 0 to 15; got {:?}",
+            path.chars().take(20).collect::<String>()
+        )),
+    }
+}
+
 /// `PING` on a live connection.
 pub async fn ping(conn: &mut MultiplexedConnection) -> Result<(), ProbeError> {
     redis::cmd("PING")
@@ -283,9 +298,22 @@ impl Store for RedisStore {
     type Conn = MultiplexedConnection;
 
     fn options(url: &DbUrl) -> Result<RedisOptions, String> {
+        if url.hosts.len() > 1 {
+            return Err(
+                "a redis:// URL names one host (use redis+sentinel:// for sentinels)".into(),
+            );
+        }
+        if url.query.is_some() {
+            return Err(
+                "a redis:// URL takes no query parameters (dbcanary sets the protocol and timeouts itself)".into(),
+            );
+        }
+        if url.fragment.as_deref().is_some_and(|f| f != "insecure") {
+            return Err("the only URL #fragment a rediss:// URL takes is #insecure".into());
+        }
         Ok(RedisOptions {
             tls: url.scheme == "rediss",
-            db: url.path.parse().unwrap_or(0),
+            db: database(&url.path)?,
         })
     }
 

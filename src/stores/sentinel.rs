@@ -225,9 +225,24 @@ impl Store for SentinelStore {
 
     fn options(url: &DbUrl) -> Result<SentinelOptions, String> {
         let mut parts = url.path.splitn(2, '/');
+        let master_name = parts.next().unwrap_or_default().to_string();
+        if master_name.is_empty() {
+            return Err(
+                "the URL path must be the master name: redis+sentinel://s1:26379,s2:26379/<master>[/<db>]".into(),
+            );
+        }
+        let db = super::redis::database(parts.next().unwrap_or_default())?;
+        let query = url.query.as_deref().unwrap_or("");
+        for (key, _) in url::form_urlencoded::parse(query.as_bytes()) {
+            if key != "sentinel_username" && key != "sentinel_password" {
+                return Err(format!(
+                    "unknown URL parameter {key:?} (known: sentinel_username, sentinel_password)"
+                ));
+            }
+        }
         Ok(SentinelOptions {
-            master_name: parts.next().unwrap_or_default().to_string(),
-            db: parts.next().and_then(|d| d.parse().ok()).unwrap_or(0),
+            master_name,
+            db,
             tls: url.scheme.starts_with("rediss"),
         })
     }
