@@ -55,7 +55,7 @@ impl Backoff {
     /// When the attempt after one that started at `started` and failed with
     /// `result` may start, `into_outage` into the outage: at the fine cadence
     /// while the outage is younger than `fine_for` and the attempt cost the
-    /// server nothing (refused, unanswered, or cut at the transport), else
+    /// server nothing (refused, or nothing answered), else
     /// after the backoff from now.
     pub fn next_attempt(
         &mut self,
@@ -65,9 +65,7 @@ impl Backoff {
     ) -> Instant {
         let cheap = matches!(
             result,
-            AttemptResult::Connect(
-                ConnectResult::Refused | ConnectResult::Timeout | ConnectResult::Io
-            )
+            AttemptResult::Connect(ConnectResult::Refused | ConnectResult::Timeout)
         );
         if cheap && into_outage < self.config.fine_for {
             return started + self.config.fine;

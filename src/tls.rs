@@ -73,12 +73,23 @@ pub enum Verify {
 /// A PEM file and the URL key that named it, for error messages.
 pub type KeyedFile<'a> = (&'static str, &'a Path);
 
+/// Which certificate authorities a client trusts.
+#[derive(Debug, Clone, Copy)]
+pub enum Roots<'a> {
+    /// The web's roots built into the agent (webpki-roots).
+    Web,
+    /// The system's store (`SSL_CERT_FILE`/`SSL_CERT_DIR` honoured), as the
+    /// Redis client always read it.
+    System,
+    /// The CAs of a PEM file named by the URL.
+    File(KeyedFile<'a>),
+}
+
 /// A client's TLS settings.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientTls<'a> {
     pub verify: Verify,
-    /// CA certificates replacing the built-in web roots.
-    pub roots: Option<KeyedFile<'a>>,
+    pub roots: Roots<'a>,
     /// A client certificate chain and its key.
     pub identity: Option<(KeyedFile<'a>, KeyedFile<'a>)>,
 }
@@ -122,11 +133,11 @@ pub fn client_config(c: &ClientTls<'_>) -> Result<ClientConfig, String> {
     }
 }
 
-/// The CAs of a file, or the built-in web roots.
-fn roots(file: Option<KeyedFile<'_>>) -> Result<RootCertStore, String> {
+/// The CAs a client trusts.
+fn roots(which: Roots<'_>) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
-    match file {
-        Some((key, path)) => {
+    match which {
+        Roots::File((key, path)) => {
             let certs = CertificateDer::pem_file_iter(path)
                 .and_then(|it| it.collect::<Result<Vec<_>, _>>())
                 .map_err(|e| format!("{key} {}: {e}", path.display()))?;
@@ -138,7 +149,17 @@ fn roots(file: Option<KeyedFile<'_>>) -> Result<RootCertStore, String> {
                 ));
             }
         }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        Roots::Web => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        Roots::System => {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(match found.errors.first() {
+                    Some(e) => format!("no usable CA certificate in the system store: {e}"),
+                    None => "no CA certificate in the system store".into(),
+                });
+            }
+        }
     }
     Ok(roots)
 }

@@ -164,11 +164,15 @@ impl HttpStore {
                 ),
             });
         }
-        // Read the body (so the connection can be reused), keeping at most
-        // BODY_LIMIT bytes to look for the expected text in.
+        // Read at most BODY_LIMIT bytes to look for the expected text in;
+        // a longer body is cut there (the connection is then dropped, not
+        // drained: a hostile app cannot make the agent read 100 MB).
         let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(failure)? {
-            let room = BODY_LIMIT.saturating_sub(body.len());
+        while body.len() < BODY_LIMIT {
+            let Some(chunk) = resp.chunk().await.map_err(failure)? else {
+                break;
+            };
+            let room = BODY_LIMIT - body.len();
             body.extend_from_slice(&chunk[..chunk.len().min(room)]);
         }
         if let Some(want) = &self.check.body_contains

@@ -24,6 +24,7 @@ use crate::model::{
 };
 use crate::settings::CanarySettings;
 
+pub mod bounded;
 pub mod http;
 pub mod mongodb;
 pub mod mysql;
@@ -313,6 +314,8 @@ pub fn classify_io(e: &io::Error) -> ConnectResult {
         return ConnectResult::Tls;
     }
     match e.kind() {
+        // Bytes that are not the protocol (or too many of them).
+        io::ErrorKind::InvalidData => ConnectResult::Protocol,
         io::ErrorKind::ConnectionRefused => ConnectResult::Refused,
         io::ErrorKind::TimedOut => ConnectResult::Timeout,
         _ => ConnectResult::Io,

@@ -27,23 +27,27 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rustls::ClientConfig;
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_postgres::config::{ChannelBinding, SslMode as DriverSslMode};
 use tokio_postgres::error::SqlState;
+use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::{Client, Connection, Error, SimpleQueryMessage};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::dburl::{DbUrl, HostPort};
 use crate::model::{ConnectResult, DisconnectCause, Identity, Role};
+use crate::stores::bounded::{Bounded, ROUND_TRIP_BYTES, ReadBudget};
 use crate::stores::{
     CloseSignal, ConnectError, Connected, Notices, ProbeError, Spec, Store, classify_io,
     disconnect_cause, resolve,
 };
-use crate::tls::{self, ClientTls, Verify, find_io_error, is_tls_error};
+use crate::tls::{self, ClientTls, Roots, Verify, find_io_error, is_tls_error};
 
 /// How long a dropped connection gets to send `Terminate` before its task
 /// gives up on it (a hung server must not keep a task and a socket alive).
@@ -208,7 +212,10 @@ impl PgOptions {
         };
         tls::client_config(&ClientTls {
             verify,
-            roots: self.ssl_root_cert.as_deref().map(|p| ("sslrootcert", p)),
+            roots: match self.ssl_root_cert.as_deref() {
+                Some(p) => Roots::File(("sslrootcert", p)),
+                None => Roots::Web,
+            },
             identity: match (&self.ssl_cert, &self.ssl_key) {
                 (Some(cert), Some(key)) => Some((("sslcert", cert), ("sslkey", key))),
                 _ => None,
@@ -486,6 +493,8 @@ pub fn probe_error(e: &Error) -> ProbeError {
 /// should a hung server not take even that.
 pub struct PgConn {
     client: Client,
+    /// What the connection may still read this round trip.
+    budget: Arc<ReadBudget>,
     /// Dropped with the connection: starts the task's [`QUIT_WITHIN`].
     gone: oneshot::Sender<()>,
     /// Resolves when the driver task has ended.
@@ -494,7 +503,11 @@ pub struct PgConn {
 
 impl PgConn {
     /// Spawns the driver's connection future; its end is the close signal.
-    fn start<S, T>(client: Client, connection: Connection<S, T>) -> (PgConn, CloseSignal)
+    fn start<S, T>(
+        client: Client,
+        connection: Connection<S, T>,
+        budget: Arc<ReadBudget>,
+    ) -> (PgConn, CloseSignal)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
         T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -520,6 +533,7 @@ impl PgConn {
         (
             PgConn {
                 client,
+                budget,
                 gone: gone_tx,
                 ended: ended_rx,
             },
@@ -672,13 +686,53 @@ impl Store for PostgresStore {
             .options
             .tls_config()
             .map_err(|reason| ConnectError::new(ConnectResult::Tls, reason))?;
-        let (client, connection) = self
-            .config(timeout)
-            .connect(MakeRustlsConnect::new(tls))
+        let config = self.config(timeout);
+        // The agent's own TCP stream, its reads bounded (a hostile server
+        // declaring a 2 GiB message costs a `protocol` error, not memory).
+        let connect_within = self
+            .options
+            .connect_timeout
+            .map_or(timeout, |t| t.min(timeout));
+        let tcp = tokio::time::timeout(
+            connect_within,
+            TcpStream::connect((self.addr.host.as_str(), self.addr.port)),
+        )
+        .await
+        .map_err(|_| {
+            ConnectError::new(
+                ConnectResult::Timeout,
+                format!(
+                    "no TCP connection within {}",
+                    humantime::format_duration(connect_within)
+                ),
+            )
+        })?
+        .map_err(|e| ConnectError::new(classify_io(&e), format!("{}: {e}", self.addr)))?;
+        let _ = tcp.set_nodelay(true);
+        let budget = ReadBudget::new(ROUND_TRIP_BYTES);
+        let mut make = MakeRustlsConnect::new(tls);
+        let connector =
+            MakeTlsConnect::<Bounded<TcpStream>>::make_tls_connect(&mut make, &self.addr.host)
+                .unwrap_or_else(|never| match never {});
+        let (client, connection) = config
+            .connect_raw(Bounded::new(tcp, budget.clone()), connector)
             .await
-            .map_err(|e| self.connect_error(&e))?;
+            .map_err(|e| {
+                // Bytes that were no PostgreSQL message, then a close: the
+                // endpoint does not speak the protocol (a server that
+                // refuses says so with a SQLSTATE first).
+                if e.is_closed() && e.code().is_none() && budget.used() > 0 {
+                    ConnectError::new(
+                        ConnectResult::Protocol,
+                        "the server sent no PostgreSQL message and closed the connection",
+                    )
+                } else {
+                    self.connect_error(&e)
+                }
+            })?;
         self.too_many_logged.store(false, Ordering::Relaxed);
-        let (conn, closed) = PgConn::start(client, connection);
+        let (conn, closed) = PgConn::start(client, connection, budget);
+        conn.budget.refill();
         let identity = self
             .identity(&conn.client)
             .await
@@ -692,6 +746,7 @@ impl Store for PostgresStore {
     }
 
     async fn probe(&self, conn: &mut Self::Conn) -> Result<(), ProbeError> {
+        conn.budget.refill();
         conn.client
             .simple_query("")
             .await
@@ -700,6 +755,7 @@ impl Store for PostgresStore {
     }
 
     async fn identify(&self, conn: &mut Self::Conn) -> Result<Identity, ProbeError> {
+        conn.budget.refill();
         self.identity(&conn.client)
             .await
             .map_err(|e| probe_error(&e))
@@ -710,6 +766,7 @@ impl Store for PostgresStore {
             client,
             gone,
             ended,
+            ..
         } = conn;
         // The driver says Terminate and ends; should it hang, the task gives
         // up QUIT_WITHIN after `gone`.

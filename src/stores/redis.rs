@@ -4,23 +4,112 @@
 //! probe-only detection, which is logged.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{
-    AsyncConnectionConfig, ConnectionInfo, ErrorKind, IntoConnectionInfo, ProtocolVersion,
-    PushKind, RedisError, ServerErrorKind,
+    AsyncConnectionConfig, ErrorKind, IntoConnectionInfo, ProtocolVersion, PushKind,
+    RedisConnectionInfo, RedisError, ServerErrorKind,
 };
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio_rustls::TlsConnector;
 
 use crate::dburl::{DbUrl, HostPort};
 use crate::model::{ConnectResult, DisconnectCause, Identity, Role};
+use crate::stores::bounded::{Bounded, ROUND_TRIP_BYTES, ReadBudget};
 use crate::stores::{
     CloseSignal, ConnectError, Connected, Notices, ProbeError, Spec, Store, classify_io,
     disconnect_cause, resolve,
 };
-use crate::tls::find_io_error;
+use crate::tls::{self, ClientTls, Roots, Verify, find_io_error};
+
+/// What a Redis connection runs on: TCP, or TLS over it.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// A Redis connection whose reads are bounded (see [`crate::stores::bounded`]).
+#[derive(Clone)]
+pub struct RedisConn {
+    pub conn: MultiplexedConnection,
+    budget: Arc<ReadBudget>,
+}
+
+impl RedisConn {
+    /// The connection, its read budget refilled for one more round trip.
+    pub fn round_trip(&mut self) -> &mut MultiplexedConnection {
+        self.budget.refill();
+        &mut self.conn
+    }
+}
+
+/// A stream the agent owns to a Redis server: TCP (TLS when `tls` is
+/// given, the system's CAs unless it says insecure), every read drawing from
+/// a budget the caller refills per round trip.
+pub struct Transport {
+    stream: Bounded<Box<dyn Io>>,
+    budget: Arc<ReadBudget>,
+}
+
+impl Transport {
+    pub async fn open(addr: &HostPort, tls: Option<bool>) -> Result<Self, ConnectError> {
+        let tcp = TcpStream::connect((addr.host.as_str(), addr.port))
+            .await
+            .map_err(|e| ConnectError::new(classify_io(&e), format!("{addr}: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let io: Box<dyn Io> = match tls {
+            None => Box::new(tcp),
+            Some(insecure) => {
+                let config = tls::client_config(&ClientTls {
+                    verify: if insecure {
+                        Verify::Nothing
+                    } else {
+                        Verify::Full
+                    },
+                    roots: Roots::System,
+                    identity: None,
+                })
+                .map_err(|reason| ConnectError::new(ConnectResult::Tls, reason))?;
+                let name = ServerName::try_from(addr.host.clone()).map_err(|_| {
+                    ConnectError::new(
+                        ConnectResult::Tls,
+                        format!("{} is not a TLS server name", addr.host),
+                    )
+                })?;
+                let stream = TlsConnector::from(Arc::new(config))
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| ConnectError::new(classify_io(&e), format!("{addr}: {e}")))?;
+                Box::new(stream)
+            }
+        };
+        let budget = ReadBudget::new(ROUND_TRIP_BYTES);
+        Ok(Self {
+            stream: Bounded::new(io, budget.clone()),
+            budget,
+        })
+    }
+
+    /// The handshake of `info` on this stream; the driver's I/O task is
+    /// spawned here and ends with the connection.
+    pub async fn handshake(
+        self,
+        info: &RedisConnectionInfo,
+        config: AsyncConnectionConfig,
+    ) -> Result<RedisConn, RedisError> {
+        let (conn, driver) =
+            MultiplexedConnection::new_with_config(info, self.stream, config).await?;
+        tokio::spawn(driver);
+        Ok(RedisConn {
+            conn,
+            budget: self.budget,
+        })
+    }
+}
 
 /// How to reach and log in to Redis servers: everything but the address,
 /// which Sentinel decides for its targets.
@@ -53,14 +142,13 @@ impl RedisNode {
         }
     }
 
+    /// The handshake: protocol, database, credentials.
     fn info(
         &self,
         addr: &HostPort,
         protocol: ProtocolVersion,
-    ) -> Result<ConnectionInfo, ConnectError> {
-        let scheme = if self.tls { "rediss" } else { "redis" };
-        let fragment = if self.insecure { "#insecure" } else { "" };
-        let info = format!("{scheme}://{addr}/{}{fragment}", self.db)
+    ) -> Result<RedisConnectionInfo, ConnectError> {
+        let info = format!("redis://{addr}/{}", self.db)
             .into_connection_info()
             .map_err(|e| {
                 ConnectError::new(ConnectResult::Protocol, format!("bad address {addr}: {e}"))
@@ -76,7 +164,7 @@ impl RedisNode {
         if let Some(p) = &self.password {
             settings = settings.set_password(p);
         }
-        Ok(info.set_redis_settings(settings))
+        Ok(settings)
     }
 
     /// Opens a canary connection to `addr`: RESP3 with a push sender when the
@@ -85,19 +173,17 @@ impl RedisNode {
         &self,
         addr: &HostPort,
         timeout: Duration,
-    ) -> Result<Connected<MultiplexedConnection>, ConnectError> {
+    ) -> Result<Connected<RedisConn>, ConnectError> {
         resolve(&addr.host, addr.port).await?;
+        let tls = self.tls.then_some(self.insecure);
         let (tx, mut rx) = mpsc::unbounded_channel();
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(None)
             .set_push_sender(tx);
-        let client = redis::Client::open(self.info(addr, ProtocolVersion::RESP3)?)
-            .map_err(|e| connect_error(&e))?;
-        let (mut conn, closed) = match client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-        {
+        let resp3 = self.info(addr, ProtocolVersion::RESP3)?;
+        let transport = Transport::open(addr, tls).await?;
+        let (mut conn, closed) = match transport.handshake(&resp3, config).await {
             Ok(conn) => {
                 let closed = CloseSignal::new(async move {
                     while let Some(push) = rx.recv().await {
@@ -115,26 +201,29 @@ impl RedisNode {
                         "server {addr} does not speak RESP3: falling back to RESP2, a closed connection is detected by the next probe only"
                     ));
                 }
-                let client = redis::Client::open(self.info(addr, ProtocolVersion::RESP2)?)
-                    .map_err(|e| connect_error(&e))?;
                 let config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(timeout))
                     .set_response_timeout(None);
-                let conn = client
-                    .get_multiplexed_async_connection_with_config(&config)
+                let resp2 = self.info(addr, ProtocolVersion::RESP2)?;
+                let conn = Transport::open(addr, tls)
+                    .await?
+                    .handshake(&resp2, config)
                     .await
                     .map_err(|e| connect_error(&e))?;
                 (conn, CloseSignal::never())
             }
             Err(e) => return Err(connect_error(&e)),
         };
+        let c = conn.round_trip();
         redis::cmd("CLIENT")
             .arg("SETNAME")
             .arg(&self.client_name)
-            .query_async::<()>(&mut conn)
+            .query_async::<()>(c)
             .await
             .map_err(|e| connect_error(&e))?;
-        let mut identity = identify(&mut conn).await.map_err(|e| connect_error(&e))?;
+        let mut identity = identify(conn.round_trip())
+            .await
+            .map_err(|e| connect_error(&e))?;
         // HELLO, CLIENT and INFO are served while the dataset loads; PING is
         // not. Say so by type instead of failing the first probe.
         if identity.details.get("loading").is_some_and(|l| l == "1") {
@@ -295,7 +384,7 @@ pub async fn ping(conn: &mut MultiplexedConnection) -> Result<(), ProbeError> {
 
 impl Store for RedisStore {
     type Options = RedisOptions;
-    type Conn = MultiplexedConnection;
+    type Conn = RedisConn;
 
     fn options(url: &DbUrl) -> Result<RedisOptions, String> {
         if url.hosts.len() > 1 {
@@ -333,11 +422,13 @@ impl Store for RedisStore {
     }
 
     async fn probe(&self, conn: &mut Self::Conn) -> Result<(), ProbeError> {
-        ping(conn).await
+        ping(conn.round_trip()).await
     }
 
     async fn identify(&self, conn: &mut Self::Conn) -> Result<Identity, ProbeError> {
-        let mut id = identify(conn).await.map_err(|e| probe_error(&e))?;
+        let mut id = identify(conn.round_trip())
+            .await
+            .map_err(|e| probe_error(&e))?;
         id.address = Some(
             HostPort {
                 host: self.addr.host.clone(),

@@ -12,14 +12,15 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, IntoConnectionInfo, ProtocolVersion, PushKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::dburl::{DbUrl, HostPort};
 use crate::model::{ConnectResult, FailoverSource, Identity, Role};
-use crate::stores::redis::{RedisNode, connect_error, identify, ping, probe_error};
+use crate::stores::redis::{
+    RedisConn, RedisNode, Transport, connect_error, identify, ping, probe_error,
+};
 use crate::stores::{Announcement, ConnectError, Connected, ProbeError, Spec, Store};
 
 /// The channel Sentinel announces a new master on.
@@ -42,7 +43,7 @@ impl SentinelClient {
         &self,
         addr: &HostPort,
         push: Option<mpsc::UnboundedSender<redis::PushInfo>>,
-    ) -> Result<MultiplexedConnection, ConnectError> {
+    ) -> Result<RedisConn, ConnectError> {
         let protocol = if push.is_some() {
             ProtocolVersion::RESP3
         } else {
@@ -64,11 +65,24 @@ impl SentinelClient {
         if let Some(tx) = push {
             config = config.set_push_sender(tx);
         }
-        redis::Client::open(info.set_redis_settings(settings))
-            .map_err(|e| connect_error(&e))?
-            .get_multiplexed_async_connection_with_config(&config)
+        let open = async {
+            Transport::open(addr, None)
+                .await?
+                .handshake(&settings, config)
+                .await
+                .map_err(|e| connect_error(&e))
+        };
+        tokio::time::timeout(self.timeout, open)
             .await
-            .map_err(|e| connect_error(&e))
+            .unwrap_or_else(|_| {
+                Err(ConnectError::new(
+                    ConnectResult::Timeout,
+                    format!(
+                        "sentinel {addr} did not answer within {}",
+                        humantime::format_duration(self.timeout)
+                    ),
+                ))
+            })
     }
 
     /// Asks one sentinel for the master's address.
@@ -77,7 +91,7 @@ impl SentinelClient {
         let addr: Option<(String, u16)> = redis::cmd("SENTINEL")
             .arg("get-master-addr-by-name")
             .arg(&self.master_name)
-            .query_async(&mut conn)
+            .query_async(conn.round_trip())
             .await
             .map_err(|e| connect_error(&e))?;
         match addr {
@@ -171,7 +185,8 @@ impl SentinelStore {
     ) -> Result<(), ConnectError> {
         let (ptx, mut prx) = mpsc::unbounded_channel();
         let mut conn = self.client.conn(sentinel, Some(ptx)).await?;
-        conn.subscribe(SWITCH_MASTER)
+        conn.round_trip()
+            .subscribe(SWITCH_MASTER)
             .await
             .map_err(|e| connect_error(&e))?;
         tracing::debug!(%sentinel, master = %self.master_name(), "following +switch-master");
@@ -184,6 +199,8 @@ impl SentinelStore {
             if push.kind == PushKind::Disconnection {
                 return Ok(());
             }
+            // Each announcement is one round trip's worth of reading.
+            conn.round_trip();
             let Some(msg) = redis::Msg::from_push_info(push) else {
                 continue;
             };
@@ -221,7 +238,7 @@ fn parse_switch_master(payload: &str, name: &str) -> Option<(HostPort, HostPort)
 
 impl Store for SentinelStore {
     type Options = SentinelOptions;
-    type Conn = (MultiplexedConnection, HostPort);
+    type Conn = (RedisConn, HostPort);
 
     fn options(url: &DbUrl) -> Result<SentinelOptions, String> {
         let mut parts = url.path.splitn(2, '/');
@@ -285,11 +302,13 @@ impl Store for SentinelStore {
     }
 
     async fn probe(&self, conn: &mut Self::Conn) -> Result<(), ProbeError> {
-        ping(&mut conn.0).await
+        ping(conn.0.round_trip()).await
     }
 
     async fn identify(&self, conn: &mut Self::Conn) -> Result<Identity, ProbeError> {
-        let mut id = identify(&mut conn.0).await.map_err(|e| probe_error(&e))?;
+        let mut id = identify(conn.0.round_trip())
+            .await
+            .map_err(|e| probe_error(&e))?;
         id.address = Some(conn.1.to_string());
         Ok(id)
     }
