@@ -103,7 +103,7 @@ async fn serve(mut conn: TcpStream, kind: Hostile) {
         }
         Hostile::Close => drop(conn),
         Hostile::Dribble => loop {
-            if conn.write_all(&[b'+']).await.is_err() {
+            if conn.write_all(b"+").await.is_err() {
                 return;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
