@@ -33,6 +33,15 @@ pub fn classify(before: Option<&Identity>, after: &Identity, outage: Duration) -
     let Some(before) = before else {
         return class(OutageKind::Unknown, "no identity before the outage");
     };
+    let anonymous = |i: &Identity| {
+        i.server_id.is_none() && i.uptime.is_none() && i.process_id.is_none() && i.epoch.is_none()
+    };
+    if anonymous(before) && anonymous(after) {
+        return class(
+            OutageKind::Unknown,
+            "the target reports no server identity (an application's health endpoint does not)",
+        );
+    }
     if let (Some(b), Some(a)) = (before.role, after.role)
         && b != a
     {

@@ -39,6 +39,8 @@ pub fn targets_with_apps(
     deadline: Duration,
 ) -> Result<Vec<Target>, WatchError> {
     let mut out = targets(urls, interval)?;
+    let mut taken = Vec::new();
+    distinct_names(&mut out, &mut taken);
     if apps.is_empty() && !depends_on.is_empty() {
         return Err(WatchError {
             index: urls.len() + 1,
@@ -69,6 +71,7 @@ pub fn targets_with_apps(
         index: e.index + urls.len(),
         reason: e.reason,
     })?;
+    distinct_names(&mut app_targets, &mut taken);
     for (i, t) in app_targets.iter_mut().enumerate() {
         if t.kind() != StoreKind::Http {
             return Err(WatchError {
@@ -81,6 +84,21 @@ pub fn targets_with_apps(
     }
     out.extend(app_targets);
     Ok(out)
+}
+
+/// Gives targets that share an endpoint distinct names (`host:port`,
+/// `host:port#2`, ...), so that their lines and summaries stay apart.
+fn distinct_names(targets: &mut [Target], taken: &mut Vec<String>) {
+    for t in targets {
+        let mut name = t.name.clone();
+        let mut n = 1;
+        while taken.contains(&name) {
+            n += 1;
+            name = format!("{}#{n}", t.name);
+        }
+        taken.push(name.clone());
+        t.name = name;
+    }
 }
 
 /// Builds ad-hoc targets from URLs; each is named by its endpoint.
@@ -491,5 +509,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--depends-on needs at least one --app"), "{e}");
+    }
+
+    #[test]
+    fn urls_on_one_endpoint_get_distinct_names() {
+        let urls = strings(&["redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/1"]);
+        let apps = strings(&["http://127.0.0.1:6379/health"]);
+        let second = Duration::from_secs(1);
+        let all = targets_with_apps(&urls, &apps, &[], second, second).unwrap();
+        let names: Vec<&str> = all.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["127.0.0.1:6379", "127.0.0.1:6379#2", "127.0.0.1:6379#3"]
+        );
+        assert_eq!(all[2].depends_on, ["127.0.0.1:6379", "127.0.0.1:6379#2"]);
     }
 }

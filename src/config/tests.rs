@@ -561,3 +561,116 @@ fn an_oversized_secret_or_config_file_is_refused() {
         "{e}"
     );
 }
+
+mod properties {
+    //! Whatever text the loader and the URL parser are given, they never
+    //! panic, and a refusal always names the file, a key and a reason
+    //! without the planted secret.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    const SECRET: &str = "PLANTEDpw9";
+
+    /// A value some key might be given: durations, numbers, URLs (some with
+    /// the planted secret), odd strings.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("\"1s\"".to_string()),
+            Just("\"0s\"".to_string()),
+            Just("\"18446744073709551615s\"".to_string()),
+            Just("1.5".to_string()),
+            Just("-1".to_string()),
+            Just("[1, 2]".to_string()),
+            Just("{ initial = \"1ms\" }".to_string()),
+            Just(format!("\"redis://:{SECRET}@h:6379/0\"")),
+            Just(format!(
+                "\"redis+sentinel://:{SECRET}@a,b/m?sentinel_password={SECRET}\""
+            )),
+            Just(format!(
+                "\"postgresql://u:{SECRET}@h/db?sslmode=verify-full\""
+            )),
+            Just(format!("\"mysql://u:{SECRET}@h/db?ssl-mode=x\"")),
+            Just(format!(
+                "\"mongodb://u:{SECRET}@h/?replicaSet=rs0&heartbeatFrequencyMS=1\""
+            )),
+            "[a-z:/@?=&%0-9.]{0,40}".prop_map(|s| format!("\"{s}\"")),
+        ]
+    }
+
+    fn key() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            "name",
+            "url",
+            "url_env",
+            "interval",
+            "timeout",
+            "backoff",
+            "identity_every",
+            "depends_on",
+            "recovery_deadline",
+            "expected_status",
+            "headers",
+            "listen",
+            "log_format",
+            "attempts_per_second",
+            "nonsense",
+        ])
+    }
+
+    /// A TOML-ish document: sections and targets with random keys and
+    /// values, sometimes broken.
+    fn document() -> impl Strategy<Value = String> {
+        let line = (key(), value()).prop_map(|(k, v)| format!("{k} = {v}\n"));
+        let section = prop::sample::select(vec![
+            "[agent]\n",
+            "[defaults]\n",
+            "[[target]]\n",
+            "[otlp]\n",
+            "[discovery]\n",
+            "[agent\n",
+        ]);
+        prop::collection::vec((section, prop::collection::vec(line, 0..5)), 0..5).prop_map(
+            |parts| {
+                parts
+                    .into_iter()
+                    .map(|(s, lines)| format!("{s}{}", lines.concat()))
+                    .collect()
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn the_loader_never_panics_and_names_file_key_and_reason(text in document()) {
+            let (path, r) = load_text(&text, &[]);
+            match r {
+                Ok(c) => {
+                    let shown = effective_toml(&c);
+                    prop_assert!(!shown.contains(SECRET), "{}", shown);
+                }
+                Err(e) => {
+                    prop_assert_eq!(&e.file, &path.display().to_string());
+                    prop_assert!(!e.key.is_empty() && !e.reason.is_empty());
+                    prop_assert!(!e.to_string().contains(SECRET), "{}", e);
+                }
+            }
+        }
+
+        #[test]
+        fn the_url_parser_never_panics_nor_echoes_a_password(
+            text in "[a-z+]{0,8}://([a-z]{0,4}:[a-z]{0,4}@)?[a-z0-9.,:\\[\\]]{0,20}(/[a-z0-9/]{0,10})?(\\?[a-z=&]{0,20})?",
+        ) {
+            if let Ok(u) = DbUrl::parse(&text) {
+                let _ = (u.endpoint(), u.redacted(), u.expose());
+            }
+            let planted = text.replacen("://", &format!("://u:{SECRET}@"), 1);
+            match DbUrl::parse(&planted) {
+                Ok(u) => prop_assert!(!u.redacted().contains(SECRET), "{}", u.redacted()),
+                Err(e) => prop_assert!(!e.to_string().contains(SECRET)),
+            }
+        }
+    }
+}

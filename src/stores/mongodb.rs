@@ -146,6 +146,9 @@ struct WatchState {
     primary: Option<ServerAddress>,
     /// The last primary reported to the store.
     reported: Option<PrimarySeen>,
+    /// The server the previous client's canary used: while no command has
+    /// gone anywhere yet, the one whose silence makes a timeout.
+    last_primary: Option<ServerAddress>,
 }
 
 /// Shared between one client's event handlers and the canary.
@@ -160,9 +163,15 @@ struct ClientWatch {
 }
 
 impl ClientWatch {
-    fn new(primaries: mpsc::UnboundedSender<PrimarySeen>) -> Arc<Self> {
+    fn new(
+        primaries: mpsc::UnboundedSender<PrimarySeen>,
+        last_primary: Option<ServerAddress>,
+    ) -> Arc<Self> {
         Arc::new(Self {
-            state: Mutex::new(WatchState::default()),
+            state: Mutex::new(WatchState {
+                last_primary,
+                ..WatchState::default()
+            }),
             revision: watch::Sender::new(0),
             lost: watch::Sender::new(None),
             primaries,
@@ -267,6 +276,10 @@ impl ClientWatch {
         self.lock().canary_server.as_ref().map(ToString::to_string)
     }
 
+    fn canary_address(&self) -> Option<ServerAddress> {
+        self.lock().canary_server.clone()
+    }
+
     /// When every server of the topology failed its heartbeat (nothing
     /// answers at all): the failure, as a plain TCP connect would report it.
     fn all_failed(&self) -> Option<ConnectError> {
@@ -295,6 +308,19 @@ impl ClientWatch {
     /// knows: members that answer but none primary is `not_ready`.
     fn stalled(&self, waited: Duration) -> ConnectError {
         let st = self.lock();
+        // The primary the canary last used hangs (a stopped process, a
+        // black-holed network): that is a timeout, whatever the others say.
+        if let Some(addr) = st.canary_server.as_ref().or(st.last_primary.as_ref())
+            && let Some(Heartbeat::Failed {
+                result: ConnectResult::Timeout,
+                message,
+            }) = st.heartbeats.get(addr)
+        {
+            return ConnectError::new(
+                ConnectResult::Timeout,
+                format!("the primary {addr} does not answer: {message}"),
+            );
+        }
         let answering: Vec<String> = st
             .servers
             .iter()
@@ -388,6 +414,12 @@ pub struct MongoStore {
     /// The last client handed out, shut down at the next connect so that
     /// exactly one canary client exists.
     current: Mutex<Option<Client>>,
+    /// The server the last connected client's canary used.
+    last_primary: Mutex<Option<ServerAddress>>,
+    /// How long a pooled connection may idle: the driver keeps one pool per
+    /// member, and after a step-down the canary's connection to the old
+    /// primary would otherwise linger beside the new one.
+    max_idle: Duration,
 }
 
 impl MongoStore {
@@ -446,6 +478,7 @@ impl MongoStore {
         // hold their own (one per member, two when streaming).
         o.max_pool_size = Some(1);
         o.min_pool_size = Some(0);
+        o.max_idle_time = Some(self.max_idle);
         let w = watch.clone();
         o.sdam_event_handler = Some(EventHandler::callback(move |e| w.on_sdam(e)));
         let w = watch.clone();
@@ -459,7 +492,8 @@ impl MongoStore {
     async fn open(&self, timeout: Duration) -> Result<Connected<MongoConn>, ConnectError> {
         let start = Instant::now();
         self.resolve_hosts().await?;
-        let watch = ClientWatch::new(self.primaries_tx.clone());
+        let last = self.last_primary.lock().expect("primary lock").clone();
+        let watch = ClientWatch::new(self.primaries_tx.clone(), last);
         let options = self.client_options(timeout, &watch).await?;
         let client = Client::with_options(options).map_err(|e| self.error(&e))?;
         // Remember it at once: should this attempt time out, the next
@@ -496,6 +530,7 @@ impl MongoStore {
             }
         };
         let version = build_version(&client).await;
+        *self.last_primary.lock().expect("primary lock") = watch.canary_address();
         let mut identity = parse_hello(&reply, watch.canary_server());
         identity.version.clone_from(&version);
         let mut lost = watch.lost.subscribe();
@@ -629,6 +664,8 @@ impl Store for MongoStore {
             primaries_tx: tx,
             primaries_rx: Mutex::new(Some(rx)),
             current: Mutex::new(None),
+            last_primary: Mutex::new(None),
+            max_idle: (spec.settings.interval * 3).max(Duration::from_secs(1)),
         }
     }
 
