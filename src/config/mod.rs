@@ -820,7 +820,13 @@ fn validate_target(
     let mut target = Target::from_url(name, url, defaults, TargetSource::File)
         .map_err(|reason| ctx.err(&url_key, reason))?;
     if let Some(pf) = &t.password_file {
-        let pw = read_bounded(pf, MAX_SECRET_SIZE).map_err(|e| ctx.err(key("password_file"), e))?;
+        // A relative name is one of the unit's credentials (systemd's
+        // LoadCredential=), when it has any.
+        let pf = match env.var("CREDENTIALS_DIRECTORY") {
+            Some(dir) if pf.is_relative() && !dir.is_empty() => Path::new(&dir).join(pf),
+            _ => pf.clone(),
+        };
+        let pw = read_bounded(&pf, MAX_SECRET_SIZE).map_err(|e| ctx.err(key("password_file"), e))?;
         let pw = pw.trim_end_matches(['\r', '\n']).to_string();
         target.url.set_password(Some(pw));
     }

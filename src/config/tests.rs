@@ -674,3 +674,16 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn a_relative_password_file_is_a_systemd_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir, "cache", "s3cret\n");
+    let text = "[[target]]\nname = \"cache\"\nurl = \"redis://h\"\npassword_file = \"cache\"\n";
+    let creds = dir.path().display().to_string();
+    let (_, r) = load_text(text, &[("CREDENTIALS_DIRECTORY", &creds)]);
+    let c = r.unwrap();
+    assert_eq!(c.targets[0].url.password(), Some("s3cret"));
+    let (_, r) = load_text(text, &[]);
+    assert!(r.unwrap_err().reason.contains("cannot read cache"));
+}
