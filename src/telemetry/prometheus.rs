@@ -424,3 +424,145 @@ impl Collector for Exposition {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use prometheus_client::encoding::text::encode;
+
+    use super::*;
+    use crate::events::{Event, OutageReport};
+    use crate::model::{DisconnectCause, Identity, OutageKind, ProbeResult, StoreKind};
+    use crate::telemetry::catalogue::PREFIX;
+    use crate::telemetry::measure;
+
+    fn target(name: &str, store: StoreKind) -> TargetInfo {
+        TargetInfo {
+            name: name.into(),
+            store,
+            endpoint: "127.0.0.1:1".into(),
+            own_results: &[],
+        }
+    }
+
+    /// A registry with a connected Redis target that had one outage, and an
+    /// app depending on it; the OpenMetrics text of it.
+    fn exposition(exemplar: Option<&str>) -> String {
+        let (states, table) = (States::default(), Arc::<Table>::default());
+        let mut registry = Registry::default();
+        register(registry.sub_registry_with_prefix(PREFIX), &states, &table);
+        let (cache, shop) = (
+            target("cache", StoreKind::Redis),
+            target("shop", StoreKind::Http),
+        );
+        let deps = ["cache".to_string()];
+        for (t, deps) in [(&cache, &[][..]), (&shop, &deps[..])] {
+            let mut st = TargetState::new(t);
+            st.apply(&Event::Connected {
+                identity: Identity {
+                    server_id: Some("a".into()),
+                    ..Default::default()
+                },
+            });
+            states.lock().unwrap().insert(t.name.clone(), st);
+            table.add(t, LabelSpace::new(t.own_results, deps));
+        }
+        let restored = Event::Restored(Box::new(OutageReport {
+            started_at: SystemTime::now(),
+            ended_at: SystemTime::now(),
+            duration: Duration::from_millis(40),
+            cause: DisconnectCause::Closed,
+            kind: OutageKind::Network,
+            reason: String::new(),
+            attempts: 1,
+            resolution: Duration::from_millis(20),
+            before: None,
+            after: Identity::default(),
+        }));
+        let probe = Event::Probe {
+            result: ProbeResult::Ok,
+            duration: Duration::from_millis(1),
+        };
+        let connect = Event::ConnectAttempt {
+            result: crate::model::ConnectResult::Ok.into(),
+            duration: Duration::from_millis(1),
+            error: None,
+        };
+        for e in [&restored, &probe, &connect] {
+            table.apply("cache", &measure::event(e), exemplar);
+        }
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        text
+    }
+
+    #[test]
+    fn every_catalogue_entry_is_encoded_with_its_type_and_unit() {
+        let text = exposition(None);
+        for m in &CATALOGUE {
+            let unit = m.unit.map_or("", |_| "_seconds");
+            let family = format!("{PREFIX}_{}{unit}", m.name);
+            let kind = match m.instrument {
+                Instrument::Counter => "counter",
+                Instrument::Gauge(_) => "gauge",
+                Instrument::Histogram { .. } => "histogram",
+            };
+            assert!(
+                text.contains(&format!("# TYPE {family} {kind}\n")),
+                "{family}: {text}"
+            );
+            assert_eq!(
+                text.contains(&format!("# UNIT {family} seconds\n")),
+                m.unit.is_some(),
+                "{family}"
+            );
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(&family) && l.contains("target=\"")),
+                "{family} has no series: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn seeded_series_exist_at_zero_and_unseeded_ones_only_once_measured() {
+        let text = exposition(None);
+        let count = |m: &Metric, target: &str| {
+            text.lines()
+                .filter(|l| {
+                    l.starts_with(&format!("{PREFIX}_{}", m.name))
+                        && l.contains(&format!("target=\"{target}\""))
+                        && !l.contains("_bucket")
+                        && !l.contains("_sum")
+                })
+                .count()
+        };
+        let outages = Id::OutageDuration.metric();
+        assert_eq!(count(outages, "shop"), OutageKind::ALL.len(), "{text}");
+        assert_eq!(count(Id::ProbeDuration.metric(), "shop"), 0);
+        assert_eq!(count(Id::ProbeDuration.metric(), "cache"), 1);
+        assert_eq!(count(Id::LastOutageEnd.metric(), "shop"), 0);
+        assert_eq!(count(Id::AppNotRecovered.metric(), "shop"), 1);
+        assert_eq!(count(Id::AppNotRecovered.metric(), "cache"), 0);
+        let who = format!(
+            "{PREFIX}_{}{{target=\"cache\",store=\"redis\",server_id=\"a\",role=\"unknown\",version=\"\",address=\"\"}} 1\n",
+            Id::ServerInfo.metric().name
+        );
+        assert!(text.contains(&who), "{text}");
+    }
+
+    #[test]
+    fn an_outage_observation_carries_its_trace_id_as_exemplar() {
+        let text = exposition(Some("0af7651916cd43dd8448eb211c80319c"));
+        let bucket = text
+            .lines()
+            .find(|l| l.contains("kind=\"network\"") && l.contains("# {"))
+            .expect(&text);
+        assert!(
+            bucket.contains("trace_id=\"0af7651916cd43dd8448eb211c80319c\""),
+            "{bucket}"
+        );
+        assert_eq!(exposition(None).matches("# {").count(), 0);
+    }
+}

@@ -265,4 +265,85 @@ mod tests {
         });
         assert_eq!(collect()[name(Id::AppNotRecovered)], "0");
     }
+
+    #[test]
+    fn every_catalogue_entry_with_an_otel_name_is_exported_with_its_unit() {
+        use crate::events::{Event, OutageReport};
+        use crate::model::{DisconnectCause, Identity, OutageKind, ProbeResult, TargetInfo};
+        use crate::telemetry::state::TargetState;
+
+        let exporter = InMemoryMetricExporter::default();
+        let provider = SdkMeterProvider::builder()
+            .with_reader(PeriodicReader::builder(exporter.clone()).build())
+            .build();
+        let states = States::default();
+        let t = TargetInfo {
+            name: "shop".into(),
+            store: StoreKind::Http,
+            endpoint: "127.0.0.1:1".into(),
+            own_results: &[],
+        };
+        states
+            .lock()
+            .unwrap()
+            .insert(t.name.clone(), TargetState::new(&t));
+        let m = Instruments::new(&provider.meter("test"), &states);
+        m.seed(
+            &t.name,
+            t.store,
+            &LabelSpace::new(&[], &["cache".to_string()]),
+        );
+        let restored = Event::Restored(Box::new(OutageReport {
+            started_at: SystemTime::now(),
+            ended_at: SystemTime::now(),
+            duration: Duration::from_millis(40),
+            cause: DisconnectCause::Closed,
+            kind: OutageKind::Network,
+            reason: String::new(),
+            attempts: 1,
+            resolution: Duration::from_millis(20),
+            before: None,
+            after: Identity::default(),
+        }));
+        let probe = Event::Probe {
+            result: ProbeResult::Ok,
+            duration: Duration::from_millis(1),
+        };
+        let connect = Event::ConnectAttempt {
+            result: crate::model::ConnectResult::Ok.into(),
+            duration: Duration::from_millis(1),
+            error: None,
+        };
+        for e in [&restored, &probe, &connect] {
+            m.apply(&t.name, t.store, &measure::event(e));
+        }
+        let recovered = Outcome::Recovered {
+            app: t.name.clone(),
+            dependency: "cache".into(),
+            lag: Duration::ZERO,
+            dependency_outage: Duration::ZERO,
+            restored_at: SystemTime::now(),
+            deadline: Duration::ZERO,
+            late: false,
+        };
+        let (app, changes) = measure::outcome(&recovered);
+        m.apply(app, t.store, &changes);
+
+        provider.force_flush().unwrap();
+        let rm = exporter.get_finished_metrics().unwrap();
+        let got: BTreeMap<String, String> = rm
+            .iter()
+            .flat_map(|r| r.scope_metrics())
+            .flat_map(|s| s.metrics())
+            .map(|m| (m.name().to_string(), m.unit().to_string()))
+            .collect();
+        let want: BTreeMap<String, String> = CATALOGUE
+            .iter()
+            .filter_map(|m| {
+                let unit = m.unit.map_or("", catalogue::Unit::otel);
+                m.otel.map(|name| (name.to_string(), unit.to_string()))
+            })
+            .collect();
+        assert_eq!(got, want);
+    }
 }
