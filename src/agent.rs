@@ -99,9 +99,8 @@ struct Canaries {
 impl Canaries {
     fn start(&mut self, t: &Target) {
         let info = t.info();
-        self.recorder.add_target(&info);
         self.recorder
-            .add_app(&info, &t.depends_on, t.recovery_deadline);
+            .add_target(&info, &t.depends_on, t.recovery_deadline);
         if let TargetSource::Env(var) = &t.source {
             tracing::info!(target_name = %t.name, variable = %var, url = %t.url, "target discovered from the environment");
         }

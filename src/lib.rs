@@ -12,9 +12,14 @@
 //! - [`classify`]: identity before and after an outage → its kind.
 //! - [`backoff`]: exponential backoff with full jitter.
 //! - [`stores`]: one module per store behind the [`stores::Store`] trait.
-//! - [`telemetry`]: the recorder that turns events into Prometheus series,
-//!   log lines, the API state and, through [`telemetry::otlp`], OTLP
-//!   metrics and outage traces.
+//! - [`telemetry`]: the recorder that turns events into series, log lines
+//!   and the API state. [`telemetry::catalogue`] declares every metric
+//!   once (Prometheus and OTel names, help, unit, instrument, label,
+//!   seeding); `measure` maps each event to its changes once; `prometheus`
+//!   keeps each target's series in one record and encodes `/metrics`;
+//!   [`telemetry::state`] is the `/api/v1/targets` view; `log` writes each
+//!   event's line; [`telemetry::otlp`] exports over OTLP (`export`
+//!   pipelines, `metrics` built from the catalogue, `traces`).
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets`.
 //! - [`dburl`]: database URLs with several hosts, and their redaction.
 //! - [`cli`], [`check`], [`watch`]: the command line.

@@ -215,6 +215,10 @@ pub struct TargetInfo {
     /// Attempt results this target's store has beyond [`ConnectResult`]
     /// (an application check's `status` and `body`).
     pub own_results: &'static [&'static str],
+    /// Which canary of the target this is: a reload that changes a target
+    /// starts a new canary under the same name, and the old one's last
+    /// events (and its end) must not touch the new one's series.
+    pub instance: u64,
 }
 
 /// Result of one connection attempt (SPEC "reconnect attempt"), as every

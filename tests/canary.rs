@@ -220,6 +220,7 @@ fn start_with(
         store: StoreKind::Redis,
         endpoint: "fake:1".into(),
         own_results: &[],
+        instance: 1,
     });
     let s: Arc<dyn EventSink> = sink.clone();
     let mut canary = Canary::new(fake.clone(), info, settings(), s);

@@ -100,7 +100,10 @@ fn deb_installs_binary_unit_config_dashboards_and_rules() {
         "systemctl --system daemon-reload",
         "deb-systemd-invoke $_dh_action dbcanary.service",
     ] {
-        assert!(postinst.contains(call), "postinst lacks {call:?}:\n{postinst}");
+        assert!(
+            postinst.contains(call),
+            "postinst lacks {call:?}:\n{postinst}"
+        );
     }
     assert!(
         script("prerm").contains("deb-systemd-invoke stop dbcanary.service"),
@@ -159,7 +162,10 @@ fn dockerfile_runs_non_root_with_a_health_check_and_the_documented_defaults() {
         .expect("the image sets a USER");
     assert!(user.trim() != "root" && user.trim() != "0", "USER {user}");
     assert!(final_stage.contains("HEALTHCHECK"), "no HEALTHCHECK");
-    assert!(final_stage.contains("/healthz"), "the health check asks /healthz");
+    assert!(
+        final_stage.contains("/healthz"),
+        "the health check asks /healthz"
+    );
     assert!(
         final_stage.contains("COPY --from=build /src/target/release/dbcanary /usr/bin/dbcanary"),
         "the binary at /usr/bin/dbcanary, as in the unit"

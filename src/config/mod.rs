@@ -150,13 +150,16 @@ impl Target {
         }
     }
 
-    /// The static facts of the target that its events carry.
+    /// The static facts of the target that its events carry, for a new
+    /// canary (each call is another instance).
     pub fn info(&self) -> std::sync::Arc<TargetInfo> {
+        static INSTANCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         std::sync::Arc::new(TargetInfo {
             name: self.name.clone(),
             store: self.kind(),
             endpoint: self.url.endpoint(),
             own_results: self.options.own_results(),
+            instance: INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 }
@@ -826,7 +829,8 @@ fn validate_target(
             Some(dir) if pf.is_relative() && !dir.is_empty() => Path::new(&dir).join(pf),
             _ => pf.clone(),
         };
-        let pw = read_bounded(&pf, MAX_SECRET_SIZE).map_err(|e| ctx.err(key("password_file"), e))?;
+        let pw =
+            read_bounded(&pf, MAX_SECRET_SIZE).map_err(|e| ctx.err(key("password_file"), e))?;
         let pw = pw.trim_end_matches(['\r', '\n']).to_string();
         target.url.set_password(Some(pw));
     }

@@ -1,0 +1,577 @@
+//! The Prometheus side of the recorder: each target's series kept in one
+//! compact record, and one collector that encodes catalogue × targets on
+//! `/metrics`.
+//!
+//! A target's record holds bare numbers laid out by catalogue entry and
+//! label value; the label strings are spelled out only while encoding, so
+//! thousands of targets stay cheap to keep and quick to scrape. The gauges
+//! that are a function of the target's state are read from it at scrape
+//! time instead of being stored.
+
+use std::collections::BTreeMap;
+use std::iter;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::{self, Registry};
+use tokio::time::Instant;
+
+use super::catalogue::{
+    BUILD_INFO, CATALOGUE, Id, Instrument, Label, LabelSpace, Metric, Number, Read, Seed, Unit,
+};
+use super::measure::{Change, Op};
+use super::state::{States, TargetState};
+use crate::model::{REVISION, TargetInfo, VERSION};
+
+/// The exemplar of an observation: its span's trace.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TraceLabels {
+    trace_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    revision: String,
+}
+
+/// Registers the build info and the collector of every target series
+/// in `registry` (the `dbcanary_` one).
+pub fn register(registry: &mut Registry, states: &States, table: &Arc<Table>) {
+    let build = Family::<BuildLabels, Gauge>::default();
+    build
+        .get_or_create(&BuildLabels {
+            version: VERSION.into(),
+            revision: REVISION.into(),
+        })
+        .set(1);
+    registry.register(BUILD_INFO.name, BUILD_INFO.help, build);
+    registry.register_collector(Box::new(Exposition {
+        states: states.clone(),
+        table: table.clone(),
+    }));
+}
+
+/// Where a stored metric's values live in a [`Series`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kept {
+    Counter,
+    Gauge,
+    Histogram,
+    /// Histograms whose observations carry exemplars.
+    Exemplars,
+}
+
+/// Where the values of a metric come from on `/metrics`.
+#[derive(Clone, Copy)]
+enum Source {
+    Kept(Kept),
+    Read(Read),
+}
+
+fn source(m: &Metric) -> Source {
+    if let Seed::State(read) = m.seed {
+        return Source::Read(read);
+    }
+    Source::Kept(match m.instrument {
+        Instrument::Counter => Kept::Counter,
+        Instrument::Gauge(_) => Kept::Gauge,
+        Instrument::Histogram {
+            exemplars: false, ..
+        } => Kept::Histogram,
+        Instrument::Histogram {
+            exemplars: true, ..
+        } => Kept::Exemplars,
+    })
+}
+
+/// Whether `m` is kept as `kind`.
+fn kept_as(m: &Metric, kind: Kept) -> bool {
+    matches!(source(m), Source::Kept(k) if k == kind)
+}
+
+/// The bucket bounds of a histogram metric (none for other instruments).
+fn bounds(m: &Metric) -> &'static [f64] {
+    match m.instrument {
+        Instrument::Histogram { buckets, .. } => buckets,
+        Instrument::Counter | Instrument::Gauge(_) => &[],
+    }
+}
+
+/// A histogram's counts; its bounds are the catalogue's. The buckets are
+/// allocated with the first observation.
+#[derive(Debug, Default)]
+struct Hist {
+    sum: f64,
+    count: u64,
+    /// Per bucket, the overflow (`+Inf`) bucket last; empty until observed.
+    buckets: Box<[u64]>,
+}
+
+impl Hist {
+    fn observe(&mut self, bounds: &[f64], v: f64) {
+        if self.buckets.is_empty() {
+            self.buckets = vec![0; bounds.len() + 1].into();
+        }
+        self.sum += v;
+        self.count += 1;
+        // As prometheus-client: the first bound at or above; NaN overflows.
+        let i = bounds.iter().position(|b| *b >= v).unwrap_or(bounds.len());
+        self.buckets[i] += 1;
+    }
+}
+
+fn encode_hist(mut enc: MetricEncoder, bounds: &[f64], h: &Hist) -> Result<(), std::fmt::Error> {
+    let buckets: Vec<(f64, u64)> = bounds
+        .iter()
+        .copied()
+        .chain(iter::once(f64::INFINITY))
+        .zip(h.buckets.iter().copied().chain(iter::repeat(0)))
+        .collect();
+    enc.encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)
+}
+
+/// One target's stored series.
+#[derive(Debug)]
+struct Series {
+    target: String,
+    store: &'static str,
+    labels: LabelSpace,
+    counters: Box<[u64]>,
+    /// None: not set yet (no series).
+    gauges: Box<[Option<f64>]>,
+    histograms: Box<[Hist]>,
+    /// None: not observed yet.
+    exemplars: Box<[Option<HistogramWithExemplars<TraceLabels>>]>,
+}
+
+impl Series {
+    fn new(t: &TargetInfo, labels: LabelSpace) -> Self {
+        let len = |kind| -> usize {
+            CATALOGUE
+                .iter()
+                .filter(|m| kept_as(m, kind))
+                .map(|m| m.label.count(&labels))
+                .sum()
+        };
+        let mut s = Self {
+            target: t.name.clone(),
+            store: t.store.label(),
+            counters: vec![0; len(Kept::Counter)].into(),
+            gauges: vec![None; len(Kept::Gauge)].into(),
+            histograms: iter::repeat_with(Hist::default)
+                .take(len(Kept::Histogram))
+                .collect(),
+            exemplars: iter::repeat_with(|| None)
+                .take(len(Kept::Exemplars))
+                .collect(),
+            labels,
+        };
+        for m in CATALOGUE.iter().filter(|m| matches!(m.seed, Seed::Zero)) {
+            if kept_as(m, Kept::Gauge) {
+                let base = s.base(m.id, Kept::Gauge);
+                let n = m.label.count(&s.labels);
+                s.gauges[base..base + n].fill(Some(0.0));
+            }
+        }
+        s
+    }
+
+    /// Where the values of `id` start among those kept as `kind`.
+    fn base(&self, id: Id, kind: Kept) -> usize {
+        CATALOGUE[..id as usize]
+            .iter()
+            .filter(|m| kept_as(m, kind))
+            .map(|m| m.label.count(&self.labels))
+            .sum()
+    }
+
+    fn apply(&mut self, c: &Change, exemplar: Option<&str>) {
+        let m = c.metric.metric();
+        let Source::Kept(kind) = source(m) else {
+            return;
+        };
+        // A label value the target does not have (none is ever emitted).
+        let Some(i) = m.label.values(&self.labels).position(|v| v == c.label) else {
+            return;
+        };
+        let i = self.base(m.id, kind) + i;
+        match (kind, c.op) {
+            (Kept::Counter, Op::Add(n)) => self.counters[i] += n,
+            (Kept::Gauge, Op::Set(v)) => self.gauges[i] = Some(v),
+            (Kept::Histogram, Op::Observe(v)) => self.histograms[i].observe(bounds(m), v),
+            (Kept::Exemplars, Op::Observe(v)) => self.exemplars[i]
+                .get_or_insert_with(|| HistogramWithExemplars::new(bounds(m).iter().copied()))
+                .observe(
+                    v,
+                    exemplar.map(|t| TraceLabels {
+                        trace_id: t.to_string(),
+                    }),
+                    None,
+                ),
+            // `measure` only pairs an instrument with its own operation.
+            _ => {}
+        }
+    }
+
+    /// Whether the `i`th value kept as `kind` is a series now.
+    fn present(&self, m: &Metric, kind: Kept, i: usize) -> bool {
+        let seeded = matches!(m.seed, Seed::Zero);
+        match kind {
+            Kept::Counter => seeded || self.counters[i] > 0,
+            Kept::Gauge => self.gauges[i].is_some(),
+            Kept::Histogram => seeded || self.histograms[i].count > 0,
+            Kept::Exemplars => seeded || self.exemplars[i].is_some(),
+        }
+    }
+
+    fn any(&self, m: &Metric, kind: Kept) -> bool {
+        let base = self.base(m.id, kind);
+        (base..base + m.label.count(&self.labels)).any(|i| self.present(m, kind, i))
+    }
+
+    /// Encodes this target's series of `m` into its family.
+    fn encode(
+        &self,
+        m: &Metric,
+        kind: Kept,
+        family: &mut MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let base = self.base(m.id, kind);
+        for (i, value) in m.label.values(&self.labels).enumerate() {
+            let i = base + i;
+            if !self.present(m, kind, i) {
+                continue;
+            }
+            let pairs = [
+                ("target", self.target.as_str()),
+                ("store", self.store),
+                (m.label.key().unwrap_or_default(), value.unwrap_or_default()),
+            ];
+            let labels = &pairs[..if value.is_some() { 3 } else { 2 }];
+            let enc = family.encode_family(&labels)?;
+            match kind {
+                Kept::Counter => ConstCounter::new(self.counters[i]).encode(enc)?,
+                Kept::Gauge => encode_gauge(m, self.gauges[i].unwrap_or_default(), enc)?,
+                Kept::Histogram => encode_hist(enc, bounds(m), &self.histograms[i])?,
+                Kept::Exemplars => match &self.exemplars[i] {
+                    Some(h) => h.encode(enc)?,
+                    None => encode_hist(enc, bounds(m), &Hist::default())?,
+                },
+            }
+        }
+        Ok(())
+    }
+}
+
+fn encode_gauge(m: &Metric, v: f64, enc: MetricEncoder) -> Result<(), std::fmt::Error> {
+    match m.instrument {
+        // Whole numbers by construction (flags, 1).
+        Instrument::Gauge(Number::Int) => ConstGauge::new(v as i64).encode(enc),
+        _ => ConstGauge::new(v).encode(enc),
+    }
+}
+
+/// Every target's stored series, by name. Each target has its own lock, so
+/// that a scrape holds up one canary's event at most briefly.
+#[derive(Debug, Default)]
+pub struct Table {
+    targets: Mutex<BTreeMap<String, Arc<Mutex<Series>>>>,
+}
+
+impl Table {
+    /// Starts a target's series (the seeded ones at zero).
+    pub fn add(&self, t: &TargetInfo, labels: LabelSpace) {
+        self.lock()
+            .insert(t.name.clone(), Arc::new(Mutex::new(Series::new(t, labels))));
+    }
+
+    /// The label values a target's series were made for.
+    pub fn labels_of(&self, name: &str) -> Option<LabelSpace> {
+        let series = self.lock().get(name).cloned()?;
+        let labels = lock(&series).labels.clone();
+        Some(labels)
+    }
+
+    /// Drops every series of a target.
+    pub fn remove(&self, name: &str) {
+        self.lock().remove(name);
+    }
+
+    /// Applies `changes` to the series of `target` (if it is known); the
+    /// histograms that take exemplars get `exemplar`'s trace id.
+    pub fn apply(&self, target: &str, changes: &[Change], exemplar: Option<&str>) {
+        let Some(series) = self.lock().get(target).cloned() else {
+            return;
+        };
+        let mut series = lock(&series);
+        for c in changes {
+            series.apply(c, exemplar);
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Arc<Mutex<Series>>>> {
+        self.targets.lock().expect("series table lock")
+    }
+}
+
+fn lock(s: &Mutex<Series>) -> MutexGuard<'_, Series> {
+    s.lock().expect("series lock")
+}
+
+/// Encodes catalogue × targets.
+#[derive(Debug)]
+struct Exposition {
+    states: States,
+    table: Arc<Table>,
+}
+
+/// `dbcanary_*_seconds` families carry their unit (OpenMetrics `# UNIT`).
+static SECONDS: registry::Unit = registry::Unit::Seconds;
+
+fn descriptor<'a>(
+    encoder: &'a mut DescriptorEncoder,
+    m: &'a Metric,
+) -> Result<MetricEncoder<'a>, std::fmt::Error> {
+    let metric_type = match m.instrument {
+        Instrument::Counter => MetricType::Counter,
+        Instrument::Gauge(_) => MetricType::Gauge,
+        Instrument::Histogram { .. } => MetricType::Histogram,
+    };
+    let unit = m.unit.map(|u| match u {
+        Unit::Seconds => &SECONDS,
+    });
+    // Help ends with a full stop, as the registry writes it for families.
+    encoder.encode_descriptor(m.name, &format!("{}.", m.help), unit, metric_type)
+}
+
+impl Exposition {
+    fn encode_stored(
+        encoder: &mut DescriptorEncoder,
+        m: &Metric,
+        kind: Kept,
+        series: &[Arc<Mutex<Series>>],
+    ) -> Result<(), std::fmt::Error> {
+        if !series.iter().any(|s| lock(s).any(m, kind)) {
+            return Ok(());
+        }
+        let mut family = descriptor(encoder, m)?;
+        for s in series {
+            lock(s).encode(m, kind, &mut family)?;
+        }
+        Ok(())
+    }
+
+    fn encode_read(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        m: &Metric,
+        read: Read,
+        now: Instant,
+    ) -> Result<(), std::fmt::Error> {
+        let states = self.states.lock().expect("state lock");
+        let mut rows = states
+            .values()
+            .filter_map(|st| read(st, now).map(|v| (st, v)))
+            .peekable();
+        if rows.peek().is_none() {
+            return Ok(());
+        }
+        let mut family = descriptor(encoder, m)?;
+        for (st, v) in rows {
+            let (pairs, n) = read_labels(m.label, st);
+            let labels = &pairs[..n];
+            encode_gauge(m, v, family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The labels of a series read from `st`, and how many there are:
+/// `target` and `store`, then for [`Label::Server`] who answers.
+fn read_labels(label: Label, st: &TargetState) -> ([(&'static str, &str); 6], usize) {
+    let mut pairs = [
+        ("target", st.name.as_str()),
+        ("store", st.store.label()),
+        ("server_id", ""),
+        ("role", ""),
+        ("version", ""),
+        ("address", ""),
+    ];
+    match (label, &st.identity) {
+        (Label::Server, Some(id)) => {
+            pairs[2].1 = id.server_id.as_deref().unwrap_or_default();
+            pairs[3].1 = id.role.map_or("unknown", |r| r.as_str());
+            pairs[4].1 = id.version.as_deref().unwrap_or_default();
+            pairs[5].1 = id.address.as_deref().unwrap_or_default();
+            (pairs, 6)
+        }
+        _ => (pairs, 2),
+    }
+}
+
+impl Collector for Exposition {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let now = Instant::now();
+        let series: Vec<Arc<Mutex<Series>>> = self.table.lock().values().cloned().collect();
+        for m in &CATALOGUE {
+            match source(m) {
+                Source::Read(read) => self.encode_read(&mut encoder, m, read, now)?,
+                Source::Kept(kind) => Self::encode_stored(&mut encoder, m, kind, &series)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use prometheus_client::encoding::text::encode;
+
+    use super::*;
+    use crate::events::{Event, OutageReport};
+    use crate::model::{DisconnectCause, Identity, OutageKind, ProbeResult, StoreKind};
+    use crate::telemetry::catalogue::PREFIX;
+    use crate::telemetry::measure;
+
+    fn target(name: &str, store: StoreKind) -> TargetInfo {
+        TargetInfo {
+            name: name.into(),
+            store,
+            endpoint: "127.0.0.1:1".into(),
+            own_results: &[],
+            instance: 1,
+        }
+    }
+
+    /// A registry with a connected Redis target that had one outage, and an
+    /// app depending on it; the OpenMetrics text of it.
+    fn exposition(exemplar: Option<&str>) -> String {
+        let (states, table) = (States::default(), Arc::<Table>::default());
+        let mut registry = Registry::default();
+        register(registry.sub_registry_with_prefix(PREFIX), &states, &table);
+        let (cache, shop) = (
+            target("cache", StoreKind::Redis),
+            target("shop", StoreKind::Http),
+        );
+        let deps = ["cache".to_string()];
+        for (t, deps) in [(&cache, &[][..]), (&shop, &deps[..])] {
+            let mut st = TargetState::new(t);
+            st.apply(&Event::Connected {
+                identity: Identity {
+                    server_id: Some("a".into()),
+                    ..Default::default()
+                },
+            });
+            states.lock().unwrap().insert(t.name.clone(), st);
+            table.add(t, LabelSpace::new(t.own_results, deps));
+        }
+        let restored = Event::Restored(Box::new(OutageReport {
+            reason: String::new(),
+            attempts: 1,
+            resolution: Duration::from_millis(20),
+            before: None,
+            after: Identity::default(),
+            ..OutageReport::exact(
+                SystemTime::now(),
+                Duration::from_millis(40),
+                DisconnectCause::Closed,
+                OutageKind::Network,
+            )
+        }));
+        let probe = Event::Probe {
+            result: ProbeResult::Ok,
+            duration: Duration::from_millis(1),
+        };
+        let connect = Event::ConnectAttempt {
+            result: crate::model::ConnectResult::Ok.into(),
+            duration: Duration::from_millis(1),
+            error: None,
+        };
+        for e in [&restored, &probe, &connect] {
+            table.apply("cache", &measure::event(e), exemplar);
+        }
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        text
+    }
+
+    #[test]
+    fn every_catalogue_entry_is_encoded_with_its_type_and_unit() {
+        let text = exposition(None);
+        for m in &CATALOGUE {
+            let unit = m.unit.map_or("", |_| "_seconds");
+            let family = format!("{PREFIX}_{}{unit}", m.name);
+            let kind = match m.instrument {
+                Instrument::Counter => "counter",
+                Instrument::Gauge(_) => "gauge",
+                Instrument::Histogram { .. } => "histogram",
+            };
+            assert!(
+                text.contains(&format!("# TYPE {family} {kind}\n")),
+                "{family}: {text}"
+            );
+            assert_eq!(
+                text.contains(&format!("# UNIT {family} seconds\n")),
+                m.unit.is_some(),
+                "{family}"
+            );
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(&family) && l.contains("target=\"")),
+                "{family} has no series: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn seeded_series_exist_at_zero_and_unseeded_ones_only_once_measured() {
+        let text = exposition(None);
+        let count = |m: &Metric, target: &str| {
+            text.lines()
+                .filter(|l| {
+                    l.starts_with(&format!("{PREFIX}_{}", m.name))
+                        && l.contains(&format!("target=\"{target}\""))
+                        && !l.contains("_bucket")
+                        && !l.contains("_sum")
+                })
+                .count()
+        };
+        let outages = Id::OutageDuration.metric();
+        assert_eq!(count(outages, "shop"), OutageKind::ALL.len(), "{text}");
+        assert_eq!(count(Id::ProbeDuration.metric(), "shop"), 0);
+        assert_eq!(count(Id::ProbeDuration.metric(), "cache"), 1);
+        assert_eq!(count(Id::LastOutageEnd.metric(), "shop"), 0);
+        assert_eq!(count(Id::AppNotRecovered.metric(), "shop"), 1);
+        assert_eq!(count(Id::AppNotRecovered.metric(), "cache"), 0);
+        let who = format!(
+            "{PREFIX}_{}{{target=\"cache\",store=\"redis\",server_id=\"a\",role=\"unknown\",version=\"\",address=\"\"}} 1\n",
+            Id::ServerInfo.metric().name
+        );
+        assert!(text.contains(&who), "{text}");
+    }
+
+    #[test]
+    fn an_outage_observation_carries_its_trace_id_as_exemplar() {
+        let text = exposition(Some("0af7651916cd43dd8448eb211c80319c"));
+        let bucket = text
+            .lines()
+            .find(|l| l.contains("kind=\"network\"") && l.contains("# {"))
+            .expect(&text);
+        assert!(
+            bucket.contains("trace_id=\"0af7651916cd43dd8448eb211c80319c\""),
+            "{bucket}"
+        );
+        assert_eq!(exposition(None).matches("# {").count(), 0);
+    }
+}
