@@ -225,10 +225,10 @@ impl EventSink for Recorder {
     fn emit(&self, t: &TargetInfo, event: &Event) {
         // Events of a target no longer registered, or of a canary another
         // one replaced, are dropped.
-        if !self
+        if self
             .lock_states()
             .get(&t.name)
-            .is_some_and(|st| st.instance == t.instance)
+            .is_none_or(|st| st.instance != t.instance)
         {
             return;
         }
