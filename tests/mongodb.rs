@@ -62,7 +62,7 @@ async fn wait_primary_named(agent: &Agent, target: &str, server: &str, limit: Du
 #[tokio::test]
 async fn standalone_restart_is_a_restart_measured_against_the_pause() {
     let mut m = Member::standalone("standalone").await;
-    let before_pid = m.process_id.clone().expect("running");
+    let before_pid = m.process_id().expect("running");
     // Probes only every 2 s: a loss seen well before the next probe can only
     // come from the driver's events (the transport signal).
     let agent = Agent::builder()
@@ -90,7 +90,7 @@ async fn standalone_restart_is_a_restart_measured_against_the_pause() {
         }
     })
     .await;
-    let lag = secs_between(killed, parse_time(&detected["detected_at"]));
+    let lag = secs_between(killed.wall, parse_time(&detected["detected_at"]));
     assert!(
         lag < 1.0,
         "loss seen {lag:.3} s after the kill: not event-driven ({detected})"
@@ -124,7 +124,7 @@ async fn standalone_restart_is_a_restart_measured_against_the_pause() {
     assert_eq!(o["before"]["process_id"], before_pid.as_str(), "{o}");
     let measured = o["duration"].as_f64().expect("duration");
     let resolution = o["resolution"].as_f64().expect("resolution");
-    let down = secs_between(killed, started.at);
+    let down = secs_between(killed.wall, started.at);
     let bound = resolution.max(0.25);
     assert!(
         measured >= down - 0.25 && measured <= down + bound,
@@ -533,7 +533,7 @@ async fn password_appears_in_no_output() {
     };
     let (status, _) = agent.terminate(Duration::from_secs(5)).await;
     assert!(status.success());
-    let log = agent.log() + &agent.proc.stdout_text();
+    let log = agent.log() + &agent.proc().stdout_text();
     assert!(log.contains("auth"), "the auth failure is logged:\n{log}");
     for (what, text) in [
         ("agent log", &log),

@@ -9,7 +9,8 @@ mod support;
 
 use std::time::Duration;
 
-use support::mariadb::{HaProxy, MariaDb};
+use support::haproxy::HaProxy;
+use support::mariadb::{MariaDb, url_for};
 use support::{Agent, Metrics, check, events, parse_time, poll_until, secs_between};
 
 const CANARY_USER: &str = "dbcanary";
@@ -418,7 +419,10 @@ async fn failover_behind_haproxy_is_a_failover_to_the_new_server() {
     let proxy = HaProxy::start(primary.port, replica.port).await;
     let agent = Agent::builder()
         .toml(FAST)
-        .target("orders", &proxy.url(CANARY_USER, Some(CANARY_PASSWORD)))
+        .target(
+            "orders",
+            &url_for(proxy.port, CANARY_USER, Some(CANARY_PASSWORD)),
+        )
         .start()
         .await;
     agent.wait_up("orders", true, Duration::from_secs(15)).await;

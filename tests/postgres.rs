@@ -10,7 +10,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::mariadb::HaProxy;
+use support::haproxy::HaProxy;
 use support::postgres::Postgres;
 use support::{
     Agent, Moment, Signal, dbcanary_command, events, parse_time, poll_until, secs_between,

@@ -340,7 +340,7 @@ async fn wrong_password_is_auth_and_never_shown() {
     let (status, _) = agent.terminate(Duration::from_secs(5)).await;
     assert!(status.success());
     assert!(agent.config_text.contains(PLANTED), "the test planted it");
-    let log = format!("{}{}", agent.log(), agent.proc.stdout_text());
+    let log = format!("{}{}", agent.log(), agent.proc().stdout_text());
     assert!(
         log.contains("cache"),
         "the log talks about the target:\n{log}"

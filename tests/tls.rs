@@ -17,6 +17,7 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
+use support::process::{ServerKind, ServerProcess};
 use support::redis::redis_server_bin;
 use support::{Agent, Proc, check, dbcanary_command, free_port, poll_until};
 
@@ -154,40 +155,52 @@ fn bad_certificate_is_a_config_error() {
     assert!(err.contains("no certificate"), "{err}");
 }
 
-/// A Redis that speaks only TLS, with the test CA's certificate.
-fn tls_redis(dir: &Path) -> (Proc, u16) {
-    let port = free_port();
-    let mut cmd = Command::new(redis_server_bin());
-    cmd.current_dir(dir).args([
-        "--port",
-        "0",
-        "--tls-port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--tls-cert-file",
-        "server.pem",
-        "--tls-key-file",
-        "server.key",
-        "--tls-ca-cert-file",
-        "ca.pem",
-        "--tls-auth-clients",
-        "no",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ]);
-    (Proc::spawn("redis-tls", cmd, dir), port)
+/// A Redis that speaks only TLS, with the test CA's certificate in its
+/// directory; serving once its TLS port accepts a connection.
+struct TlsRedis;
+
+impl ServerKind for TlsRedis {
+    const READY_WITHIN: Duration = Duration::from_secs(10);
+
+    fn command(&self, port: u16, dir: &Path) -> Command {
+        let mut cmd = Command::new(redis_server_bin());
+        cmd.current_dir(dir).args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--tls-cert-file",
+            "server.pem",
+            "--tls-key-file",
+            "server.key",
+            "--tls-ca-cert-file",
+            "ca.pem",
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]);
+        cmd
+    }
+
+    async fn ready(&mut self, port: u16, _proc: &Proc) -> bool {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    }
 }
 
 #[tokio::test]
 async fn rediss_canary_verifies_the_server_certificate() {
-    let dir = tempfile::tempdir().unwrap();
-    support::certs::make_certs(dir.path(), "127.0.0.1");
-    let (_redis, port) = tls_redis(dir.path());
-    let url = format!("rediss://127.0.0.1:{port}");
-    let ca = dir.path().join("ca.pem");
+    let mut redis = ServerProcess::new("redis-tls", "dbcanary-redis-tls-", TlsRedis);
+    support::certs::make_certs(redis.dir(), "127.0.0.1");
+    redis.launch().await;
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+    let ca = redis.dir().join("ca.pem");
     let trusted = Agent::builder()
         .toml(support::FAST_DEFAULTS)
         .target("secure", &url)

@@ -3,7 +3,9 @@
 //! directory, and small clients for its `/metrics` and `/api/v1/targets`.
 //!
 //! Store-neutral on purpose: every store's support module (`redis`, ...)
-//! builds on [`Proc`], [`free_port`], [`require_binary`] and [`poll_until`].
+//! builds on [`process::ServerProcess`] (one server process: start, ready,
+//! kill, stop/cont, restart on the same port), [`require_binary`] and
+//! [`poll_until`].
 //! Timing rules: wait for conditions with deadlines (never a bare sleep as
 //! synchronisation), and keep bounds generous, since the suite runs on small
 //! shared machines.
@@ -11,9 +13,11 @@
 
 pub mod app;
 pub mod certs;
+pub mod haproxy;
 pub mod mariadb;
 pub mod mongo;
 pub mod postgres;
+pub mod process;
 pub mod redis;
 
 use std::collections::{BTreeMap, HashSet};
@@ -27,6 +31,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use process::{ServerKind, ServerProcess};
 
 /// Fast pacing for tests: probe every 200 ms, reconnect quickly.
 pub const FAST_DEFAULTS: &str = r#"
@@ -239,18 +245,20 @@ impl Proc {
 
     /// The last lines of both outputs, for failure messages.
     pub fn tail(&self, lines: usize) -> String {
-        let tail = |s: String| {
-            let v: Vec<&str> = s.lines().collect();
-            v[v.len().saturating_sub(lines)..].join("\n")
-        };
         format!(
             "--- {} stdout ---\n{}\n--- {} stderr ---\n{}",
             self.name,
-            tail(self.stdout_text()),
+            tail_lines(&self.stdout_text(), lines),
             self.name,
-            tail(self.stderr_text())
+            tail_lines(&self.stderr_text(), lines)
         )
     }
+}
+
+/// The last `n` lines of `text`.
+pub fn tail_lines(text: &str, n: usize) -> String {
+    let v: Vec<&str> = text.lines().collect();
+    v[v.len().saturating_sub(n)..].join("\n")
 }
 
 impl Drop for Proc {
@@ -285,6 +293,32 @@ pub async fn poll_until<T, L: std::fmt::Debug>(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Polls `list` until it holds exactly one item, and that one is not
+/// `not` (a replaced session, say); returns it.
+pub async fn exactly_one_new<T: Copy + PartialEq + std::fmt::Debug>(
+    limit: Duration,
+    what: &str,
+    not: Option<T>,
+    mut list: impl AsyncFnMut() -> Vec<T>,
+) -> T {
+    poll_until(limit, what, async || {
+        let s = list().await;
+        match s.as_slice() {
+            [one] if Some(*one) != not => Ok(*one),
+            _ => Err(s),
+        }
+    })
+    .await
+}
+
+/// The first column of query rows (every value as text, `NULL` as `None`)
+/// parsed as `T`, leaving out what does not parse: the ids of sessions.
+pub fn first_column<T: std::str::FromStr>(rows: Vec<Vec<Option<String>>>) -> Vec<T> {
+    rows.into_iter()
+        .filter_map(|r| r.into_iter().next().flatten()?.parse().ok())
+        .collect()
 }
 
 /// `Ok(())` when `cond`, else `Err(last)`: shorthand inside [`poll_until`].
@@ -545,55 +579,58 @@ impl AgentBuilder {
     /// Writes the config, starts `dbcanary --config FILE` and waits until
     /// `/readyz` answers 200.
     pub async fn start(self) -> Agent {
-        let dir = tempfile::Builder::new()
-            .prefix("dbcanary-agent-")
-            .tempdir()
-            .expect("tempdir");
-        let port = free_port();
-        let listen: SocketAddr = ([127, 0, 0, 1], port).into();
-        let config = dir.path().join("dbcanary.toml");
+        let kind = AgentKind {
+            log_filter: self.log_filter,
+            env: self.env,
+        };
+        let mut server = ServerProcess::new("dbcanary", "dbcanary-agent-", kind);
+        let listen: SocketAddr = ([127, 0, 0, 1], server.port).into();
+        let config = server.dir().join(AgentKind::CONFIG);
         let text = format!(
             "[agent]\nlisten = \"{listen}\"\n\n[discovery]\nenv = false\n\n{}",
             self.body
         );
         std::fs::write(&config, &text).expect("write config");
+        server.launch().await;
+        Agent {
+            listen,
+            config,
+            config_text: text,
+            server,
+        }
+    }
+}
+
+/// The agent as a [`ServerKind`]: `dbcanary --config dbcanary.toml` in its
+/// directory, serving once `/readyz` answers 200.
+pub struct AgentKind {
+    log_filter: String,
+    env: Vec<(String, String)>,
+}
+
+impl AgentKind {
+    /// The config file's name in the agent's directory.
+    const CONFIG: &str = "dbcanary.toml";
+}
+
+impl ServerKind for AgentKind {
+    const READY_WITHIN: Duration = Duration::from_secs(15);
+    const LOOK_EVERY: Duration = Duration::from_millis(20);
+
+    fn command(&self, _port: u16, dir: &Path) -> Command {
         let mut cmd = dbcanary_command();
         cmd.arg("--config")
-            .arg(&config)
+            .arg(dir.join(Self::CONFIG))
             .env("RUST_LOG", &self.log_filter);
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        let proc = Proc::spawn("dbcanary", cmd, dir.path());
-        let mut agent = Agent {
-            listen,
-            config,
-            config_text: text,
-            proc,
-            dir,
-        };
-        let start = Instant::now();
-        loop {
-            if let Some(status) = agent.proc.try_wait() {
-                panic!(
-                    "the agent exited at start-up ({status}):\n{}",
-                    agent.proc.tail(50)
-                );
-            }
-            if let Ok(r) = http_get(listen, "/readyz").await
-                && r.status == 200
-            {
-                break;
-            }
-            if start.elapsed() > Duration::from_secs(15) {
-                panic!(
-                    "the agent was not ready within 15 s:\n{}",
-                    agent.proc.tail(50)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        agent
+        cmd
+    }
+
+    async fn ready(&mut self, port: u16, _proc: &Proc) -> bool {
+        let readyz = http_get(([127, 0, 0, 1], port).into(), "/readyz").await;
+        matches!(readyz, Ok(r) if r.status == 200)
     }
 }
 
@@ -602,13 +639,12 @@ pub struct Agent {
     pub listen: SocketAddr,
     pub config: PathBuf,
     pub config_text: String,
-    pub proc: Proc,
-    dir: tempfile::TempDir,
+    server: ServerProcess<AgentKind>,
 }
 
 impl Agent {
-    /// An agent with the fast test defaults ([`FAST_DEFAULTS`]) unless the
-    /// test's TOML gives its own `[defaults]`.
+    /// An agent with the built-in defaults unless the test's TOML gives its
+    /// own `[defaults]`.
     pub fn builder() -> AgentBuilder {
         AgentBuilder {
             body: String::new(),
@@ -627,24 +663,30 @@ impl Agent {
     }
 
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        self.server.dir()
     }
 
     pub fn pid(&self) -> u32 {
-        self.proc.pid()
+        self.server.pid()
+    }
+
+    /// The agent's process (its outputs).
+    pub fn proc(&self) -> &Proc {
+        self.server.proc()
     }
 
     /// Panics (with the agent's log) if the agent has exited.
     pub fn assert_alive(&mut self) {
-        if let Some(status) = self.proc.try_wait() {
-            panic!("the agent exited ({status}):\n{}", self.proc.tail(60));
+        let proc = self.server.proc_mut();
+        if let Some(status) = proc.try_wait() {
+            panic!("the agent exited ({status}):\n{}", proc.tail(60));
         }
     }
 
     pub async fn get(&self, path: &str) -> HttpResponse {
         http_get(self.listen, path)
             .await
-            .unwrap_or_else(|e| panic!("GET {path} from the agent: {e}\n{}", self.proc.tail(40)))
+            .unwrap_or_else(|e| panic!("GET {path} from the agent: {e}\n{}", self.proc().tail(40)))
     }
 
     /// Scrapes `/metrics`.
@@ -733,19 +775,20 @@ impl Agent {
 
     /// The agent's log so far (stderr, where `tracing` writes).
     pub fn log(&self) -> String {
-        self.proc.stderr_text()
+        self.proc().stderr_text()
     }
 
     /// Sends SIGTERM and returns the exit status and how long it took;
     /// panics if the agent is still running after `limit`.
     pub async fn terminate(&mut self, limit: Duration) -> (ExitStatus, Duration) {
         let t0 = Instant::now();
-        self.proc.signal(Signal::Term);
-        match self.proc.wait_timeout(limit).await {
+        let proc = self.server.proc_mut();
+        proc.signal(Signal::Term);
+        match proc.wait_timeout(limit).await {
             Some(s) => (s, t0.elapsed()),
             None => panic!(
                 "the agent did not exit within {limit:?} of SIGTERM:\n{}",
-                self.proc.tail(40)
+                proc.tail(40)
             ),
         }
     }
