@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use support::app::{Behaviour, app_toml, start_app};
 use support::redis::RedisServer;
-use support::{Agent, FAST_DEFAULTS, Proc, Signal, check, dbcanary_command, poll_until};
+use support::{Agent, Pacing, Proc, Signal, check, dbcanary_command, poll_until};
 
 const UP_WITHIN: Duration = Duration::from_secs(10);
 
@@ -26,7 +26,7 @@ async fn a_redis_restart_drill_measures_each_apps_recovery() {
     let broken = start_app(Behaviour::NeverReconnects, &redis.url()).await;
     let steady = start_app(Behaviour::Static, &redis.url()).await;
     let agent = Agent::builder()
-        .toml(FAST_DEFAULTS)
+        .pacing(Pacing::FAST)
         .target("cache", &redis.url())
         .toml(&app_toml("good", &good, &["cache"], "10s"))
         .toml(&app_toml("broken", &broken, &["cache"], "2s"))

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::redis::{Moment, RedisServer};
-use support::{Agent, FAST_DEFAULTS, events, parse_time, poll_until, secs_between};
+use support::{Agent, Pacing, events, parse_time, poll_until, secs_between};
 
 const DRILLS: usize = 50;
 
@@ -63,7 +63,7 @@ async fn close_detection_latency() {
     // CLIENT KILL of the canary's connection: the server closes it.
     let redis = RedisServer::start().await;
     let agent = Agent::builder()
-        .toml(FAST_DEFAULTS)
+        .pacing(Pacing::FAST)
         .target("cache", &redis.url())
         .log("info")
         .start()
@@ -82,7 +82,7 @@ async fn close_detection_latency() {
     // SIGKILL of redis-server: the kernel closes its sockets.
     let mut redis = RedisServer::start().await;
     let agent = Agent::builder()
-        .toml(FAST_DEFAULTS)
+        .pacing(Pacing::FAST)
         .target("cache", &redis.url())
         .log("info")
         .start()

@@ -14,7 +14,7 @@ use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use base64::Engine as _;
-use support::{Agent, FAST_DEFAULTS, dbcanary_command, free_port};
+use support::{Agent, Pacing, dbcanary_command, free_port};
 
 const WITHIN: Duration = Duration::from_secs(10);
 const TOKEN: &str = "tok-hunter2-planted";
@@ -109,7 +109,7 @@ async fn http_targets_check_status_body_and_credentials() {
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
     let url = |path: &str| format!("http://{apps}{path}");
-    let mut toml = String::from(FAST_DEFAULTS);
+    let mut toml = Pacing::FAST.toml();
     for (name, u, extra) in [
         ("maint-default", url("/maintenance"), String::new()),
         (

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::mongo::{Member, ReplicaSet, election_hex};
-use support::{Agent, FAST_DEFAULTS, check, events, parse_time, poll_until, secs_between};
+use support::{Agent, Pacing, check, events, parse_time, poll_until, secs_between};
 
 /// Heartbeats every 500 ms (the driver's minimum) keep topology news quick.
 const HB: &str = "heartbeatFrequencyMS=500";
@@ -66,7 +66,7 @@ async fn standalone_restart_is_a_restart_measured_against_the_pause() {
     // Probes only every 2 s: a loss seen well before the next probe can only
     // come from the driver's events (the transport signal).
     let agent = Agent::builder()
-        .toml(FAST_DEFAULTS)
+        .pacing(Pacing::FAST)
         .toml(&format!(
             "[[target]]\nname = \"docs\"\nurl = \"{}\"\ninterval = \"2s\"\n",
             standalone_url(&m)
@@ -208,7 +208,7 @@ async fn stepdown_without_a_kill_is_a_failover_without_an_outage() {
     // The probe's bound covers the moment between "A steps down" and "B is
     // primary", as an application's operation would wait for it.
     let agent = Agent::builder()
-        .toml(FAST_DEFAULTS)
+        .pacing(Pacing::FAST)
         .toml(&format!(
             "[[target]]\nname = \"orders\"\nurl = \"{}\"\ntimeout = \"1s\"\n",
             rs.url("", HB)
@@ -330,7 +330,7 @@ async fn member_that_never_answers_times_out_without_stalling_others() {
     // The healthy target gets a roomier timeout: on a loaded machine a slow
     // heartbeat of its own must not pass for interference from the other.
     let mut agent = Agent::builder()
-        .toml(FAST_DEFAULTS)
+        .pacing(Pacing::FAST)
         .target("silent", &format!("mongodb://{hung_addr}/?{HB}"))
         .toml(&format!(
             "[[target]]\nname = \"docs\"\nurl = \"{}\"\ntimeout = \"1s\"\n",
@@ -487,7 +487,7 @@ async fn password_appears_in_no_output() {
     let url = format!("mongodb://canary:{URL_SECRET}@{}/?{HB}", m.addr());
     let file_url = format!("mongodb://canary@{}/admin?{HB}", m.addr());
     let mut agent = Agent::builder()
-        .toml(FAST_DEFAULTS)
+        .pacing(Pacing::FAST)
         .target("inline", &url)
         .toml(&format!(
             "[[target]]\nname = \"filed\"\nurl = \"{file_url}\"\npassword_file = \"{}\"\n",

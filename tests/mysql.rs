@@ -11,19 +11,14 @@ use std::time::Duration;
 
 use support::haproxy::HaProxy;
 use support::mariadb::{MariaDb, url_for};
-use support::{Agent, Metrics, check, events, parse_time, poll_until, secs_between};
+use support::{Agent, Metrics, Pacing, check, events, parse_time, poll_until, secs_between};
 
 const CANARY_USER: &str = "dbcanary";
 const CANARY_PASSWORD: &str = "canary-pw-4f1d";
 
 /// Fast pacing: a probe every 100 ms, so that detection (probe-based for
 /// MySQL) stays well inside the tolerances below.
-const FAST: &str = r#"
-[defaults]
-interval = "100ms"
-timeout = "300ms"
-backoff = { initial = "20ms", multiplier = 2.0, max = "200ms" }
-"#;
+const FAST: Pacing = Pacing::every("100ms", "300ms");
 
 /// A server with the canary's least-privilege user (`USAGE` plus
 /// `SLAVE MONITOR` for role detection).
@@ -66,7 +61,7 @@ async fn canary_session(db: &MariaDb, not: Option<u64>) -> u64 {
 async fn restart_is_one_outage_of_kind_restart_as_long_as_the_pause() {
     let mut db = server_with_canary_user("mariadb", &[]).await;
     let agent = Agent::builder()
-        .toml(FAST)
+        .pacing(FAST)
         .target("orders", &canary_url(&db))
         .start()
         .await;
@@ -122,7 +117,7 @@ async fn restart_is_one_outage_of_kind_restart_as_long_as_the_pause() {
 async fn killed_connection_is_a_network_outage() {
     let db = server_with_canary_user("mariadb", &[]).await;
     let agent = Agent::builder()
-        .toml(FAST)
+        .pacing(FAST)
         .target("orders", &canary_url(&db))
         .start()
         .await;
@@ -166,7 +161,7 @@ async fn killed_connection_is_a_network_outage() {
 async fn hung_server_is_detected_by_the_probe_timeout() {
     let db = server_with_canary_user("mariadb", &[]).await;
     let agent = Agent::builder()
-        .toml(FAST)
+        .pacing(FAST)
         .target("orders", &canary_url(&db))
         .start()
         .await;
@@ -247,7 +242,7 @@ async fn too_many_connections_is_not_ready_with_its_own_log_line() {
         .await
         .expect("the holder connects");
     let mut agent = Agent::builder()
-        .toml(FAST)
+        .pacing(FAST)
         .target("orders", &canary_url(&db))
         .start()
         .await;
@@ -418,7 +413,7 @@ async fn failover_behind_haproxy_is_a_failover_to_the_new_server() {
     .await;
     let proxy = HaProxy::start(primary.port, replica.port).await;
     let agent = Agent::builder()
-        .toml(FAST)
+        .pacing(FAST)
         .target(
             "orders",
             &url_for(proxy.port, CANARY_USER, Some(CANARY_PASSWORD)),
@@ -491,13 +486,10 @@ async fn failover_behind_haproxy_is_a_failover_to_the_new_server() {
 async fn read_only_flip_is_a_topology_failover_without_an_outage() {
     let db = server_with_canary_user("mariadb", &[]).await;
     let agent = Agent::builder()
-        .toml(
-            r#"
-[defaults]
-interval = "100ms"
-timeout = "300ms"
-identity_every = 2
-"#,
+        .pacing(
+            Pacing::every("100ms", "300ms")
+                .builtin_backoff()
+                .identity_every(2),
         )
         .target("orders", &canary_url(&db))
         .start()
@@ -549,7 +541,7 @@ async fn twenty_outages_leave_exactly_one_canary_connection() {
     let mut db = MariaDb::start("mariadb", &["--performance-schema=ON"]).await;
     db.create_user(CANARY_USER, CANARY_PASSWORD, None).await;
     let agent = Agent::builder()
-        .toml(FAST)
+        .pacing(FAST)
         .target("orders", &canary_url(&db))
         .start()
         .await;
@@ -621,9 +613,7 @@ async fn measure_kill_detection() {
     let db = server_with_canary_user("mariadb", &[]).await;
     for (interval, every) in [("250ms", 250u64), ("1s", 1000)] {
         let agent = Agent::builder()
-            .toml(&format!(
-                "[defaults]\ninterval = \"{interval}\"\ntimeout = \"500ms\"\n"
-            ))
+            .pacing(Pacing::every(interval, "500ms").builtin_backoff())
             .target("orders", &canary_url(&db))
             .start()
             .await;

@@ -33,7 +33,7 @@ use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, metric, number_da
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 use prost::Message;
 use support::redis::RedisServer;
-use support::{Agent, FAST_DEFAULTS, check, free_port, poll_until};
+use support::{Agent, Pacing, check, free_port, poll_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const UP_WITHIN: Duration = Duration::from_secs(10);
@@ -338,7 +338,7 @@ async fn restart_drill(protocol: &str) {
     let mut redis = RedisServer::start_with("redis", &[], Some(PASSWORD)).await;
     let url = format!("redis://:{PASSWORD}@127.0.0.1:{}", redis.port);
     let mut agent = Agent::builder()
-        .toml(FAST_DEFAULTS)
+        .pacing(Pacing::FAST)
         .toml(&otlp_toml(&format!("http://{addr}"), protocol))
         .target("cache", &url)
         .start()
@@ -572,14 +572,7 @@ async fn collector_down_costs_neither_probing_nor_memory() {
     let nowhere = format!("http://127.0.0.1:{}", free_port());
     let redis = RedisServer::start().await;
     let agent = Agent::builder()
-        .toml(
-            r#"
-[defaults]
-interval = "20ms"
-timeout = "300ms"
-backoff = { initial = "5ms", multiplier = 2.0, max = "50ms" }
-"#,
-        )
+        .pacing(Pacing::every("20ms", "300ms").backoff("5ms", "50ms"))
         .toml(&format!(
             "[otlp]\nendpoint = {nowhere:?}\nexport_interval = \"200ms\"\ntimeout = \"500ms\"\n"
         ))
@@ -698,7 +691,7 @@ async fn no_endpoint_no_export_threads_and_the_standard_variable_turns_it_on() {
 
     let (receiver, addr) = Receiver::grpc().await;
     let by_env = Agent::builder()
-        .toml(FAST_DEFAULTS)
+        .pacing(Pacing::FAST)
         .target("cache", &redis.url())
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{addr}"))
         .env("OTEL_METRIC_EXPORT_INTERVAL", "300")
@@ -734,7 +727,7 @@ async fn a_silent_collector_does_not_delay_sigterm() {
     });
     let mut redis = RedisServer::start().await;
     let mut agent = Agent::builder()
-        .toml(FAST_DEFAULTS)
+        .pacing(Pacing::FAST)
         .toml(&format!(
             "[otlp]\nendpoint = \"http://{addr}\"\nprotocol = \"http/protobuf\"\nexport_interval = \"200ms\"\n"
         ))
@@ -806,7 +799,7 @@ async fn an_app_recovery_is_a_span_in_its_dependency_outage_trace() {
     let steady = start_app(Arc::new(AtomicBool::new(true))).await;
     let stuck = start_app(stuck_healthy.clone()).await;
     let agent = Agent::builder()
-        .toml(FAST_DEFAULTS)
+        .pacing(Pacing::FAST)
         .toml(&otlp_toml(&format!("http://{addr}"), "grpc"))
         .target("cache", &redis.url())
         .toml(&app_target("steady", &steady, "10s"))

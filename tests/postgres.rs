@@ -13,19 +13,14 @@ use std::time::Duration;
 use support::haproxy::HaProxy;
 use support::postgres::Postgres;
 use support::{
-    Agent, Moment, Signal, dbcanary_command, events, parse_time, poll_until, secs_between,
+    Agent, Moment, Pacing, Signal, dbcanary_command, events, parse_time, poll_until, secs_between,
 };
 
 const CANARY_ROLE: &str = "dbcanary";
 const CANARY_PASSWORD: &str = "canary-pw-7c2e";
 
 /// Fast pacing: a probe every 100 ms.
-const FAST: &str = r#"
-[defaults]
-interval = "100ms"
-timeout = "500ms"
-backoff = { initial = "20ms", multiplier = 2.0, max = "200ms" }
-"#;
+const FAST: Pacing = Pacing::every("100ms", "500ms");
 
 /// A server with the canary's role: login, no other right.
 async fn server_with_canary_role(name: &str, settings: &[&str]) -> Postgres {
@@ -74,14 +69,7 @@ async fn terminated_backend_is_a_network_outage_seen_at_once() {
     // A probe only every 5 s: a loss seen within a fraction of that is seen
     // by the transport, not by a probe.
     let mut agent = Agent::builder()
-        .toml(
-            r#"
-[defaults]
-interval = "5s"
-timeout = "1s"
-backoff = { initial = "20ms", multiplier = 2.0, max = "200ms" }
-"#,
-        )
+        .pacing(Pacing::every("5s", "1s"))
         .target("orders", &canary_url(&pg))
         .start()
         .await;
@@ -187,7 +175,7 @@ backoff = { initial = "20ms", multiplier = 2.0, max = "200ms" }
 async fn fast_restart_and_crash_are_restarts() {
     let mut pg = server_with_canary_role("pg", &[]).await;
     let agent = Agent::builder()
-        .toml(FAST)
+        .pacing(FAST)
         .target("orders", &canary_url(&pg))
         .start()
         .await;
@@ -240,7 +228,7 @@ async fn fast_restart_and_crash_are_restarts() {
 async fn hung_backend_is_a_probe_timeout_and_outages_leave_one_connection() {
     let pg = server_with_canary_role("pg", &[]).await;
     let agent = Agent::builder()
-        .toml(FAST)
+        .pacing(FAST)
         .target("orders", &canary_url(&pg))
         .start()
         .await;
@@ -290,15 +278,7 @@ async fn promoted_replica_is_a_failover_behind_haproxy_and_a_role_flip_seen_dire
     let replica = Postgres::replica_of(&primary, "replica").await;
     let proxy = HaProxy::start(primary.port, replica.port).await;
     let agent = Agent::builder()
-        .toml(
-            r#"
-[defaults]
-interval = "100ms"
-timeout = "500ms"
-identity_every = 2
-backoff = { initial = "20ms", multiplier = 2.0, max = "200ms" }
-"#,
-        )
+        .pacing(FAST.identity_every(2))
         .target(
             "proxied",
             &support::postgres::url_for(proxy.port, CANARY_ROLE, Some(CANARY_PASSWORD)),
@@ -575,7 +555,7 @@ async fn tls_modes_use_rustls_and_verify_the_server_certificate() {
 async fn measure_terminate_detection() {
     let pg = server_with_canary_role("pg", &[]).await;
     let agent = Agent::builder()
-        .toml("[defaults]\ninterval = \"5s\"\ntimeout = \"1s\"\n")
+        .pacing(Pacing::every("5s", "1s").builtin_backoff())
         .target("orders", &canary_url(&pg))
         .start()
         .await;

@@ -20,7 +20,7 @@ use serde_json::Value;
 use support::app::{Behaviour, app_toml, start_app};
 use support::process::{ServerKind, ServerProcess};
 use support::redis::RedisServer;
-use support::{Agent, FAST_DEFAULTS, Proc, check, http_get, poll_until, require_binary};
+use support::{Agent, Pacing, Proc, check, http_get, poll_until, require_binary};
 
 const DASHBOARDS: [&str; 2] = ["dbcanary-overview.json", "dbcanary-target.json"];
 const RULES: &str = "dbcanary.rules.yml";
@@ -507,7 +507,7 @@ async fn start_agent_with_apps(redis: &RedisServer) -> Agent {
     let shop = start_app(Behaviour::Reconnects, &redis.url()).await;
     let stuck = start_app(Behaviour::NeverReconnects, &redis.url()).await;
     let agent = Agent::builder()
-        .toml(FAST_DEFAULTS)
+        .pacing(Pacing::FAST)
         .target("cache", &redis.url())
         .toml(&app_toml(APP, &shop, &["cache"], "10s"))
         .toml(&app_toml(STUCK, &stuck, &["cache"], "2s"))

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::redis::RedisServer;
 use support::{
-    Agent, Metrics, check, dbcanary_command, events, parse_time, poll_until, secs_between,
+    Agent, Metrics, Pacing, check, dbcanary_command, events, parse_time, poll_until, secs_between,
 };
 
 const UP_WITHIN: Duration = Duration::from_secs(10);
@@ -141,7 +141,7 @@ async fn client_kill_is_detected_without_a_probe_and_is_network() {
     let redis = RedisServer::start().await;
     // Probes every 5 s: a detection within a second cannot come from one.
     let agent = Agent::builder()
-        .toml(support::FAST_DEFAULTS)
+        .pacing(Pacing::FAST)
         .toml(&format!(
             "[[target]]\nname = \"cache\"\nurl = \"{}\"\ninterval = \"5s\"\n",
             redis.url()
@@ -273,7 +273,7 @@ async fn wrong_password_is_auth_and_never_shown() {
     let bad_url = format!("redis://:{PLANTED}@127.0.0.1:{}", redis.port);
     let good_url = format!("redis://:the-right-one@127.0.0.1:{}", redis.port);
     let mut agent = Agent::builder()
-        .toml(support::FAST_DEFAULTS)
+        .pacing(Pacing::FAST)
         .target("cache", &bad_url)
         .target("good", &good_url)
         .log("debug")
@@ -521,13 +521,13 @@ async fn sigterm_exits_zero_within_five_seconds() {
 async fn rust_log_sets_the_level_and_a_bad_one_is_reported() {
     let nowhere = format!("redis://127.0.0.1:{}", support::free_port());
     let debug = Agent::builder()
-        .toml(support::FAST_DEFAULTS)
+        .pacing(Pacing::FAST)
         .target("nowhere", &nowhere)
         .log("dbcanary=debug,warn")
         .start()
         .await;
     let bad = Agent::builder()
-        .toml(support::FAST_DEFAULTS)
+        .pacing(Pacing::FAST)
         .target("nowhere", &nowhere)
         .log("dbcanary=loud")
         .start()

@@ -19,7 +19,7 @@ use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 use support::process::{ServerKind, ServerProcess};
 use support::redis::redis_server_bin;
-use support::{Agent, Proc, check, dbcanary_command, free_port, poll_until};
+use support::{Agent, Pacing, Proc, check, dbcanary_command, free_port, poll_until};
 
 const PASSWORD: &str = "scrape-planted-pw";
 
@@ -202,14 +202,14 @@ async fn rediss_canary_verifies_the_server_certificate() {
     let url = format!("rediss://127.0.0.1:{}", redis.port);
     let ca = redis.dir().join("ca.pem");
     let trusted = Agent::builder()
-        .toml(support::FAST_DEFAULTS)
+        .pacing(Pacing::FAST)
         .target("secure", &url)
         .env("SSL_CERT_FILE", ca.to_str().unwrap())
         .start()
         .await;
     // The system's roots do not know the test CA.
     let untrusted = Agent::builder()
-        .toml(support::FAST_DEFAULTS)
+        .pacing(Pacing::FAST)
         .target("secure", &url)
         .start()
         .await;

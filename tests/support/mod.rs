@@ -5,7 +5,7 @@
 //! Store-neutral on purpose: every store's support module (`redis`, ...)
 //! builds on [`process::ServerProcess`] (one server process: start, ready,
 //! kill, stop/cont, restart on the same port), [`require_binary`] and
-//! [`poll_until`].
+//! [`poll_until`]; every test agent's pacing is one [`Pacing`].
 //! Timing rules: wait for conditions with deadlines (never a bare sleep as
 //! synchronisation), and keep bounds generous, since the suite runs on small
 //! shared machines.
@@ -34,13 +34,78 @@ use tokio::net::TcpStream;
 
 use process::{ServerKind, ServerProcess};
 
-/// Fast pacing for tests: probe every 200 ms, reconnect quickly.
-pub const FAST_DEFAULTS: &str = r#"
-[defaults]
-interval = "200ms"
-timeout = "300ms"
-backoff = { initial = "20ms", multiplier = 2.0, max = "200ms" }
-"#;
+// ---------------------------------------------------------------------------
+// Pacing
+// ---------------------------------------------------------------------------
+
+/// How fast a test agent probes and reconnects, written as its
+/// `[defaults]` table: the one place the tests' pacing TOML is written.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing<'a> {
+    interval: &'a str,
+    timeout: &'a str,
+    /// `(initial, max)` of a doubling backoff; `None`: the built-in one.
+    backoff: Option<(&'a str, &'a str)>,
+    identity_every: Option<u32>,
+}
+
+impl<'a> Pacing<'a> {
+    /// What most tests use: a probe every 200 ms bounded by 300 ms,
+    /// reconnecting after 20 ms, doubling up to 200 ms.
+    pub const FAST: Pacing<'static> = Pacing::every("200ms", "300ms");
+
+    /// A probe every `interval` bounded by `timeout`, with the fast
+    /// backoff of [`Pacing::FAST`].
+    pub const fn every(interval: &'a str, timeout: &'a str) -> Self {
+        Pacing {
+            interval,
+            timeout,
+            backoff: Some(("20ms", "200ms")),
+            identity_every: None,
+        }
+    }
+
+    /// A doubling backoff from `initial` up to `max` instead.
+    pub const fn backoff(self, initial: &'a str, max: &'a str) -> Self {
+        Pacing {
+            backoff: Some((initial, max)),
+            ..self
+        }
+    }
+
+    /// The agent's built-in backoff instead.
+    pub const fn builtin_backoff(self) -> Self {
+        Pacing {
+            backoff: None,
+            ..self
+        }
+    }
+
+    /// The identity read again every `n` probes.
+    pub const fn identity_every(self, n: u32) -> Self {
+        Pacing {
+            identity_every: Some(n),
+            ..self
+        }
+    }
+
+    /// The `[defaults]` table.
+    pub fn toml(&self) -> String {
+        let mut t = format!(
+            "\n[defaults]\ninterval = {:?}\ntimeout = {:?}\n",
+            self.interval, self.timeout
+        );
+        if let Some(n) = self.identity_every {
+            t.push_str(&format!("identity_every = {n}\n"));
+        }
+        if let Some((initial, max)) = self.backoff {
+            t.push_str(&format!(
+                "backoff = {{ initial = {initial:?}, multiplier = 2.0, max = {max:?} }}\n"
+            ));
+        }
+        t
+    }
+}
 
 // ---------------------------------------------------------------------------
 // Ports, binaries, processes
@@ -559,6 +624,11 @@ impl AgentBuilder {
         self
     }
 
+    /// The `[defaults]` table of `pacing`.
+    pub fn pacing(self, pacing: Pacing) -> Self {
+        self.toml(&pacing.toml())
+    }
+
     /// Adds a `[[target]]` with only a name and a URL.
     pub fn target(self, name: &str, url: &str) -> Self {
         let t = target_toml(name, url);
@@ -643,8 +713,8 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// An agent with the built-in defaults unless the test's TOML gives its
-    /// own `[defaults]`.
+    /// An agent with the built-in defaults unless the test's TOML (or
+    /// [`AgentBuilder::pacing`]) gives its own `[defaults]`.
     pub fn builder() -> AgentBuilder {
         AgentBuilder {
             body: String::new(),
@@ -653,9 +723,9 @@ impl Agent {
         }
     }
 
-    /// Starts an agent with [`FAST_DEFAULTS`] and these `(name, url)` targets.
+    /// Starts an agent with [`Pacing::FAST`] and these `(name, url)` targets.
     pub async fn start(targets: &[(&str, &str)]) -> Agent {
-        let mut b = Agent::builder().toml(FAST_DEFAULTS);
+        let mut b = Agent::builder().pacing(Pacing::FAST);
         for (name, url) in targets {
             b = b.target(name, url);
         }
@@ -869,7 +939,7 @@ pub fn promtool_check_metrics(body: &str) {
 /// `reason`, and the password must appear in no metric, API answer, log
 /// line or `config check` output.
 pub async fn wrong_password_drill(
-    defaults: &str,
+    pacing: Pacing<'_>,
     bad_url: &str,
     bare_url: &str,
     planted: &str,
@@ -883,7 +953,7 @@ pub async fn wrong_password_drill(
         pw_file.display().to_string()
     );
     let mut agent = Agent::builder()
-        .toml(defaults)
+        .pacing(pacing)
         .target("orders", bad_url)
         .toml(&from_file)
         .start()
