@@ -19,7 +19,7 @@ use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 use support::process::{ServerKind, ServerProcess};
 use support::redis::redis_server_bin;
-use support::{Agent, Pacing, Proc, check, dbcanary_command, free_port, poll_until};
+use support::{ATTEMPTS, Agent, Pacing, Proc, check, dbcanary_command, free_port, poll_until};
 
 const PASSWORD: &str = "scrape-planted-pw";
 
@@ -208,23 +208,14 @@ async fn rediss_canary_verifies_the_server_certificate() {
         .start()
         .await;
     // The system's roots do not know the test CA.
-    let untrusted = Agent::builder()
-        .pacing(Pacing::FAST)
-        .target("secure", &url)
-        .start()
-        .await;
+    let untrusted = Agent::start(&[("secure", &url)]).await;
     trusted
         .wait_up("secure", true, Duration::from_secs(30))
         .await;
     let t = trusted.target("secure").await;
     assert_eq!(t["identity"]["role"], "primary", "{t}");
     untrusted
-        .wait_at_least(
-            "dbcanary_connect_attempts_total",
-            &[("target", "secure"), ("result", "tls")],
-            1.0,
-            Duration::from_secs(30),
-        )
+        .wait_count(ATTEMPTS, "secure", "tls", 1.0, Duration::from_secs(30))
         .await;
     assert_eq!(
         untrusted

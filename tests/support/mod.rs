@@ -25,7 +25,7 @@ use std::fs::File;
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -174,6 +174,7 @@ pub fn require_binary(name: &str, install: &str) -> PathBuf {
 /// Unix signals the harness sends (by number: no libc dependency).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
+    Hup,
     Int,
     Kill,
     Term,
@@ -184,6 +185,7 @@ pub enum Signal {
 impl Signal {
     fn name(self) -> &'static str {
         match self {
+            Self::Hup => "HUP",
             Self::Int => "INT",
             Self::Kill => "KILL",
             Self::Term => "TERM",
@@ -470,6 +472,33 @@ impl Sample {
     }
 }
 
+/// A counter the tests watch, by target and the one label that says what
+/// happened: [`Agent::wait_count`] and [`Metrics::count`] take one.
+#[derive(Debug, Clone, Copy)]
+pub struct Counter {
+    /// The series' name on `/metrics`.
+    pub name: &'static str,
+    /// The label, besides `target`, that says what happened.
+    pub label: &'static str,
+}
+
+impl Counter {
+    const fn by(name: &'static str, label: &'static str) -> Counter {
+        Counter { name, label }
+    }
+}
+
+/// Ended outages by `kind` (the outage histogram's counts).
+pub const OUTAGES: Counter = Counter::by("dbcanary_outage_duration_seconds_count", "kind");
+/// Connection attempts by `result`.
+pub const ATTEMPTS: Counter = Counter::by("dbcanary_connect_attempts_total", "result");
+/// Lost connections by `cause`.
+pub const DISCONNECTS: Counter = Counter::by("dbcanary_disconnects_total", "cause");
+/// Failovers by `source`.
+pub const FAILOVERS: Counter = Counter::by("dbcanary_failovers_total", "source");
+/// Probes by `result`.
+pub const PROBES: Counter = Counter::by("dbcanary_probes_total", "result");
+
 /// A parsed `/metrics` body.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -480,10 +509,13 @@ pub struct Metrics {
 impl Metrics {
     /// Outages of `target` so far, of any kind (the outage histogram counts).
     pub fn outages(&self, target: &str) -> f64 {
-        self.sum(
-            "dbcanary_outage_duration_seconds_count",
-            &[("target", target)],
-        )
+        self.sum(OUTAGES.name, &[("target", target)])
+    }
+
+    /// `target`'s `counter` with its label at `value` (say `DISCONNECTS`
+    /// with `cause="closed"`), 0 when there is no such series.
+    pub fn count(&self, counter: Counter, target: &str, value: &str) -> f64 {
+        self.value_or_zero(counter.name, &[("target", target), (counter.label, value)])
     }
 
     /// Parses the Prometheus text format (comments skipped, label values
@@ -608,9 +640,15 @@ pub fn target_toml(name: &str, url: &str) -> String {
     format!("\n[[target]]\nname = {name:?}\nurl = {url:?}\n")
 }
 
+/// One `[[target]]` table with more `key = value` lines (`extra`).
+pub fn target_toml_with(name: &str, url: &str, extra: &str) -> String {
+    format!("{}{extra}\n", target_toml(name, url))
+}
+
 /// How to start an agent.
 pub struct AgentBuilder {
     body: String,
+    targets: Vec<String>,
     log_filter: String,
     env: Vec<(String, String)>,
 }
@@ -631,7 +669,18 @@ impl AgentBuilder {
 
     /// Adds a `[[target]]` with only a name and a URL.
     pub fn target(self, name: &str, url: &str) -> Self {
-        let t = target_toml(name, url);
+        self.target_with(name, url, "")
+    }
+
+    /// Adds a `[[target]]` with more `key = value` lines (`extra`), say its
+    /// own `interval` or a `password_file`.
+    pub fn target_with(mut self, name: &str, url: &str, extra: &str) -> Self {
+        self.targets.push(name.to_string());
+        let t = if extra.is_empty() {
+            target_toml(name, url)
+        } else {
+            target_toml_with(name, url, extra)
+        };
         self.toml(&t)
     }
 
@@ -668,6 +717,17 @@ impl AgentBuilder {
             config_text: text,
             server,
         }
+    }
+
+    /// Like [`AgentBuilder::start`], then waits until every target given
+    /// with [`AgentBuilder::target`] or [`AgentBuilder::target_with`] is up.
+    pub async fn start_up(self, limit: Duration) -> Agent {
+        let targets = self.targets.clone();
+        let agent = self.start().await;
+        for t in &targets {
+            agent.wait_up(t, true, limit).await;
+        }
+        agent
     }
 }
 
@@ -718,6 +778,7 @@ impl Agent {
     pub fn builder() -> AgentBuilder {
         AgentBuilder {
             body: String::new(),
+            targets: Vec::new(),
             log_filter: "dbcanary=debug,info".into(),
             env: Vec::new(),
         }
@@ -725,11 +786,25 @@ impl Agent {
 
     /// Starts an agent with [`Pacing::FAST`] and these `(name, url)` targets.
     pub async fn start(targets: &[(&str, &str)]) -> Agent {
-        let mut b = Agent::builder().pacing(Pacing::FAST);
+        Self::fast(targets).start().await
+    }
+
+    /// Starts an agent with `pacing` and these `(name, url)` targets, and
+    /// waits until every target is up.
+    pub async fn start_up(pacing: Pacing<'_>, targets: &[(&str, &str)], limit: Duration) -> Agent {
+        Self::with(pacing, targets).start_up(limit).await
+    }
+
+    fn fast(targets: &[(&str, &str)]) -> AgentBuilder {
+        Self::with(Pacing::FAST, targets)
+    }
+
+    fn with(pacing: Pacing<'_>, targets: &[(&str, &str)]) -> AgentBuilder {
+        let mut b = Agent::builder().pacing(pacing);
         for (name, url) in targets {
             b = b.target(name, url);
         }
-        b.start().await
+        b
     }
 
     pub fn dir(&self) -> &Path {
@@ -843,6 +918,56 @@ impl Agent {
         .await
     }
 
+    /// Waits until `target`'s `counter` with its label at `value` (say
+    /// `ATTEMPTS` with `result="timeout"`) is at least `min`; returns it.
+    pub async fn wait_count(
+        &self,
+        counter: Counter,
+        target: &str,
+        value: &str,
+        min: f64,
+        limit: Duration,
+    ) -> f64 {
+        let labels = [("target", target), (counter.label, value)];
+        self.wait_at_least(counter.name, &labels, min, limit).await
+    }
+
+    /// The first `disconnected` event of `target` (API), and how many
+    /// seconds after `cause` (what the harness did) it was detected.
+    pub async fn first_loss(&self, target: &str, cause: Moment) -> (serde_json::Value, f64) {
+        let t = self.target(target).await;
+        let lost = events(&t, "disconnected")[0].clone();
+        let detected = secs_between(cause.wall, parse_time(&lost["detected_at"]));
+        (lost, detected)
+    }
+
+    /// Not a test: drops the canary's connection to `target` `n` times,
+    /// each with `drop(i, last)` (returning what it dropped and when), and
+    /// waits for each outage to end. Returns, in milliseconds, how long
+    /// after each drop the loss was detected and how long each outage was.
+    pub async fn measure_drops<T: Copy>(
+        &self,
+        target: &str,
+        n: u32,
+        mut drop: impl AsyncFnMut(u32, Option<T>) -> (T, Moment),
+    ) -> (Vec<f64>, Vec<f64>) {
+        let (mut detected, mut outage) = (Vec::new(), Vec::new());
+        let mut last = None;
+        for i in 0..n {
+            let (dropped, at) = drop(i, last).await;
+            last = Some(dropped);
+            self.wait_outages(target, f64::from(i + 1), Duration::from_secs(10))
+                .await;
+            let t = self.target(target).await;
+            let lost = events(&t, "disconnected");
+            let seen = parse_time(&lost.last().unwrap()["detected_at"]);
+            detected.push(secs_between(at.wall, seen) * 1000.0);
+            let restored = events(&t, "restored");
+            outage.push(restored.last().unwrap()["duration"].as_f64().unwrap() * 1000.0);
+        }
+        (detected, outage)
+    }
+
     /// The agent's log so far (stderr, where `tracing` writes).
     pub fn log(&self) -> String {
         self.proc().stderr_text()
@@ -929,43 +1054,123 @@ pub fn promtool_check_metrics(body: &str) {
 }
 
 // ---------------------------------------------------------------------------
+// The binary's other commands
+// ---------------------------------------------------------------------------
+
+/// Runs `dbcanary check ARGS --config FILE` on a config of these
+/// `(name, url)` targets only; returns what it did.
+pub fn dbcanary_check(args: &[&str], targets: &[(&str, &str)]) -> Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("dbcanary.toml");
+    let text: String = targets.iter().map(|(n, u)| target_toml(n, u)).collect();
+    std::fs::write(&config, text).expect("write config");
+    dbcanary_command()
+        .arg("check")
+        .args(args)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("run dbcanary check")
+}
+
+/// `dbcanary check --json` on `(name, url, result)` cases: each target's
+/// row must have that `result` (`ok`, `tls`, ...).
+pub fn assert_check_results(cases: &[(&str, String, &str)]) {
+    let targets: Vec<(&str, &str)> = cases.iter().map(|(n, u, _)| (*n, u.as_str())).collect();
+    let out = dbcanary_check(&["--json"], &targets);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "check --json: {e}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    for (name, _, want) in cases {
+        let row = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["target"] == *name)
+            .unwrap_or_else(|| panic!("no row {name} in {rows}"));
+        assert_eq!(row["result"], *want, "{name}: {row}");
+    }
+}
+
+/// A `dbcanary watch ARGS` run, its output captured; killed when dropped.
+pub struct Watch {
+    pub proc: Proc,
+    _dir: tempfile::TempDir,
+}
+
+impl Watch {
+    /// Starts `dbcanary watch ARGS`.
+    pub fn start(args: &[&str]) -> Watch {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cmd = dbcanary_command();
+        cmd.arg("watch").args(args);
+        let proc = Proc::spawn("watch", cmd, dir.path());
+        Watch { proc, _dir: dir }
+    }
+
+    /// What it printed so far.
+    pub fn stdout(&self) -> String {
+        self.proc.stdout_text()
+    }
+
+    /// The last lines of its outputs, for failure messages.
+    pub fn tail(&self) -> String {
+        self.proc.tail(20)
+    }
+
+    /// Waits until what it printed satisfies `done`.
+    pub async fn wait_for(&self, limit: Duration, what: &str, done: impl Fn(&str) -> bool) {
+        poll_until(limit, what, async || {
+            let out = self.stdout();
+            check(done(&out), self.tail())
+        })
+        .await;
+    }
+
+    /// Ctrl-C (SIGINT); returns the exit status, or panics saying `what`
+    /// if it is still running after `limit`.
+    pub async fn interrupt(&mut self, limit: Duration, what: &str) -> ExitStatus {
+        self.proc.signal(Signal::Int);
+        match self.proc.wait_timeout(limit).await {
+            Some(status) => status,
+            None => panic!("{what}:\n{}", self.tail()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Shared drills
 // ---------------------------------------------------------------------------
 
 /// The planted-password drill every store with passwords shares: target
-/// `orders` has the wrong password `planted` in its URL (`bad_url`), target
-/// `billing` reads `planted-file` from a `password_file` for `bare_url`.
-/// Both must fail with `result="auth"`, the API must show the server's
-/// `reason`, and the password must appear in no metric, API answer, log
-/// line or `config check` output.
+/// `orders` has the wrong password `planted` in its URL (`url(Some(..))`),
+/// target `billing` reads `planted-file` from a `password_file` for the URL
+/// without a password (`url(None)`). Both must fail with `result="auth"`,
+/// the API must show the server's `reason`, and the password must appear
+/// in no metric, API answer, log line or `config check` output.
 pub async fn wrong_password_drill(
     pacing: Pacing<'_>,
-    bad_url: &str,
-    bare_url: &str,
+    url: impl Fn(Option<&str>) -> String,
     planted: &str,
     reason: &str,
 ) {
+    let (bad_url, bare_url) = (url(Some(planted)), url(None));
     let dir = tempfile::tempdir().expect("tempdir");
     let pw_file = dir.path().join("pw");
     std::fs::write(&pw_file, format!("{planted}-file\n")).expect("write password file");
-    let from_file = format!(
-        "[[target]]\nname = \"billing\"\nurl = {bare_url:?}\npassword_file = {:?}\n",
-        pw_file.display().to_string()
-    );
+    let from_file = format!("password_file = {:?}", pw_file.display().to_string());
     let mut agent = Agent::builder()
         .pacing(pacing)
-        .target("orders", bad_url)
-        .toml(&from_file)
+        .target("orders", &bad_url)
+        .target_with("billing", &bare_url, &from_file)
         .start()
         .await;
     for t in ["orders", "billing"] {
         agent
-            .wait_at_least(
-                "dbcanary_connect_attempts_total",
-                &[("target", t), ("result", "auth")],
-                3.0,
-                Duration::from_secs(15),
-            )
+            .wait_count(ATTEMPTS, t, "auth", 3.0, Duration::from_secs(15))
             .await;
     }
     agent.assert_alive();

@@ -111,6 +111,7 @@ impl<K: ServerKind> ServerProcess<K> {
             .unwrap_or_else(|| panic!("{} is not running", self.name))
     }
 
+    /// The PID of the running process.
     pub fn pid(&self) -> u32 {
         self.proc().pid()
     }
