@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use support::app::{Behaviour, app_toml, start_app};
 use support::redis::RedisServer;
-use support::{Agent, FAST_DEFAULTS, Proc, Signal, check, dbcanary_command, poll_until};
+use support::{Agent, Pacing, Watch, dbcanary_command};
 
 const UP_WITHIN: Duration = Duration::from_secs(10);
 
@@ -26,7 +26,7 @@ async fn a_redis_restart_drill_measures_each_apps_recovery() {
     let broken = start_app(Behaviour::NeverReconnects, &redis.url()).await;
     let steady = start_app(Behaviour::Static, &redis.url()).await;
     let agent = Agent::builder()
-        .toml(FAST_DEFAULTS)
+        .pacing(Pacing::FAST)
         .target("cache", &redis.url())
         .toml(&app_toml("good", &good, &["cache"], "10s"))
         .toml(&app_toml("broken", &broken, &["cache"], "2s"))
@@ -65,32 +65,18 @@ async fn a_redis_restart_drill_measures_each_apps_recovery() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     redis.start_again().await;
 
-    // The reconnecting app: one observation, well under its deadline.
-    agent
-        .wait_at_least(
-            "dbcanary_app_recovery_lag_seconds_count",
-            &app_labels("good"),
-            1.0,
-            Duration::from_secs(10),
-        )
-        .await;
-    // The broken app: flagged once its 2 s deadline has passed.
-    agent
-        .wait_at_least(
-            "dbcanary_app_not_recovered",
-            &app_labels("broken"),
-            1.0,
-            Duration::from_secs(10),
-        )
-        .await;
-    agent
-        .wait_at_least(
-            "dbcanary_app_recovery_lag_seconds_count",
-            &app_labels("steady"),
-            1.0,
-            Duration::from_secs(10),
-        )
-        .await;
+    for (app, seen) in [
+        // The reconnecting app: one observation, well under its deadline.
+        ("good", "dbcanary_app_recovery_lag_seconds_count"),
+        // The broken app: flagged once its 2 s deadline has passed.
+        ("broken", "dbcanary_app_not_recovered"),
+        ("steady", "dbcanary_app_recovery_lag_seconds_count"),
+    ] {
+        let limit = Duration::from_secs(10);
+        agent
+            .wait_at_least(seen, &app_labels(app), 1.0, limit)
+            .await;
+    }
 
     let m = agent.metrics().await;
     let v = |name: &str, app: &str| m.value_or_zero(name, &app_labels(app));
@@ -189,10 +175,7 @@ async fn watch_summarises_app_recovery_per_drill() {
     let mut other = RedisServer::start().await;
     let good = start_app(Behaviour::Reconnects, &redis.url()).await;
     let broken = start_app(Behaviour::NeverReconnects, &redis.url()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = dbcanary_command();
-    cmd.args([
-        "watch",
+    let mut watch = Watch::start(&[
         &redis.url(),
         &other.url(),
         "--depends-on",
@@ -206,39 +189,33 @@ async fn watch_summarises_app_recovery_per_drill() {
         "--recovery-deadline",
         "1s",
     ]);
-    let mut watch = Proc::spawn("watch", cmd, dir.path());
     let limit = Duration::from_secs(10);
-    poll_until(limit, "watch to connect to all four", async || {
-        let out = watch.stdout_text();
-        check(out.matches("connected to").count() >= 4, watch.tail(20))
-    })
-    .await;
+    watch
+        .wait_for(limit, "watch to connect to all four", |out| {
+            out.matches("connected to").count() >= 4
+        })
+        .await;
 
     redis.kill();
     other.kill();
-    poll_until(limit, "both stores and apps to be seen down", async || {
-        let out = watch.stdout_text();
-        check(out.matches("lost (").count() >= 4, watch.tail(20))
-    })
-    .await;
+    watch
+        .wait_for(limit, "both stores and apps to be seen down", |out| {
+            out.matches("lost (").count() >= 4
+        })
+        .await;
     redis.start_again().await;
     other.start_again().await;
-    poll_until(limit, "the verdict on both apps", async || {
-        let out = watch.stdout_text();
-        check(
-            out.contains("app recovered") && out.contains("app NOT recovered"),
-            watch.tail(20),
-        )
-    })
-    .await;
+    watch
+        .wait_for(limit, "the verdict on both apps", |out| {
+            out.contains("app recovered") && out.contains("app NOT recovered")
+        })
+        .await;
 
-    watch.signal(Signal::Int);
     let status = watch
-        .wait_timeout(Duration::from_secs(5))
-        .await
-        .unwrap_or_else(|| panic!("watch still running after SIGINT:\n{}", watch.tail(20)));
-    assert_eq!(status.code(), Some(0), "{}", watch.tail(20));
-    let out = watch.stdout_text();
+        .interrupt(Duration::from_secs(5), "watch still running after SIGINT")
+        .await;
+    assert_eq!(status.code(), Some(0), "{}", watch.tail());
+    let out = watch.stdout();
     let (_, summary) = out.split_once("summary after").expect("a summary");
     let app_addr = |u: &str| {
         u.trim_start_matches("http://")

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::redis::{Moment, RedisServer};
-use support::{Agent, FAST_DEFAULTS, events, parse_time, poll_until, secs_between};
+use support::{Agent, Pacing, events, parse_time, poll_until, secs_between};
 
 const DRILLS: usize = 50;
 
@@ -57,18 +57,23 @@ async fn detection_ms(agent: &Agent, target: &str, n: usize, killed: Moment) -> 
     secs_between(killed.wall, parse_time(&lost["detected_at"])) * 1000.0
 }
 
+/// An agent on `redis` (target `cache`) at [`Pacing::FAST`], logging at
+/// `info`, once it is up.
+async fn fast_agent(redis: &RedisServer) -> Agent {
+    Agent::builder()
+        .pacing(Pacing::FAST)
+        .target("cache", &redis.url())
+        .log("info")
+        .start_up(Duration::from_secs(10))
+        .await
+}
+
 #[tokio::test]
 #[ignore = "benchmark: cargo test --release --test bench -- --ignored --nocapture"]
 async fn close_detection_latency() {
     // CLIENT KILL of the canary's connection: the server closes it.
     let redis = RedisServer::start().await;
-    let agent = Agent::builder()
-        .toml(FAST_DEFAULTS)
-        .target("cache", &redis.url())
-        .log("info")
-        .start()
-        .await;
-    agent.wait_up("cache", true, Duration::from_secs(10)).await;
+    let agent = fast_agent(&redis).await;
     let mut ms = Vec::new();
     for n in 1..=DRILLS {
         let id = redis.wait_canary("cache", Duration::from_secs(5)).await;
@@ -81,13 +86,7 @@ async fn close_detection_latency() {
 
     // SIGKILL of redis-server: the kernel closes its sockets.
     let mut redis = RedisServer::start().await;
-    let agent = Agent::builder()
-        .toml(FAST_DEFAULTS)
-        .target("cache", &redis.url())
-        .log("info")
-        .start()
-        .await;
-    agent.wait_up("cache", true, Duration::from_secs(10)).await;
+    let agent = fast_agent(&redis).await;
     let mut ms = Vec::new();
     for n in 1..=DRILLS {
         redis.wait_canary("cache", Duration::from_secs(5)).await;

@@ -71,6 +71,26 @@ impl Fake {
         }
     }
 
+    /// The store's topology news: server `b` (in `role`) replaced `a`
+    /// behind the canary's connection.
+    async fn announce_failover_to(&self, role: Role) {
+        let announcer = self.with(|w| {
+            w.server_id = "b".into();
+            w.role = role;
+            w.announcer
+                .clone()
+                .expect("the canary listens to announcements")
+        });
+        announcer
+            .send(Announcement::Failover {
+                source: FailoverSource::Topology,
+                from: "a".into(),
+                to: "b".into(),
+            })
+            .await
+            .unwrap();
+    }
+
     fn identity(w: &World) -> Identity {
         Identity {
             server_id: Some(w.server_id.clone()),
@@ -236,11 +256,18 @@ fn is_connected(e: &Event) -> bool {
     matches!(e, Event::Connected { .. })
 }
 
+/// A fake store set up by `prepare`, and a canary on it that has connected.
+async fn connected(prepare: impl FnOnce(&mut World)) -> (Fake, Arc<Collect>, CancellationToken) {
+    let (fake, sink) = (Fake::new(), Arc::new(Collect::default()));
+    fake.with(prepare);
+    let stop = start(&fake, &sink);
+    sink.until(is_connected).await;
+    (fake, sink, stop)
+}
+
 #[tokio::test(start_paused = true)]
 async fn dropped_connection_to_a_running_server_is_network() {
-    let (fake, sink) = (Fake::new(), Arc::new(Collect::default()));
-    let _stop = start(&fake, &sink);
-    sink.until(is_connected).await;
+    let (fake, sink, _stop) = connected(|_| {}).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     fake.drop_connection();
     let r = sink.until_restored(1).await;
@@ -256,9 +283,7 @@ async fn dropped_connection_to_a_running_server_is_network() {
 
 #[tokio::test(start_paused = true)]
 async fn refusals_are_counted_and_the_outage_measured() {
-    let (fake, sink) = (Fake::new(), Arc::new(Collect::default()));
-    let _stop = start(&fake, &sink);
-    sink.until(is_connected).await;
+    let (fake, sink, _stop) = connected(|_| {}).await;
     let down = Duration::from_secs(3);
     fake.with(|w| {
         w.down_until = Some(Instant::now() + down);
@@ -294,9 +319,7 @@ async fn refusals_are_counted_and_the_outage_measured() {
 
 #[tokio::test(start_paused = true)]
 async fn another_long_running_server_is_a_failover() {
-    let (fake, sink) = (Fake::new(), Arc::new(Collect::default()));
-    let _stop = start(&fake, &sink);
-    sink.until(is_connected).await;
+    let (fake, sink, _stop) = connected(|_| {}).await;
     fake.with(|w| {
         w.server_id = "b".into();
         w.started = Instant::now() - Duration::from_secs(7200);
@@ -319,9 +342,7 @@ async fn another_long_running_server_is_a_failover() {
 
 #[tokio::test(start_paused = true)]
 async fn hung_probe_is_a_timeout_then_recovers() {
-    let (fake, sink) = (Fake::new(), Arc::new(Collect::default()));
-    let _stop = start(&fake, &sink);
-    sink.until(is_connected).await;
+    let (fake, sink, _stop) = connected(|_| {}).await;
     fake.with(|w| w.hang = true);
     sink.until(|e| {
         matches!(
@@ -341,9 +362,7 @@ async fn hung_probe_is_a_timeout_then_recovers() {
 
 #[tokio::test(start_paused = true)]
 async fn role_flip_on_a_live_connection_is_a_topology_failover() {
-    let (fake, sink) = (Fake::new(), Arc::new(Collect::default()));
-    let _stop = start(&fake, &sink);
-    sink.until(is_connected).await;
+    let (fake, sink, _stop) = connected(|_| {}).await;
     fake.with(|w| w.role = Role::Replica);
     sink.until(|e| {
         matches!(
@@ -364,10 +383,7 @@ async fn role_flip_on_a_live_connection_is_a_topology_failover() {
 
 #[tokio::test(start_paused = true)]
 async fn unreachable_at_start_is_an_outage_of_unknown_start_and_shutdown_stops() {
-    let (fake, sink) = (Fake::new(), Arc::new(Collect::default()));
-    fake.with(|w| w.refuse_auth = 5);
-    let stop = start(&fake, &sink);
-    sink.until(is_connected).await;
+    let (fake, sink, stop) = connected(|w| w.refuse_auth = 5).await;
     assert_eq!(
         sink.count(|e| matches!(
             e,
@@ -409,27 +425,11 @@ async fn unreachable_at_start_is_an_outage_of_unknown_start_and_shutdown_stops()
 
 #[tokio::test(start_paused = true)]
 async fn announced_failover_refreshes_the_identity_at_once_and_counts_once() {
-    let (fake, sink) = (Fake::new(), Arc::new(Collect::default()));
-    let _stop = start(&fake, &sink);
-    sink.until(is_connected).await;
+    let (fake, sink, _stop) = connected(|_| {}).await;
     // The connection now reaches another server, in another role: the
     // store's topology news says so before any periodic refresh would.
-    let announcer = fake.with(|w| {
-        w.server_id = "b".into();
-        w.role = Role::Replica;
-        w.announcer
-            .clone()
-            .expect("the canary listens to announcements")
-    });
     let sent = Instant::now();
-    announcer
-        .send(Announcement::Failover {
-            source: FailoverSource::Topology,
-            from: "a".into(),
-            to: "b".into(),
-        })
-        .await
-        .unwrap();
+    fake.announce_failover_to(Role::Replica).await;
     sink.until(|e| matches!(e, Event::IdentityChanged { .. }))
         .await;
     assert!(
@@ -457,31 +457,14 @@ async fn announced_failover_refreshes_the_identity_at_once_and_counts_once() {
 
 #[tokio::test(start_paused = true)]
 async fn a_flip_seen_by_a_refresh_before_the_stores_announcement_counts_once() {
-    let (fake, sink) = (Fake::new(), Arc::new(Collect::default()));
-    fake.with(|w| w.announces_roles = true);
-    let _stop = start(&fake, &sink);
-    sink.until(is_connected).await;
+    let (fake, sink, _stop) = connected(|w| w.announces_roles = true).await;
     // A periodic refresh reaches the old primary, now a replica, before the
     // store's topology news about the new primary arrives.
     fake.with(|w| w.role = Role::Replica);
     sink.until(|e| matches!(e, Event::IdentityChanged { .. }))
         .await;
     assert_eq!(sink.count(|e| matches!(e, Event::Failover { .. })), 0);
-    let announcer = fake.with(|w| {
-        w.server_id = "b".into();
-        w.role = Role::Primary;
-        w.announcer
-            .clone()
-            .expect("the canary listens to announcements")
-    });
-    announcer
-        .send(Announcement::Failover {
-            source: FailoverSource::Topology,
-            from: "a".into(),
-            to: "b".into(),
-        })
-        .await
-        .unwrap();
+    fake.announce_failover_to(Role::Primary).await;
     sink.until(|e| matches!(e, Event::Failover { .. })).await;
     tokio::time::sleep(settings().interval * 30).await;
     assert_eq!(

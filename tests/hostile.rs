@@ -8,14 +8,12 @@ use std::time::{Duration, Instant};
 
 use support::hostile::{self, Hostile};
 use support::redis::RedisServer;
-use support::{Agent, poll_until};
+use support::{Agent, Pacing, poll_until};
 
-/// Probing pace of this test: every target at 200 ms.
-const PACE: &str = r#"
-[defaults]
-interval = "200ms"
-timeout = "500ms"
-"#;
+/// Probing pace of this test: every target at 200 ms, the built-in
+/// reconnect pacing (the fine cadence only for refused and unanswered
+/// attempts).
+const PACE: Pacing = Pacing::every("200ms", "500ms").builtin_backoff();
 
 /// (store URL scheme, what the store's client says first or expects)
 fn huge_for(scheme: &str) -> Hostile {

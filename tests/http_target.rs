@@ -14,7 +14,7 @@ use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use base64::Engine as _;
-use support::{Agent, FAST_DEFAULTS, dbcanary_command, free_port};
+use support::{Agent, Pacing, dbcanary_command, free_port, target_toml_with};
 
 const WITHIN: Duration = Duration::from_secs(10);
 const TOKEN: &str = "tok-hunter2-planted";
@@ -97,10 +97,6 @@ async fn start_garbage() -> SocketAddr {
     addr
 }
 
-fn target(name: &str, url: &str, extra: &str) -> String {
-    format!("\n[[target]]\nname = {name:?}\nurl = {url:?}\n{extra}\n")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_targets_check_status_body_and_credentials() {
     let apps = start_apps().await;
@@ -109,7 +105,7 @@ async fn http_targets_check_status_body_and_credentials() {
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
     let url = |path: &str| format!("http://{apps}{path}");
-    let mut toml = String::from(FAST_DEFAULTS);
+    let mut toml = Pacing::FAST.toml();
     for (name, u, extra) in [
         ("maint-default", url("/maintenance"), String::new()),
         (
@@ -155,7 +151,7 @@ async fn http_targets_check_status_body_and_credentials() {
             String::new(),
         ),
     ] {
-        toml.push_str(&target(name, &u, &extra));
+        toml.push_str(&target_toml_with(name, &u, &extra));
     }
     let agent = Agent::builder().toml(&toml).start().await;
 

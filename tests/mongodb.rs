@@ -16,10 +16,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::mongo::{Member, ReplicaSet, election_hex};
-use support::{Agent, FAST_DEFAULTS, check, events, parse_time, poll_until, secs_between};
+use support::{
+    ATTEMPTS, Agent, FAILOVERS, OUTAGES, PROBES, Pacing, Watch, check, events, parse_time,
+    poll_until, secs_between,
+};
 
 /// Heartbeats every 500 ms (the driver's minimum) keep topology news quick.
 const HB: &str = "heartbeatFrequencyMS=500";
+
+/// How long the canary may take to come up on fresh members.
+const UP: Duration = Duration::from_secs(15);
 
 fn standalone_url(m: &Member) -> String {
     format!("mongodb://{}/?{HB}", m.addr())
@@ -62,18 +68,14 @@ async fn wait_primary_named(agent: &Agent, target: &str, server: &str, limit: Du
 #[tokio::test]
 async fn standalone_restart_is_a_restart_measured_against_the_pause() {
     let mut m = Member::standalone("standalone").await;
-    let before_pid = m.process_id.clone().expect("running");
+    let before_pid = m.process_id().expect("running");
     // Probes only every 2 s: a loss seen well before the next probe can only
     // come from the driver's events (the transport signal).
     let agent = Agent::builder()
-        .toml(FAST_DEFAULTS)
-        .toml(&format!(
-            "[[target]]\nname = \"docs\"\nurl = \"{}\"\ninterval = \"2s\"\n",
-            standalone_url(&m)
-        ))
-        .start()
+        .pacing(Pacing::FAST)
+        .target_with("docs", &standalone_url(&m), r#"interval = "2s""#)
+        .start_up(UP)
         .await;
-    agent.wait_up("docs", true, Duration::from_secs(15)).await;
     let t = agent.target("docs").await;
     assert_eq!(t["identity"]["process_id"], before_pid.as_str(), "{t}");
     assert_eq!(t["identity"]["server_id"], m.addr().as_str(), "{t}");
@@ -90,7 +92,7 @@ async fn standalone_restart_is_a_restart_measured_against_the_pause() {
         }
     })
     .await;
-    let lag = secs_between(killed, parse_time(&detected["detected_at"]));
+    let lag = secs_between(killed.wall, parse_time(&detected["detected_at"]));
     assert!(
         lag < 1.0,
         "loss seen {lag:.3} s after the kill: not event-driven ({detected})"
@@ -109,12 +111,7 @@ async fn standalone_restart_is_a_restart_measured_against_the_pause() {
     let started = m.start().await;
     assert_ne!(started.process_id, before_pid);
     agent
-        .wait_at_least(
-            "dbcanary_outage_duration_seconds_count",
-            &[("target", "docs"), ("kind", "restart")],
-            1.0,
-            Duration::from_secs(15),
-        )
+        .wait_count(OUTAGES, "docs", "restart", 1.0, Duration::from_secs(15))
         .await;
 
     let t = agent.target("docs").await;
@@ -124,7 +121,7 @@ async fn standalone_restart_is_a_restart_measured_against_the_pause() {
     assert_eq!(o["before"]["process_id"], before_pid.as_str(), "{o}");
     let measured = o["duration"].as_f64().expect("duration");
     let resolution = o["resolution"].as_f64().expect("resolution");
-    let down = secs_between(killed, started.at);
+    let down = secs_between(killed.wall, started.at);
     let bound = resolution.max(0.25);
     assert!(
         measured >= down - 0.25 && measured <= down + bound,
@@ -136,10 +133,7 @@ async fn standalone_restart_is_a_restart_measured_against_the_pause() {
         Some(1.0)
     );
     assert_eq!(
-        metrics.value_or_zero(
-            "dbcanary_failovers_total",
-            &[("target", "docs"), ("source", "topology")]
-        ),
+        metrics.count(FAILOVERS, "docs", "topology"),
         0.0,
         "a standalone restart is no failover"
     );
@@ -149,10 +143,7 @@ async fn standalone_restart_is_a_restart_measured_against_the_pause() {
 async fn killed_primary_replaced_by_a_secondary_is_a_failover() {
     let mut rs = ReplicaSet::start(3).await;
     let (a, b) = (rs.members[0].addr(), rs.members[1].addr());
-    let agent = Agent::start(&[("catalog", &rs.url("", HB))]).await;
-    agent
-        .wait_up("catalog", true, Duration::from_secs(15))
-        .await;
+    let agent = Agent::start_up(Pacing::FAST, &[("catalog", &rs.url("", HB))], UP).await;
     wait_primary_named(&agent, "catalog", &a, Duration::from_secs(5)).await;
     let t = agent.target("catalog").await;
     assert_eq!(t["identity"]["epoch"], election_hex(1).as_str(), "{t}");
@@ -167,9 +158,10 @@ async fn killed_primary_replaced_by_a_secondary_is_a_failover() {
     rs.elect(Some(1));
 
     agent
-        .wait_at_least(
-            "dbcanary_failovers_total",
-            &[("target", "catalog"), ("source", "topology")],
+        .wait_count(
+            FAILOVERS,
+            "catalog",
+            "topology",
             1.0,
             Duration::from_secs(15),
         )
@@ -208,25 +200,19 @@ async fn stepdown_without_a_kill_is_a_failover_without_an_outage() {
     // The probe's bound covers the moment between "A steps down" and "B is
     // primary", as an application's operation would wait for it.
     let agent = Agent::builder()
-        .toml(FAST_DEFAULTS)
-        .toml(&format!(
-            "[[target]]\nname = \"orders\"\nurl = \"{}\"\ntimeout = \"1s\"\n",
-            rs.url("", HB)
-        ))
-        .start()
+        .pacing(Pacing::FAST)
+        .target_with("orders", &rs.url("", HB), r#"timeout = "1s""#)
+        .start_up(UP)
         .await;
-    agent.wait_up("orders", true, Duration::from_secs(15)).await;
     wait_primary_named(&agent, "orders", &a, Duration::from_secs(5)).await;
-    let probes_before = agent.metrics().await.value_or_zero(
-        "dbcanary_probes_total",
-        &[("target", "orders"), ("result", "ok")],
-    );
+    let probes_before = agent.metrics().await.count(PROBES, "orders", "ok");
 
     rs.elect(Some(1));
     agent
-        .wait_at_least(
-            "dbcanary_failovers_total",
-            &[("target", "orders"), ("source", "topology")],
+        .wait_count(
+            FAILOVERS,
+            "orders",
+            "topology",
             1.0,
             Duration::from_secs(10),
         )
@@ -272,16 +258,16 @@ async fn stepdown_without_a_kill_is_a_failover_without_an_outage() {
 #[tokio::test]
 async fn no_primary_for_two_seconds_is_not_ready_then_recovers() {
     let mut rs = ReplicaSet::start(3).await;
-    let agent = Agent::start(&[("ledger", &rs.url("", HB))]).await;
-    agent.wait_up("ledger", true, Duration::from_secs(15)).await;
+    let agent = Agent::start_up(Pacing::FAST, &[("ledger", &rs.url("", HB))], UP).await;
 
     let t0 = Instant::now();
     rs.elect(None);
     agent.wait_up("ledger", false, Duration::from_secs(5)).await;
     agent
-        .wait_at_least(
-            "dbcanary_connect_attempts_total",
-            &[("target", "ledger"), ("result", "not_ready")],
+        .wait_count(
+            ATTEMPTS,
+            "ledger",
+            "not_ready",
             2.0,
             Duration::from_secs(10),
         )
@@ -330,43 +316,30 @@ async fn member_that_never_answers_times_out_without_stalling_others() {
     // The healthy target gets a roomier timeout: on a loaded machine a slow
     // heartbeat of its own must not pass for interference from the other.
     let mut agent = Agent::builder()
-        .toml(FAST_DEFAULTS)
+        .pacing(Pacing::FAST)
         .target("silent", &format!("mongodb://{hung_addr}/?{HB}"))
-        .toml(&format!(
-            "[[target]]\nname = \"docs\"\nurl = \"{}\"\ntimeout = \"1s\"\n",
-            standalone_url(&healthy)
-        ))
+        .target_with("docs", &standalone_url(&healthy), r#"timeout = "1s""#)
         .start()
         .await;
     agent.wait_up("docs", true, Duration::from_secs(15)).await;
     let first = agent
-        .wait_at_least(
-            "dbcanary_connect_attempts_total",
-            &[("target", "silent"), ("result", "timeout")],
-            3.0,
-            Duration::from_secs(15),
-        )
+        .wait_count(ATTEMPTS, "silent", "timeout", 3.0, Duration::from_secs(15))
         .await;
-    let probes = agent.metrics().await.value_or_zero(
-        "dbcanary_probes_total",
-        &[("target", "docs"), ("result", "ok")],
-    );
+    let probes = agent.metrics().await.count(PROBES, "docs", "ok");
     // The silent target keeps trying (no stuck task) while the healthy one
     // keeps probing.
     agent
-        .wait_at_least(
-            "dbcanary_connect_attempts_total",
-            &[("target", "silent"), ("result", "timeout")],
+        .wait_count(
+            ATTEMPTS,
+            "silent",
+            "timeout",
             first + 3.0,
             Duration::from_secs(15),
         )
         .await;
     let metrics = agent.metrics().await;
     assert!(
-        metrics.value_or_zero(
-            "dbcanary_probes_total",
-            &[("target", "docs"), ("result", "ok")]
-        ) >= probes + 3.0,
+        metrics.count(PROBES, "docs", "ok") >= probes + 3.0,
         "the healthy target stalled:\n{}",
         metrics.text
     );
@@ -411,8 +384,7 @@ async fn connections_settle_at(m: &Member, n: usize, limit: Duration) {
 #[tokio::test]
 async fn restarts_leave_exactly_one_client_behind() {
     let mut m = Member::standalone("leak").await;
-    let agent = Agent::start(&[("docs", &standalone_url(&m))]).await;
-    agent.wait_up("docs", true, Duration::from_secs(15)).await;
+    let agent = Agent::start_up(Pacing::FAST, &[("docs", &standalone_url(&m))], UP).await;
     // One client: its monitor, its round-trip-time monitor (the streaming
     // protocol) and the canary's one pooled connection.
     connections_settle_at(&m, 3, Duration::from_secs(10)).await;
@@ -420,9 +392,10 @@ async fn restarts_leave_exactly_one_client_behind() {
         m.kill();
         m.start().await;
         agent
-            .wait_at_least(
-                "dbcanary_outage_duration_seconds_count",
-                &[("target", "docs"), ("kind", "restart")],
+            .wait_count(
+                OUTAGES,
+                "docs",
+                "restart",
                 n as f64,
                 Duration::from_secs(15),
             )
@@ -451,12 +424,7 @@ async fn tls_member_is_reached_over_rustls_and_a_bad_certificate_is_tls() {
     // The member's certificate is self-signed: verification refuses it, and
     // the attempt says so by its type.
     agent
-        .wait_at_least(
-            "dbcanary_connect_attempts_total",
-            &[("target", "verified"), ("result", "tls")],
-            2.0,
-            Duration::from_secs(15),
-        )
+        .wait_count(ATTEMPTS, "verified", "tls", 2.0, Duration::from_secs(15))
         .await;
     let t = agent.target("secure").await;
     assert_eq!(t["identity"]["version"], "7.0.0-mockupdb", "{t}");
@@ -487,22 +455,14 @@ async fn password_appears_in_no_output() {
     let url = format!("mongodb://canary:{URL_SECRET}@{}/?{HB}", m.addr());
     let file_url = format!("mongodb://canary@{}/admin?{HB}", m.addr());
     let mut agent = Agent::builder()
-        .toml(FAST_DEFAULTS)
+        .pacing(Pacing::FAST)
         .target("inline", &url)
-        .toml(&format!(
-            "[[target]]\nname = \"filed\"\nurl = \"{file_url}\"\npassword_file = \"{}\"\n",
-            pw_file.display()
-        ))
+        .target_with("filed", &file_url, &format!("password_file = {pw_file:?}"))
         .start()
         .await;
     for target in ["inline", "filed"] {
         agent
-            .wait_at_least(
-                "dbcanary_connect_attempts_total",
-                &[("target", target), ("result", "auth")],
-                2.0,
-                Duration::from_secs(15),
-            )
+            .wait_count(ATTEMPTS, target, "auth", 2.0, Duration::from_secs(15))
             .await;
     }
     let metrics = agent.metrics().await.text;
@@ -523,17 +483,15 @@ async fn password_appears_in_no_output() {
     let config_check = run(&["config", "check", "--config", &config]);
     let check = run(&["check", "--config", &config]);
     let watch = {
-        let mut cmd = support::dbcanary_command();
-        cmd.args(["watch", &url, "--interval", "200ms"]);
-        let mut p = support::Proc::spawn("watch", cmd, dir.path());
+        let mut w = Watch::start(&[&url, "--interval", "200ms"]);
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        p.signal(support::Signal::Int);
-        p.wait_timeout(Duration::from_secs(5)).await;
-        format!("{}{}", p.stdout_text(), p.stderr_text())
+        w.proc.signal(support::Signal::Int);
+        w.proc.wait_timeout(Duration::from_secs(5)).await;
+        format!("{}{}", w.proc.stdout_text(), w.proc.stderr_text())
     };
     let (status, _) = agent.terminate(Duration::from_secs(5)).await;
     assert!(status.success());
-    let log = agent.log() + &agent.proc.stdout_text();
+    let log = agent.log() + &agent.proc().stdout_text();
     assert!(log.contains("auth"), "the auth failure is logged:\n{log}");
     for (what, text) in [
         ("agent log", &log),

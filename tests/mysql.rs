@@ -9,20 +9,22 @@ mod support;
 
 use std::time::Duration;
 
-use support::mariadb::{HaProxy, MariaDb};
-use support::{Agent, Metrics, check, events, parse_time, poll_until, secs_between};
+use support::haproxy::HaProxy;
+use support::mariadb::{MariaDb, url_for};
+use support::{
+    ATTEMPTS, Agent, DISCONNECTS, FAILOVERS, OUTAGES, PROBES, Pacing, assert_check_results, check,
+    exactly_one_new, parse_time, poll_until, secs_between,
+};
 
 const CANARY_USER: &str = "dbcanary";
 const CANARY_PASSWORD: &str = "canary-pw-4f1d";
 
 /// Fast pacing: a probe every 100 ms, so that detection (probe-based for
 /// MySQL) stays well inside the tolerances below.
-const FAST: &str = r#"
-[defaults]
-interval = "100ms"
-timeout = "300ms"
-backoff = { initial = "20ms", multiplier = 2.0, max = "200ms" }
-"#;
+const FAST: Pacing = Pacing::every("100ms", "300ms");
+
+/// How long the canary may take to come up on a fresh server.
+const UP: Duration = Duration::from_secs(15);
 
 /// A server with the canary's least-privilege user (`USAGE` plus
 /// `SLAVE MONITOR` for role detection).
@@ -37,39 +39,22 @@ fn canary_url(db: &MariaDb) -> String {
     db.url(CANARY_USER, Some(CANARY_PASSWORD))
 }
 
-/// Outages per kind from the histogram counts.
-fn outages(m: &Metrics, target: &str, kind: &str) -> f64 {
-    m.value_or_zero(
-        "dbcanary_outage_duration_seconds_count",
-        &[("target", target), ("kind", kind)],
-    )
+/// An agent probing `db` as target `orders` at [`FAST`], once it is up.
+async fn orders_agent(db: &MariaDb) -> Agent {
+    Agent::start_up(FAST, &[("orders", &canary_url(db))], UP).await
 }
 
 /// The canary's one session on the server, once there is exactly one.
 async fn canary_session(db: &MariaDb, not: Option<u64>) -> u64 {
-    poll_until(
-        Duration::from_secs(10),
-        "exactly one new canary session",
-        async || {
-            let s = db.sessions_of(CANARY_USER).await;
-            match s.as_slice() {
-                [one] if Some(*one) != not => Ok(*one),
-                _ => Err(s),
-            }
-        },
-    )
-    .await
+    let sessions = async || db.sessions_of(CANARY_USER).await;
+    let what = "exactly one new canary session";
+    exactly_one_new(Duration::from_secs(10), what, not, sessions).await
 }
 
 #[tokio::test]
 async fn restart_is_one_outage_of_kind_restart_as_long_as_the_pause() {
     let mut db = server_with_canary_user("mariadb", &[]).await;
-    let agent = Agent::builder()
-        .toml(FAST)
-        .target("orders", &canary_url(&db))
-        .start()
-        .await;
-    agent.wait_up("orders", true, Duration::from_secs(15)).await;
+    let agent = orders_agent(&db).await;
     // Uptime is whole seconds: let the connection age so that a restart
     // (uptime back near 0) is unambiguous against the 1.5 s tolerance.
     agent
@@ -91,7 +76,12 @@ async fn restart_is_one_outage_of_kind_restart_as_long_as_the_pause() {
         .wait_outages("orders", 1.0, Duration::from_secs(20))
         .await;
     let m = agent.metrics().await;
-    assert_eq!(outages(&m, "orders", "restart"), 1.0, "{}", agent.log());
+    assert_eq!(
+        m.count(OUTAGES, "orders", "restart"),
+        1.0,
+        "{}",
+        agent.log()
+    );
     assert_eq!(m.outages("orders"), 1.0, "{}", m.text);
     assert_eq!(
         m.value_or_zero("dbcanary_restarts_total", &[("target", "orders")]),
@@ -120,37 +110,17 @@ async fn restart_is_one_outage_of_kind_restart_as_long_as_the_pause() {
 #[tokio::test]
 async fn killed_connection_is_a_network_outage() {
     let db = server_with_canary_user("mariadb", &[]).await;
-    let agent = Agent::builder()
-        .toml(FAST)
-        .target("orders", &canary_url(&db))
-        .start()
-        .await;
-    agent.wait_up("orders", true, Duration::from_secs(15)).await;
+    let agent = orders_agent(&db).await;
     let id = canary_session(&db, None).await;
     let killed = db.kill_connection(id).await;
 
     agent
-        .wait_at_least(
-            "dbcanary_outage_duration_seconds_count",
-            &[("target", "orders"), ("kind", "network")],
-            1.0,
-            Duration::from_secs(10),
-        )
+        .wait_count(OUTAGES, "orders", "network", 1.0, Duration::from_secs(10))
         .await;
     let m = agent.metrics().await;
     assert_eq!(m.outages("orders"), 1.0, "{}", m.text);
-    assert_eq!(
-        m.value_or_zero(
-            "dbcanary_disconnects_total",
-            &[("target", "orders"), ("cause", "closed")]
-        ),
-        1.0,
-        "{}",
-        m.text
-    );
-    let t = agent.target("orders").await;
-    let lost = events(&t, "disconnected")[0];
-    let detected = secs_between(killed.wall, parse_time(&lost["detected_at"]));
+    assert_eq!(m.count(DISCONNECTS, "orders", "closed"), 1.0, "{}", m.text);
+    let (_, detected) = agent.first_loss("orders", killed).await;
     // Probe-based detection: within an interval (100 ms) plus slack.
     assert!(
         (0.0..1.0).contains(&detected),
@@ -164,18 +134,14 @@ async fn killed_connection_is_a_network_outage() {
 #[tokio::test]
 async fn hung_server_is_detected_by_the_probe_timeout() {
     let db = server_with_canary_user("mariadb", &[]).await;
-    let agent = Agent::builder()
-        .toml(FAST)
-        .target("orders", &canary_url(&db))
-        .start()
-        .await;
-    agent.wait_up("orders", true, Duration::from_secs(15)).await;
+    let agent = orders_agent(&db).await;
 
     let stopped = db.pause();
     agent
-        .wait_at_least(
-            "dbcanary_disconnects_total",
-            &[("target", "orders"), ("cause", "timeout")],
+        .wait_count(
+            DISCONNECTS,
+            "orders",
+            "timeout",
             1.0,
             Duration::from_secs(3),
         )
@@ -183,12 +149,7 @@ async fn hung_server_is_detected_by_the_probe_timeout() {
     // While it hangs, connection attempts time out too (the kernel accepts,
     // the server never greets).
     agent
-        .wait_at_least(
-            "dbcanary_connect_attempts_total",
-            &[("target", "orders"), ("result", "timeout")],
-            1.0,
-            Duration::from_secs(3),
-        )
+        .wait_count(ATTEMPTS, "orders", "timeout", 1.0, Duration::from_secs(3))
         .await;
     tokio::time::sleep_until((stopped.mono + Duration::from_secs(3)).into()).await;
     db.resume();
@@ -197,14 +158,7 @@ async fn hung_server_is_detected_by_the_probe_timeout() {
         .wait_outages("orders", 1.0, Duration::from_secs(10))
         .await;
     let m = agent.metrics().await;
-    assert!(
-        m.value_or_zero(
-            "dbcanary_probes_total",
-            &[("target", "orders"), ("result", "timeout")]
-        ) >= 1.0,
-        "{}",
-        m.text
-    );
+    assert!(m.count(PROBES, "orders", "timeout") >= 1.0, "{}", m.text);
     let r = &agent.restored("orders").await[0];
     assert_eq!(r["cause"], "timeout", "{r}");
     assert_eq!(r["kind"], "network", "the same server kept running: {r}");
@@ -221,15 +175,8 @@ async fn hung_server_is_detected_by_the_probe_timeout() {
 #[tokio::test]
 async fn wrong_password_is_an_auth_attempt_and_never_printed() {
     let db = server_with_canary_user("mariadb", &[]).await;
-    let planted = "Planted-Wr0ng-9d3c";
-    support::wrong_password_drill(
-        FAST,
-        &db.url(CANARY_USER, Some(planted)),
-        &db.url(CANARY_USER, None),
-        planted,
-        "Access denied",
-    )
-    .await;
+    let url = |password: Option<&str>| db.url(CANARY_USER, password);
+    support::wrong_password_drill(FAST, url, "Planted-Wr0ng-9d3c", "Access denied").await;
 }
 
 #[tokio::test]
@@ -246,14 +193,15 @@ async fn too_many_connections_is_not_ready_with_its_own_log_line() {
         .await
         .expect("the holder connects");
     let mut agent = Agent::builder()
-        .toml(FAST)
+        .pacing(FAST)
         .target("orders", &canary_url(&db))
         .start()
         .await;
     agent
-        .wait_at_least(
-            "dbcanary_connect_attempts_total",
-            &[("target", "orders"), ("result", "not_ready")],
+        .wait_count(
+            ATTEMPTS,
+            "orders",
+            "not_ready",
             2.0,
             Duration::from_secs(10),
         )
@@ -347,41 +295,15 @@ async fn tls_modes_use_rustls_and_verify_the_server_certificate() {
             .parse::<u64>()
             .unwrap()
     };
-    let check = |cases: &[(&str, String, &str)]| {
-        let mut config = String::new();
-        for (name, url, _) in cases {
-            config.push_str(&support::target_toml(name, url));
-        }
-        std::fs::write(d.join("dbcanary.toml"), config).unwrap();
-        let out = support::dbcanary_command()
-            .args(["check", "--json", "--config", &p("dbcanary.toml")])
-            .output()
-            .expect("run dbcanary check");
-        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "check --json: {e}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        for (name, _, want) in cases {
-            let row = rows
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|r| r["target"] == *name)
-                .unwrap_or_else(|| panic!("no row {name} in {rows}"));
-            assert_eq!(row["result"], *want, "{name}: {row}");
-        }
-    };
     // preferred speaks TLS when offered, disabled does not: one handshake.
     let before = ssl_accepts().await;
-    check(&cases[..2]);
+    assert_check_results(&cases[..2]);
     assert_eq!(
         ssl_accepts().await - before,
         1,
         "TLS handshakes of preferred + disabled"
     );
-    check(&cases[2..]);
+    assert_check_results(&cases[2..]);
 }
 
 #[tokio::test]
@@ -404,24 +326,16 @@ async fn failover_behind_haproxy_is_a_failover_to_the_new_server() {
     .await;
     // The canary user reaches the replica through replication.
     replica.replicate_from(&primary).await;
-    poll_until(
-        Duration::from_secs(10),
-        "the canary user on the replica",
-        async || {
-            let n = replica
-                .rows("SELECT COUNT(*) FROM mysql.user WHERE User = 'dbcanary'")
-                .await;
-            check(n[0][0].as_deref() == Some("1"), n)
-        },
-    )
-    .await;
+    let replicated = async || {
+        let sql = "SELECT COUNT(*) FROM mysql.user WHERE User = 'dbcanary'";
+        let n = replica.rows(sql).await;
+        check(n[0][0].as_deref() == Some("1"), n)
+    };
+    let what = "the canary user on the replica";
+    poll_until(Duration::from_secs(10), what, replicated).await;
     let proxy = HaProxy::start(primary.port, replica.port).await;
-    let agent = Agent::builder()
-        .toml(FAST)
-        .target("orders", &proxy.url(CANARY_USER, Some(CANARY_PASSWORD)))
-        .start()
-        .await;
-    agent.wait_up("orders", true, Duration::from_secs(15)).await;
+    let proxied = url_for(proxy.port, CANARY_USER, Some(CANARY_PASSWORD));
+    let agent = Agent::start_up(FAST, &[("orders", &proxied)], UP).await;
     let before = agent.target("orders").await["identity"].clone();
     assert_eq!(before["role"], "primary", "{before}");
     assert_eq!(
@@ -434,12 +348,7 @@ async fn failover_behind_haproxy_is_a_failover_to_the_new_server() {
     replica.promote().await;
 
     agent
-        .wait_at_least(
-            "dbcanary_outage_duration_seconds_count",
-            &[("target", "orders"), ("kind", "failover")],
-            1.0,
-            Duration::from_secs(20),
-        )
+        .wait_count(OUTAGES, "orders", "failover", 1.0, Duration::from_secs(20))
         .await;
     let new_address = format!("127.0.0.1:{}", replica.port);
     // Wait for the promoted replica as primary (if the canary reached it
@@ -472,12 +381,7 @@ async fn failover_behind_haproxy_is_a_failover_to_the_new_server() {
     );
     let m = agent.metrics().await;
     assert_eq!(m.outages("orders"), 1.0, "{}\n{}", m.text, proxy.log());
-    assert!(
-        m.value_or_zero(
-            "dbcanary_failovers_total",
-            &[("target", "orders"), ("source", "outage")]
-        ) >= 1.0
-    );
+    assert!(m.count(FAILOVERS, "orders", "outage") >= 1.0);
     let r = &agent.restored("orders").await[0];
     assert_eq!(r["before"]["server_id"], before["server_id"], "{r}");
     assert_eq!(r["after"]["address"], new_address, "{r}");
@@ -486,19 +390,10 @@ async fn failover_behind_haproxy_is_a_failover_to_the_new_server() {
 #[tokio::test]
 async fn read_only_flip_is_a_topology_failover_without_an_outage() {
     let db = server_with_canary_user("mariadb", &[]).await;
-    let agent = Agent::builder()
-        .toml(
-            r#"
-[defaults]
-interval = "100ms"
-timeout = "300ms"
-identity_every = 2
-"#,
-        )
-        .target("orders", &canary_url(&db))
-        .start()
-        .await;
-    agent.wait_up("orders", true, Duration::from_secs(15)).await;
+    let pacing = Pacing::every("100ms", "300ms")
+        .builtin_backoff()
+        .identity_every(2);
+    let agent = Agent::start_up(pacing, &[("orders", &canary_url(&db))], UP).await;
     let labels = [("target", "orders"), ("source", "topology")];
     assert_eq!(
         agent
@@ -512,9 +407,10 @@ identity_every = 2
         db.exec(&format!("SET GLOBAL read_only = {read_only}"))
             .await;
         agent
-            .wait_at_least(
-                "dbcanary_failovers_total",
-                &labels,
+            .wait_count(
+                FAILOVERS,
+                "orders",
+                "topology",
                 failovers,
                 Duration::from_secs(5),
             )
@@ -544,12 +440,7 @@ async fn twenty_outages_leave_exactly_one_canary_connection() {
     // lacks SLAVE MONITOR, to exercise the role-from-read_only fallback.
     let mut db = MariaDb::start("mariadb", &["--performance-schema=ON"]).await;
     db.create_user(CANARY_USER, CANARY_PASSWORD, None).await;
-    let agent = Agent::builder()
-        .toml(FAST)
-        .target("orders", &canary_url(&db))
-        .start()
-        .await;
-    agent.wait_up("orders", true, Duration::from_secs(15)).await;
+    let agent = orders_agent(&db).await;
 
     let mut last = None;
     for i in 0..20u32 {
@@ -559,12 +450,7 @@ async fn twenty_outages_leave_exactly_one_canary_connection() {
             7 => {
                 let stopped = db.pause();
                 agent
-                    .wait_at_least(
-                        "dbcanary_connect_attempts_total",
-                        &[("target", "orders"), ("result", "timeout")],
-                        1.0,
-                        Duration::from_secs(5),
-                    )
+                    .wait_count(ATTEMPTS, "orders", "timeout", 1.0, Duration::from_secs(5))
                     .await;
                 tokio::time::sleep_until((stopped.mono + Duration::from_secs(1)).into()).await;
                 db.resume();
@@ -616,33 +502,15 @@ async fn twenty_outages_leave_exactly_one_canary_connection() {
 async fn measure_kill_detection() {
     let db = server_with_canary_user("mariadb", &[]).await;
     for (interval, every) in [("250ms", 250u64), ("1s", 1000)] {
-        let agent = Agent::builder()
-            .toml(&format!(
-                "[defaults]\ninterval = \"{interval}\"\ntimeout = \"500ms\"\n"
-            ))
-            .target("orders", &canary_url(&db))
-            .start()
-            .await;
-        agent.wait_up("orders", true, Duration::from_secs(15)).await;
-        let mut figures = Vec::new();
-        let mut outage = Vec::new();
-        let mut last = None;
-        for i in 0..10u32 {
+        let pacing = Pacing::every(interval, "500ms").builtin_backoff();
+        let agent = Agent::start_up(pacing, &[("orders", &canary_url(&db))], UP).await;
+        let kill = async |i: u32, last: Option<u64>| {
             let id = canary_session(&db, last).await;
             // Kill at phases spread over the probe cycle.
             tokio::time::sleep(Duration::from_millis(every * u64::from(i) / 10)).await;
-            let killed = db.kill_connection(id).await;
-            last = Some(id);
-            agent
-                .wait_outages("orders", f64::from(i + 1), Duration::from_secs(10))
-                .await;
-            let t = agent.target("orders").await;
-            let lost = events(&t, "disconnected");
-            let at = parse_time(&lost.last().unwrap()["detected_at"]);
-            figures.push(secs_between(killed.wall, at) * 1000.0);
-            let restored = events(&t, "restored");
-            outage.push(restored.last().unwrap()["duration"].as_f64().unwrap() * 1000.0);
-        }
+            (id, db.kill_connection(id).await)
+        };
+        let (mut figures, mut outage) = agent.measure_drops("orders", 10, kill).await;
         outage.sort_by(f64::total_cmp);
         eprintln!(
             "interval {interval}: reconnect after KILL (outage): median {:.1} ms, max {:.1} ms",

@@ -32,8 +32,9 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, metric, number_data_point};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 use prost::Message;
+use support::app::app_toml;
 use support::redis::RedisServer;
-use support::{Agent, FAST_DEFAULTS, check, free_port, poll_until};
+use support::{Agent, DISCONNECTS, OUTAGES, PROBES, Pacing, check, free_port, poll_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const UP_WITHIN: Duration = Duration::from_secs(10);
@@ -338,23 +339,17 @@ async fn restart_drill(protocol: &str) {
     let mut redis = RedisServer::start_with("redis", &[], Some(PASSWORD)).await;
     let url = format!("redis://:{PASSWORD}@127.0.0.1:{}", redis.port);
     let mut agent = Agent::builder()
-        .toml(FAST_DEFAULTS)
+        .pacing(Pacing::FAST)
         .toml(&otlp_toml(&format!("http://{addr}"), protocol))
         .target("cache", &url)
-        .start()
+        .start_up(UP_WITHIN)
         .await;
-    agent.wait_up("cache", true, UP_WITHIN).await;
 
     redis.kill();
     agent.wait_up("cache", false, UP_WITHIN).await;
     redis.start_again().await;
     agent
-        .wait_at_least(
-            "dbcanary_outage_duration_seconds_count",
-            &[("target", "cache"), ("kind", "restart")],
-            1.0,
-            UP_WITHIN,
-        )
+        .wait_count(OUTAGES, "cache", "restart", 1.0, UP_WITHIN)
         .await;
 
     let outage = poll_until(EXPORTED_WITHIN, "a dbcanary.outage span", async || {
@@ -572,34 +567,20 @@ async fn collector_down_costs_neither_probing_nor_memory() {
     let nowhere = format!("http://127.0.0.1:{}", free_port());
     let redis = RedisServer::start().await;
     let agent = Agent::builder()
-        .toml(
-            r#"
-[defaults]
-interval = "20ms"
-timeout = "300ms"
-backoff = { initial = "5ms", multiplier = 2.0, max = "50ms" }
-"#,
-        )
+        .pacing(Pacing::every("20ms", "300ms").backoff("5ms", "50ms"))
         .toml(&format!(
             "[otlp]\nendpoint = {nowhere:?}\nexport_interval = \"200ms\"\ntimeout = \"500ms\"\n"
         ))
         .target("cache", &redis.url())
         .log("dbcanary=info,warn")
-        .start()
+        .start_up(UP_WITHIN)
         .await;
-    agent.wait_up("cache", true, UP_WITHIN).await;
 
     let drill = async |n: usize| {
         for _ in 0..n {
             let id = redis.wait_canary("cache", UP_WITHIN).await;
             redis.client_kill(id).await;
-            poll_until(UP_WITHIN, "a new canary connection", async || {
-                match redis.canary_clients("cache").await {
-                    Ok(cs) if cs.len() == 1 && cs[0].id != id => Ok(()),
-                    other => Err(format!("{other:?}")),
-                }
-            })
-            .await;
+            redis.wait_new_canary("cache", Some(id), UP_WITHIN).await;
         }
     };
     // Warm up (allocator, exporter, first failures), then measure.
@@ -615,12 +596,7 @@ backoff = { initial = "5ms", multiplier = 2.0, max = "50ms" }
     let t0 = Instant::now();
     drill(300).await;
     agent
-        .wait_at_least(
-            "dbcanary_disconnects_total",
-            &[("target", "cache"), ("cause", "closed")],
-            1.0,
-            UP_WITHIN,
-        )
+        .wait_count(DISCONNECTS, "cache", "closed", 1.0, UP_WITHIN)
         .await;
     agent.wait_up("cache", true, UP_WITHIN).await;
     // (A kill that lands during a reconnect is part of the outage before.)
@@ -634,10 +610,7 @@ backoff = { initial = "5ms", multiplier = 2.0, max = "50ms" }
     .await;
     let m = agent.metrics().await;
     // Probing kept its pace (every 20 ms while up; generous bound).
-    let probes = m.value_or_zero(
-        "dbcanary_probes_total",
-        &[("target", "cache"), ("result", "ok")],
-    ) - probes_before;
+    let probes = m.count(PROBES, "cache", "ok") - probes_before;
     let secs = t0.elapsed().as_secs_f64();
     assert!(
         probes >= secs * 5.0,
@@ -687,8 +660,7 @@ fn thread_names(pid: u32) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_endpoint_no_export_threads_and_the_standard_variable_turns_it_on() {
     let redis = RedisServer::start().await;
-    let plain = Agent::start(&[("cache", &redis.url())]).await;
-    plain.wait_up("cache", true, UP_WITHIN).await;
+    let plain = Agent::start_up(Pacing::FAST, &[("cache", &redis.url())], UP_WITHIN).await;
     let names = thread_names(plain.pid());
     assert!(
         !names.iter().any(|n| n.starts_with("OpenTelemetry")),
@@ -698,13 +670,12 @@ async fn no_endpoint_no_export_threads_and_the_standard_variable_turns_it_on() {
 
     let (receiver, addr) = Receiver::grpc().await;
     let by_env = Agent::builder()
-        .toml(FAST_DEFAULTS)
+        .pacing(Pacing::FAST)
         .target("cache", &redis.url())
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{addr}"))
         .env("OTEL_METRIC_EXPORT_INTERVAL", "300")
-        .start()
+        .start_up(UP_WITHIN)
         .await;
-    by_env.wait_up("cache", true, UP_WITHIN).await;
     let names = thread_names(by_env.pid());
     assert!(
         names.iter().any(|n| n.starts_with("OpenTelemetry")),
@@ -734,14 +705,13 @@ async fn a_silent_collector_does_not_delay_sigterm() {
     });
     let mut redis = RedisServer::start().await;
     let mut agent = Agent::builder()
-        .toml(FAST_DEFAULTS)
+        .pacing(Pacing::FAST)
         .toml(&format!(
             "[otlp]\nendpoint = \"http://{addr}\"\nprotocol = \"http/protobuf\"\nexport_interval = \"200ms\"\n"
         ))
         .target("cache", &redis.url())
-        .start()
+        .start_up(UP_WITHIN)
         .await;
-    agent.wait_up("cache", true, UP_WITHIN).await;
     redis.kill();
     agent.wait_up("cache", false, UP_WITHIN).await;
     // Let an export start and hang.
@@ -778,12 +748,6 @@ async fn start_app(healthy: Arc<AtomicBool>) -> String {
     format!("http://{addr}/health")
 }
 
-fn app_target(name: &str, url: &str, deadline: &str) -> String {
-    format!(
-        "\n[[target]]\nname = {name:?}\nurl = {url:?}\ndepends_on = [\"cache\"]\nrecovery_deadline = {deadline:?}\n"
-    )
-}
-
 /// The link targets of a span, as (trace id, span id).
 fn links(s: &Span) -> Vec<(Vec<u8>, Vec<u8>)> {
     s.links
@@ -806,11 +770,11 @@ async fn an_app_recovery_is_a_span_in_its_dependency_outage_trace() {
     let steady = start_app(Arc::new(AtomicBool::new(true))).await;
     let stuck = start_app(stuck_healthy.clone()).await;
     let agent = Agent::builder()
-        .toml(FAST_DEFAULTS)
+        .pacing(Pacing::FAST)
         .toml(&otlp_toml(&format!("http://{addr}"), "grpc"))
         .target("cache", &redis.url())
-        .toml(&app_target("steady", &steady, "10s"))
-        .toml(&app_target("stuck", &stuck, "2s"))
+        .toml(&app_toml("steady", &steady, &["cache"], "10s"))
+        .toml(&app_toml("stuck", &stuck, &["cache"], "2s"))
         .start()
         .await;
     for t in ["cache", "steady", "stuck"] {

@@ -10,22 +10,21 @@ mod support;
 
 use std::time::Duration;
 
-use support::mariadb::HaProxy;
-use support::postgres::Postgres;
+use support::haproxy::HaProxy;
+use support::postgres::{Postgres, url_for};
 use support::{
-    Agent, Moment, Signal, dbcanary_command, events, parse_time, poll_until, secs_between,
+    ATTEMPTS, Agent, DISCONNECTS, FAILOVERS, Moment, OUTAGES, Pacing, Signal, assert_check_results,
+    dbcanary_check, exactly_one_new, parse_time, secs_between,
 };
 
 const CANARY_ROLE: &str = "dbcanary";
 const CANARY_PASSWORD: &str = "canary-pw-7c2e";
 
 /// Fast pacing: a probe every 100 ms.
-const FAST: &str = r#"
-[defaults]
-interval = "100ms"
-timeout = "500ms"
-backoff = { initial = "20ms", multiplier = 2.0, max = "200ms" }
-"#;
+const FAST: Pacing = Pacing::every("100ms", "500ms");
+
+/// How long the canary may take to come up on a fresh server.
+const UP: Duration = Duration::from_secs(15);
 
 /// A server with the canary's role: login, no other right.
 async fn server_with_canary_role(name: &str, settings: &[&str]) -> Postgres {
@@ -38,21 +37,17 @@ fn canary_url(pg: &Postgres) -> String {
     pg.url(CANARY_ROLE, Some(CANARY_PASSWORD))
 }
 
+/// An agent probing `pg` as target `orders` at [`FAST`], once it is up.
+async fn orders_agent(pg: &Postgres) -> Agent {
+    Agent::start_up(FAST, &[("orders", &canary_url(pg))], UP).await
+}
+
 /// The canary's one backend, once there is exactly one and it is not `not`.
 async fn canary_backend(pg: &Postgres, target: &str, not: Option<u32>) -> u32 {
     let name = format!("dbcanary:{target}");
-    poll_until(
-        Duration::from_secs(10),
-        &format!("exactly one new backend named {name}"),
-        async || {
-            let s = pg.sessions_named(&name).await;
-            match s.as_slice() {
-                [one] if Some(*one) != not => Ok(*one),
-                _ => Err(s),
-            }
-        },
-    )
-    .await
+    let backends = async || pg.sessions_named(&name).await;
+    let what = format!("exactly one new backend named {name}");
+    exactly_one_new(Duration::from_secs(10), &what, not, backends).await
 }
 
 /// Waits until the canary's connection is old enough that a restart (an
@@ -73,19 +68,8 @@ async fn terminated_backend_is_a_network_outage_seen_at_once() {
     let pg = server_with_canary_role("pg", &[]).await;
     // A probe only every 5 s: a loss seen within a fraction of that is seen
     // by the transport, not by a probe.
-    let mut agent = Agent::builder()
-        .toml(
-            r#"
-[defaults]
-interval = "5s"
-timeout = "1s"
-backoff = { initial = "20ms", multiplier = 2.0, max = "200ms" }
-"#,
-        )
-        .target("orders", &canary_url(&pg))
-        .start()
-        .await;
-    agent.wait_up("orders", true, Duration::from_secs(15)).await;
+    let slow = Pacing::every("5s", "1s");
+    let mut agent = Agent::start_up(slow, &[("orders", &canary_url(&pg))], UP).await;
     let before = agent.target("orders").await["identity"].clone();
     assert_eq!(before["role"], "primary", "{before}");
     assert_eq!(
@@ -111,27 +95,9 @@ backoff = { initial = "20ms", multiplier = 2.0, max = "200ms" }
         .wait_outages("orders", 1.0, Duration::from_secs(10))
         .await;
     let m = agent.metrics().await;
-    assert_eq!(
-        m.value_or_zero(
-            "dbcanary_outage_duration_seconds_count",
-            &[("target", "orders"), ("kind", "network")]
-        ),
-        1.0,
-        "{}",
-        m.text
-    );
-    assert_eq!(
-        m.value_or_zero(
-            "dbcanary_disconnects_total",
-            &[("target", "orders"), ("cause", "closed")]
-        ),
-        1.0,
-        "{}",
-        m.text
-    );
-    let t = agent.target("orders").await;
-    let lost = events(&t, "disconnected")[0];
-    let detected = secs_between(killed.wall, parse_time(&lost["detected_at"]));
+    assert_eq!(m.count(OUTAGES, "orders", "network"), 1.0, "{}", m.text);
+    assert_eq!(m.count(DISCONNECTS, "orders", "closed"), 1.0, "{}", m.text);
+    let (lost, detected) = agent.first_loss("orders", killed).await;
     assert!(
         (0.0..1.0).contains(&detected),
         "detected {detected:.3} s after pg_terminate_backend, with a probe every 5 s: {lost}"
@@ -186,12 +152,7 @@ backoff = { initial = "20ms", multiplier = 2.0, max = "200ms" }
 #[tokio::test]
 async fn fast_restart_and_crash_are_restarts() {
     let mut pg = server_with_canary_role("pg", &[]).await;
-    let agent = Agent::builder()
-        .toml(FAST)
-        .target("orders", &canary_url(&pg))
-        .start()
-        .await;
-    agent.wait_up("orders", true, Duration::from_secs(15)).await;
+    let agent = orders_agent(&pg).await;
     wait_connection_age(&agent, "orders").await;
 
     let (down, back) = pg.restart().await;
@@ -239,12 +200,7 @@ async fn fast_restart_and_crash_are_restarts() {
 #[tokio::test]
 async fn hung_backend_is_a_probe_timeout_and_outages_leave_one_connection() {
     let pg = server_with_canary_role("pg", &[]).await;
-    let agent = Agent::builder()
-        .toml(FAST)
-        .target("orders", &canary_url(&pg))
-        .start()
-        .await;
-    agent.wait_up("orders", true, Duration::from_secs(15)).await;
+    let agent = orders_agent(&pg).await;
     // The canary's backend hangs (SIGSTOP); the server itself answers.
     let pid = canary_backend(&pg, "orders", None).await;
     let stopped = Moment::now();
@@ -273,15 +229,7 @@ async fn hung_backend_is_a_probe_timeout_and_outages_leave_one_connection() {
     }
     let m = agent.metrics().await;
     assert_eq!(m.outages("orders"), 6.0, "{}", m.text);
-    assert_eq!(
-        m.value_or_zero(
-            "dbcanary_disconnects_total",
-            &[("target", "orders"), ("cause", "closed")]
-        ),
-        5.0,
-        "{}",
-        m.text
-    );
+    assert_eq!(m.count(DISCONNECTS, "orders", "closed"), 5.0, "{}", m.text);
 }
 
 #[tokio::test]
@@ -290,18 +238,10 @@ async fn promoted_replica_is_a_failover_behind_haproxy_and_a_role_flip_seen_dire
     let replica = Postgres::replica_of(&primary, "replica").await;
     let proxy = HaProxy::start(primary.port, replica.port).await;
     let agent = Agent::builder()
-        .toml(
-            r#"
-[defaults]
-interval = "100ms"
-timeout = "500ms"
-identity_every = 2
-backoff = { initial = "20ms", multiplier = 2.0, max = "200ms" }
-"#,
-        )
+        .pacing(FAST.identity_every(2))
         .target(
             "proxied",
-            &support::postgres::url_for(proxy.port, CANARY_ROLE, Some(CANARY_PASSWORD)),
+            &url_for(proxy.port, CANARY_ROLE, Some(CANARY_PASSWORD)),
         )
         .target("direct", &canary_url(&replica))
         .target(
@@ -324,9 +264,10 @@ backoff = { initial = "20ms", multiplier = 2.0, max = "200ms" }
     assert_ne!(direct["server_id"], before["server_id"]);
     // A replica is no primary: attempts are not_ready while it recovers.
     agent
-        .wait_at_least(
-            "dbcanary_connect_attempts_total",
-            &[("target", "writer"), ("result", "not_ready")],
+        .wait_count(
+            ATTEMPTS,
+            "writer",
+            "not_ready",
             2.0,
             Duration::from_secs(10),
         )
@@ -335,9 +276,10 @@ backoff = { initial = "20ms", multiplier = 2.0, max = "200ms" }
     replica.promote();
     // Seen directly: a role flip on the live connection, no outage.
     agent
-        .wait_at_least(
-            "dbcanary_failovers_total",
-            &[("target", "direct"), ("source", "topology")],
+        .wait_count(
+            FAILOVERS,
+            "direct",
+            "topology",
             1.0,
             Duration::from_secs(10),
         )
@@ -347,12 +289,7 @@ backoff = { initial = "20ms", multiplier = 2.0, max = "200ms" }
     // promoted replica.
     primary.crash();
     agent
-        .wait_at_least(
-            "dbcanary_outage_duration_seconds_count",
-            &[("target", "proxied"), ("kind", "failover")],
-            1.0,
-            Duration::from_secs(20),
-        )
+        .wait_count(OUTAGES, "proxied", "failover", 1.0, Duration::from_secs(20))
         .await;
     let m = agent.metrics().await;
     assert_eq!(m.outages("proxied"), 1.0, "{}\n{}", m.text, proxy.log());
@@ -366,14 +303,7 @@ backoff = { initial = "20ms", multiplier = 2.0, max = "200ms" }
         "{}",
         m.text
     );
-    assert!(
-        m.value_or_zero(
-            "dbcanary_failovers_total",
-            &[("target", "proxied"), ("source", "outage")]
-        ) >= 1.0,
-        "{}",
-        m.text
-    );
+    assert!(m.count(FAILOVERS, "proxied", "outage") >= 1.0, "{}", m.text);
     let new_address = format!("127.0.0.1:{}", replica.port);
     let r = &agent.restored("proxied").await[0];
     assert_eq!(r["before"]["server_id"], before["server_id"], "{r}");
@@ -385,15 +315,9 @@ backoff = { initial = "20ms", multiplier = 2.0, max = "200ms" }
 #[tokio::test]
 async fn wrong_password_is_an_auth_attempt_and_never_printed() {
     let pg = server_with_canary_role("pg", &[]).await;
-    let planted = "Planted-Wr0ng-5e1a";
-    support::wrong_password_drill(
-        FAST,
-        &pg.url(CANARY_ROLE, Some(planted)),
-        &pg.url(CANARY_ROLE, None),
-        planted,
-        "password authentication failed",
-    )
-    .await;
+    let url = |password: Option<&str>| pg.url(CANARY_ROLE, password);
+    let reason = "password authentication failed";
+    support::wrong_password_drill(FAST, url, "Planted-Wr0ng-5e1a", reason).await;
 }
 
 #[tokio::test]
@@ -401,21 +325,8 @@ async fn check_prints_the_identity_and_says_what_fails() {
     let pg = server_with_canary_role("pg", &[]).await;
     pg.exec(&format!("ALTER ROLE {CANARY_ROLE} CONNECTION LIMIT 1"))
         .await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("dbcanary.toml");
-    let run = |targets: &[(&str, String)]| {
-        let text: String = targets
-            .iter()
-            .map(|(n, u)| support::target_toml(n, u))
-            .collect();
-        std::fs::write(&config, text).unwrap();
-        dbcanary_command()
-            .args(["check", "--config"])
-            .arg(&config)
-            .output()
-            .expect("run dbcanary check")
-    };
-    let out = run(&[("orders", canary_url(&pg))]);
+    let run = |targets: &[(&str, &str)]| dbcanary_check(&[], targets);
+    let out = run(&[("orders", &canary_url(&pg))]);
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{table}\n{out:?}");
     let sysid = pg
@@ -445,7 +356,7 @@ async fn check_prints_the_identity_and_says_what_fails() {
     .await
     .expect("the holder connects");
     let holder_task = tokio::spawn(connection);
-    let out = run(&[("orders", canary_url(&pg))]);
+    let out = run(&[("orders", &canary_url(&pg))]);
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(1), "{table}");
     assert!(table.contains("not_ready"), "{table}");
@@ -458,13 +369,13 @@ async fn check_prints_the_identity_and_says_what_fails() {
     let out = run(&[
         (
             "nodb",
-            format!(
+            &format!(
                 "postgresql://{CANARY_ROLE}:{CANARY_PASSWORD}@127.0.0.1:{}/nosuchdb",
                 pg.port
             ),
         ),
-        ("nobody", format!("postgresql://x@127.0.0.1:{closed}/db")),
-        ("nopw", pg.url(CANARY_ROLE, None)),
+        ("nobody", &format!("postgresql://x@127.0.0.1:{closed}/db")),
+        ("nopw", &pg.url(CANARY_ROLE, None)),
     ]);
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(1), "{table}");
@@ -538,33 +449,7 @@ async fn tls_modes_use_rustls_and_verify_the_server_certificate() {
         ),
         ("web-roots", url("localhost", "sslmode=verify-full"), "tls"),
     ];
-    let mut config = String::new();
-    for (name, u, _) in &cases {
-        config.push_str(&support::target_toml(name, u));
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("dbcanary.toml");
-    std::fs::write(&file, config).unwrap();
-    let out = dbcanary_command()
-        .args(["check", "--json", "--config"])
-        .arg(&file)
-        .output()
-        .expect("run dbcanary check");
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "check --json: {e}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    for (name, _, want) in &cases {
-        let row = rows
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["target"] == *name)
-            .unwrap_or_else(|| panic!("no row {name} in {rows}"));
-        assert_eq!(row["result"], *want, "{name}: {row}");
-    }
+    assert_check_results(&cases);
 }
 
 /// Not a test: how long after `pg_terminate_backend` the loss is seen, and
@@ -574,29 +459,13 @@ async fn tls_modes_use_rustls_and_verify_the_server_certificate() {
 #[ignore]
 async fn measure_terminate_detection() {
     let pg = server_with_canary_role("pg", &[]).await;
-    let agent = Agent::builder()
-        .toml("[defaults]\ninterval = \"5s\"\ntimeout = \"1s\"\n")
-        .target("orders", &canary_url(&pg))
-        .start()
-        .await;
-    agent.wait_up("orders", true, Duration::from_secs(15)).await;
-    let mut detected = Vec::new();
-    let mut outage = Vec::new();
-    let mut last = None;
-    for i in 0..20u32 {
+    let slow = Pacing::every("5s", "1s").builtin_backoff();
+    let agent = Agent::start_up(slow, &[("orders", &canary_url(&pg))], UP).await;
+    let terminate = async |_, last| {
         let pid = canary_backend(&pg, "orders", last).await;
-        let killed = pg.terminate(pid).await;
-        last = Some(pid);
-        agent
-            .wait_outages("orders", f64::from(i + 1), Duration::from_secs(10))
-            .await;
-        let t = agent.target("orders").await;
-        let lost = events(&t, "disconnected");
-        let at = parse_time(&lost.last().unwrap()["detected_at"]);
-        detected.push(secs_between(killed.wall, at) * 1000.0);
-        let r = events(&t, "restored");
-        outage.push(r.last().unwrap()["duration"].as_f64().unwrap() * 1000.0);
-    }
+        (pid, pg.terminate(pid).await)
+    };
+    let (detected, outage) = agent.measure_drops("orders", 20, terminate).await;
     for (what, mut v) in [
         ("pg_terminate_backend → detected", detected),
         ("reconnect (outage)", outage),

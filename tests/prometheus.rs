@@ -18,8 +18,9 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 
 use support::app::{Behaviour, app_toml, start_app};
+use support::process::{ServerKind, ServerProcess};
 use support::redis::RedisServer;
-use support::{Agent, FAST_DEFAULTS, Proc, check, free_port, http_get, poll_until, require_binary};
+use support::{Agent, Pacing, Proc, check, http_get, poll_until, require_binary};
 
 const DASHBOARDS: [&str; 2] = ["dbcanary-overview.json", "dbcanary-target.json"];
 const RULES: &str = "dbcanary.rules.yml";
@@ -314,24 +315,46 @@ fn app_selected_queries(queries: &[Query]) -> Vec<Query> {
 // A real Prometheus
 // ---------------------------------------------------------------------------
 
+/// `prometheus` as a [`ServerKind`]: `prometheus.yml` and the TSDB in its
+/// directory, serving once `/-/ready` answers 200.
+struct PrometheusKind;
+
+impl ServerKind for PrometheusKind {
+    const READY_WITHIN: Duration = Duration::from_secs(30);
+    const LOOK_EVERY: Duration = Duration::from_millis(20);
+
+    fn command(&self, port: u16, dir: &Path) -> Command {
+        let mut cmd = Command::new(require_binary("prometheus", "prometheus"));
+        cmd.arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"));
+        cmd
+    }
+
+    async fn ready(&mut self, port: u16, _proc: &Proc) -> bool {
+        let r = http_get(([127, 0, 0, 1], port).into(), "/-/ready").await;
+        matches!(r, Ok(r) if r.status == 200)
+    }
+}
+
 /// A `prometheus` server scraping one agent every 500 ms, with the bundled
 /// rules loaded; killed when dropped.
 struct Prometheus {
     addr: SocketAddr,
-    proc: Proc,
-    _dir: tempfile::TempDir,
+    server: ServerProcess<PrometheusKind>,
 }
 
 impl Prometheus {
     async fn start(agent: SocketAddr) -> Prometheus {
-        let bin = require_binary("prometheus", "prometheus");
-        let dir = tempfile::Builder::new()
-            .prefix("dbcanary-prometheus-")
-            .tempdir()
-            .expect("tempdir");
-        let config = dir.path().join("prometheus.yml");
+        let mut server = ServerProcess::new("prometheus", "dbcanary-prometheus-", PrometheusKind);
         std::fs::write(
-            &config,
+            server.dir().join("prometheus.yml"),
             format!(
                 "global:\n  scrape_interval: 500ms\n  scrape_timeout: 500ms\n  evaluation_interval: 500ms\n\
                  rule_files:\n  - {rules}\n\
@@ -340,42 +363,23 @@ impl Prometheus {
             ),
         )
         .expect("write prometheus.yml");
-        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let mut cmd = Command::new(bin);
-        cmd.arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"));
-        let proc = Proc::spawn("prometheus", cmd, dir.path());
-        let mut p = Prometheus {
-            addr,
-            proc,
-            _dir: dir,
-        };
-        poll_until(
-            Duration::from_secs(30),
-            "prometheus to be ready",
-            async || {
-                if let Some(status) = p.proc.try_wait() {
-                    panic!("prometheus exited ({status}):\n{}", p.proc.tail(30));
-                }
-                match http_get(p.addr, "/-/ready").await {
-                    Ok(r) => check(r.status == 200, format!("/-/ready answered {}", r.status)),
-                    Err(e) => Err(e.to_string()),
-                }
-            },
-        )
-        .await;
-        p
+        server.launch().await;
+        Prometheus {
+            addr: ([127, 0, 0, 1], server.port).into(),
+            server,
+        }
+    }
+
+    /// The last lines of what Prometheus said, for failure messages.
+    fn tail(&self) -> String {
+        self.server.proc().tail(20)
     }
 
     /// GETs an API path and returns its JSON answer (errors included).
     async fn api(&self, path: &str) -> Value {
         let r = http_get(self.addr, path)
             .await
-            .unwrap_or_else(|e| panic!("GET {path} from prometheus: {e}\n{}", self.proc.tail(20)));
+            .unwrap_or_else(|e| panic!("GET {path} from prometheus: {e}\n{}", self.tail()));
         serde_json::from_str(&r.body).unwrap_or_else(|e| {
             panic!(
                 "GET {path}: not JSON ({e}), status {}: {}",
@@ -503,7 +507,7 @@ async fn start_agent_with_apps(redis: &RedisServer) -> Agent {
     let shop = start_app(Behaviour::Reconnects, &redis.url()).await;
     let stuck = start_app(Behaviour::NeverReconnects, &redis.url()).await;
     let agent = Agent::builder()
-        .toml(FAST_DEFAULTS)
+        .pacing(Pacing::FAST)
         .target("cache", &redis.url())
         .toml(&app_toml(APP, &shop, &["cache"], "10s"))
         .toml(&app_toml(STUCK, &stuck, &["cache"], "2s"))
@@ -1090,7 +1094,7 @@ async fn every_dashboard_and_alert_query_works_against_a_real_prometheus() {
         "{} of {checked} queries failed against prometheus:\n{}\n{}",
         failures.len(),
         failures.join("\n"),
-        prom.proc.tail(20)
+        prom.tail()
     );
     eprintln!(
         "{checked} dashboard and alert queries checked against prometheus in {:?}",

@@ -10,21 +10,14 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::redis::RedisServer;
 use support::{
-    Agent, Metrics, check, dbcanary_command, events, parse_time, poll_until, secs_between,
+    ATTEMPTS, Agent, DISCONNECTS, Metrics, Pacing, dbcanary_command, events, parse_time,
+    poll_until, secs_between,
 };
 
 const UP_WITHIN: Duration = Duration::from_secs(10);
 
 fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
-}
-
-/// Every outage of `target`, whatever its kind.
-fn outages(m: &Metrics, target: &str) -> f64 {
-    m.sum(
-        "dbcanary_outage_duration_seconds_count",
-        &[("target", target)],
-    )
 }
 
 /// Waits until the target reports `n` ended outages and is up again;
@@ -69,8 +62,7 @@ async fn wait_probes(agent: &Agent, target: &str, n: f64) {
 #[tokio::test]
 async fn restart_is_one_outage_of_kind_restart_as_long_as_the_pause() {
     let mut redis = RedisServer::start().await;
-    let agent = Agent::start(&[("cache", &redis.url())]).await;
-    agent.wait_up("cache", true, UP_WITHIN).await;
+    let agent = Agent::start_up(Pacing::FAST, &[("cache", &redis.url())], UP_WITHIN).await;
     let before = agent.target("cache").await;
     let run_id_before = before["identity"]["server_id"].clone();
 
@@ -99,7 +91,7 @@ async fn restart_is_one_outage_of_kind_restart_as_long_as_the_pause() {
 
     let m = agent.metrics().await;
     let cache = [("target", "cache"), ("store", "redis")];
-    assert_eq!(outages(&m, "cache"), 1.0, "exactly one outage:\n{}", m.text);
+    assert_eq!(m.outages("cache"), 1.0, "exactly one outage:\n{}", m.text);
     assert_eq!(
         m.value(
             "dbcanary_outage_duration_seconds_count",
@@ -141,14 +133,10 @@ async fn client_kill_is_detected_without_a_probe_and_is_network() {
     let redis = RedisServer::start().await;
     // Probes every 5 s: a detection within a second cannot come from one.
     let agent = Agent::builder()
-        .toml(support::FAST_DEFAULTS)
-        .toml(&format!(
-            "[[target]]\nname = \"cache\"\nurl = \"{}\"\ninterval = \"5s\"\n",
-            redis.url()
-        ))
-        .start()
+        .pacing(Pacing::FAST)
+        .target_with("cache", &redis.url(), r#"interval = "5s""#)
+        .start_up(UP_WITHIN)
         .await;
-    agent.wait_up("cache", true, UP_WITHIN).await;
     let id = redis.wait_canary("cache", Duration::from_secs(5)).await;
     let probes_before = agent
         .metrics()
@@ -205,8 +193,7 @@ async fn client_kill_is_detected_without_a_probe_and_is_network() {
 #[tokio::test]
 async fn hung_server_is_a_timeout_and_recovers() {
     let redis = RedisServer::start().await;
-    let agent = Agent::start(&[("cache", &redis.url())]).await;
-    agent.wait_up("cache", true, UP_WITHIN).await;
+    let agent = Agent::start_up(Pacing::FAST, &[("cache", &redis.url())], UP_WITHIN).await;
 
     let stopped = redis.pause();
     let timeouts = poll_until(
@@ -214,10 +201,7 @@ async fn hung_server_is_a_timeout_and_recovers() {
         "a timeout disconnect while the server is stopped",
         async || {
             let m = agent.metrics().await;
-            let v = m.value_or_zero(
-                "dbcanary_disconnects_total",
-                &[("target", "cache"), ("cause", "timeout")],
-            );
+            let v = m.count(DISCONNECTS, "cache", "timeout");
             let up = m.value("dbcanary_up", &[("target", "cache")]);
             if v >= 1.0 && up == Some(0.0) {
                 Ok(v)
@@ -252,15 +236,10 @@ async fn hung_server_is_a_timeout_and_recovers() {
             >= 1.0
     );
     // The connections abandoned while the server hung do not linger.
-    poll_until(
-        Duration::from_secs(10),
-        "exactly one canary connection",
-        async || {
-            let n = redis.canary_clients("cache").await.map(|c| c.len());
-            check(matches!(n, Ok(1)), n)
-        },
-    )
-    .await;
+    let limit = Duration::from_secs(10);
+    redis
+        .wait_canaries("cache", 1, limit, "exactly one canary connection")
+        .await;
 }
 
 /// A wrong password: attempts counted as `auth`, target down, agent alive,
@@ -273,26 +252,21 @@ async fn wrong_password_is_auth_and_never_shown() {
     let bad_url = format!("redis://:{PLANTED}@127.0.0.1:{}", redis.port);
     let good_url = format!("redis://:the-right-one@127.0.0.1:{}", redis.port);
     let mut agent = Agent::builder()
-        .toml(support::FAST_DEFAULTS)
+        .pacing(Pacing::FAST)
         .target("cache", &bad_url)
         .target("good", &good_url)
         .log("debug")
         .start()
         .await;
 
-    let auth = [("target", "cache"), ("result", "auth")];
     let first = agent
-        .wait_at_least(
-            "dbcanary_connect_attempts_total",
-            &auth,
-            1.0,
-            Duration::from_secs(10),
-        )
+        .wait_count(ATTEMPTS, "cache", "auth", 1.0, Duration::from_secs(10))
         .await;
     agent
-        .wait_at_least(
-            "dbcanary_connect_attempts_total",
-            &auth,
+        .wait_count(
+            ATTEMPTS,
+            "cache",
+            "auth",
             first + 3.0,
             Duration::from_secs(10),
         )
@@ -340,7 +314,7 @@ async fn wrong_password_is_auth_and_never_shown() {
     let (status, _) = agent.terminate(Duration::from_secs(5)).await;
     assert!(status.success());
     assert!(agent.config_text.contains(PLANTED), "the test planted it");
-    let log = format!("{}{}", agent.log(), agent.proc.stdout_text());
+    let log = format!("{}{}", agent.log(), agent.proc().stdout_text());
     assert!(
         log.contains("cache"),
         "the log talks about the target:\n{log}"
@@ -378,8 +352,7 @@ async fn wrong_password_is_auth_and_never_shown() {
 #[tokio::test]
 async fn twenty_outages_leave_exactly_one_connection() {
     let redis = RedisServer::start().await;
-    let agent = Agent::start(&[("cache", &redis.url())]).await;
-    agent.wait_up("cache", true, UP_WITHIN).await;
+    let agent = Agent::start_up(Pacing::FAST, &[("cache", &redis.url())], UP_WITHIN).await;
     for i in 1..=20u64 {
         let id = redis.wait_canary("cache", Duration::from_secs(5)).await;
         redis.client_kill(id).await;
@@ -394,7 +367,7 @@ async fn twenty_outages_leave_exactly_one_connection() {
     assert_eq!(ours.len(), 1, "CLIENT LIST after 20 outages: {all:?}");
     assert_eq!(ours[0].name, "dbcanary:cache");
     let m = agent.metrics().await;
-    assert_eq!(outages(&m, "cache"), 20.0);
+    assert_eq!(m.outages("cache"), 20.0);
     assert_eq!(
         m.value(
             "dbcanary_outage_duration_seconds_count",
@@ -414,9 +387,8 @@ async fn twenty_outages_leave_exactly_one_connection() {
 async fn a_hung_target_does_not_delay_another() {
     let hung = RedisServer::start_with("hung", &[], None).await;
     let healthy = RedisServer::start_with("healthy", &[], None).await;
-    let agent = Agent::start(&[("hung", &hung.url()), ("healthy", &healthy.url())]).await;
-    agent.wait_up("hung", true, UP_WITHIN).await;
-    agent.wait_up("healthy", true, UP_WITHIN).await;
+    let targets = [("hung", &hung.url()[..]), ("healthy", &healthy.url())];
+    let agent = Agent::start_up(Pacing::FAST, &targets, UP_WITHIN).await;
 
     let ok = [("target", "healthy"), ("result", "ok")];
     hung.pause();
@@ -462,14 +434,8 @@ async fn agent_started_before_the_store_waits_for_it() {
     let mut redis = RedisServer::not_started("redis", &[], None);
     let mut agent = Agent::start(&[("cache", &redis.url())]).await;
 
-    let refused = [("target", "cache"), ("result", "refused")];
     agent
-        .wait_at_least(
-            "dbcanary_connect_attempts_total",
-            &refused,
-            3.0,
-            Duration::from_secs(10),
-        )
+        .wait_count(ATTEMPTS, "cache", "refused", 3.0, Duration::from_secs(10))
         .await;
     let m = agent.metrics().await;
     assert_eq!(m.value("dbcanary_up", &[("target", "cache")]), Some(0.0));
@@ -504,15 +470,10 @@ async fn sigterm_exits_zero_within_five_seconds() {
     assert_eq!(status.code(), Some(0), "exit status after SIGTERM");
     assert!(took < Duration::from_secs(5), "took {took:?}");
     // The canary connection was closed, not left behind.
-    poll_until(
-        Duration::from_secs(5),
-        "no canary connection left",
-        async || {
-            let n = redis.canary_clients("cache").await.map(|c| c.len());
-            check(matches!(n, Ok(0)), n)
-        },
-    )
-    .await;
+    let limit = Duration::from_secs(5);
+    redis
+        .wait_canaries("cache", 0, limit, "no canary connection left")
+        .await;
 }
 
 /// `RUST_LOG` picks the level per target; one that does not parse is
@@ -520,26 +481,15 @@ async fn sigterm_exits_zero_within_five_seconds() {
 #[tokio::test]
 async fn rust_log_sets_the_level_and_a_bad_one_is_reported() {
     let nowhere = format!("redis://127.0.0.1:{}", support::free_port());
-    let debug = Agent::builder()
-        .toml(support::FAST_DEFAULTS)
-        .target("nowhere", &nowhere)
-        .log("dbcanary=debug,warn")
-        .start()
-        .await;
-    let bad = Agent::builder()
-        .toml(support::FAST_DEFAULTS)
-        .target("nowhere", &nowhere)
-        .log("dbcanary=loud")
-        .start()
-        .await;
+    let nowhere_agent = async |log: &str| {
+        let b = Agent::builder().pacing(Pacing::FAST);
+        b.target("nowhere", &nowhere).log(log).start().await
+    };
+    let debug = nowhere_agent("dbcanary=debug,warn").await;
+    let bad = nowhere_agent("dbcanary=loud").await;
     for agent in [&debug, &bad] {
         agent
-            .wait_at_least(
-                "dbcanary_connect_attempts_total",
-                &[("target", "nowhere"), ("result", "refused")],
-                3.0,
-                UP_WITHIN,
-            )
+            .wait_count(ATTEMPTS, "nowhere", "refused", 3.0, UP_WITHIN)
             .await;
     }
     let log = debug.log();

@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use support::redis::RedisServer;
-use support::{Agent, require_binary};
+use support::{ATTEMPTS, Agent, DISCONNECTS, OUTAGES, Pacing, require_binary};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -30,26 +30,17 @@ async fn loading_dataset_is_not_ready() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.trim() == "OK", "redis-cli {cmd:?}: {text}");
     }
-    let agent = Agent::start(&[("big", &redis.url())]).await;
-    agent.wait_up("big", true, LIMIT).await;
+    let agent = Agent::start_up(Pacing::FAST, &[("big", &redis.url())], LIMIT).await;
 
     redis.kill();
     // Returns once the server answers PING, i.e. after loading.
     redis.start_again().await;
 
     agent
-        .wait_at_least(
-            "dbcanary_outage_duration_seconds_count",
-            &[("target", "big"), ("kind", "restart")],
-            1.0,
-            LIMIT,
-        )
+        .wait_count(OUTAGES, "big", "restart", 1.0, LIMIT)
         .await;
     let m = agent.metrics().await;
-    let not_ready = m.value_or_zero(
-        "dbcanary_connect_attempts_total",
-        &[("target", "big"), ("result", "not_ready")],
-    );
+    let not_ready = m.count(ATTEMPTS, "big", "not_ready");
     assert!(
         not_ready >= 1.0,
         "attempts during LOADING are not_ready:\n{}",
@@ -58,10 +49,7 @@ async fn loading_dataset_is_not_ready() {
     // (A reset while the old process dies is a fair `io`.)
     for other in ["protocol", "auth"] {
         assert_eq!(
-            m.value_or_zero(
-                "dbcanary_connect_attempts_total",
-                &[("target", "big"), ("result", other)]
-            ),
+            m.count(ATTEMPTS, "big", other),
             0.0,
             "no {other} attempts:\n{}",
             agent.log()
@@ -72,8 +60,7 @@ async fn loading_dataset_is_not_ready() {
 #[tokio::test]
 async fn without_resp3_falls_back_to_resp2_and_probes_detect_the_loss() {
     let redis = RedisServer::start_with("redis", &["--rename-command", "HELLO", ""], None).await;
-    let agent = Agent::start(&[("old", &redis.url())]).await;
-    agent.wait_up("old", true, LIMIT).await;
+    let agent = Agent::start_up(Pacing::FAST, &[("old", &redis.url())], LIMIT).await;
     support::poll_until(LIMIT, "the RESP2 fallback in the log", async || {
         support::check(agent.log().contains("falling back to RESP2"), ())
     })
@@ -85,19 +72,11 @@ async fn without_resp3_falls_back_to_resp2_and_probes_detect_the_loss() {
         .await
         .unwrap();
     agent
-        .wait_at_least(
-            "dbcanary_outage_duration_seconds_count",
-            &[("target", "old"), ("kind", "network")],
-            1.0,
-            LIMIT,
-        )
+        .wait_count(OUTAGES, "old", "network", 1.0, LIMIT)
         .await;
     let m = agent.metrics().await;
     assert_eq!(
-        m.value_or_zero(
-            "dbcanary_disconnects_total",
-            &[("target", "old"), ("cause", "closed")]
-        ),
+        m.count(DISCONNECTS, "old", "closed"),
         1.0,
         "the failed probe saw the closed connection:\n{}",
         m.text

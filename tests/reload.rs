@@ -5,30 +5,19 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use support::redis::RedisServer;
-use support::{Agent, check, poll_until, target_toml};
+use support::{Agent, OUTAGES, Pacing, Signal, check, poll_until, signal, target_toml};
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-fn hup(pid: u32) {
-    let ok = Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-        .expect("run kill(1)")
-        .success();
-    assert!(ok, "kill -HUP {pid}");
-}
 
 #[tokio::test]
 async fn sighup_applies_added_removed_and_unchanged_targets() {
     let a = RedisServer::start().await;
     let b = RedisServer::start().await;
-    let mut agent = Agent::start(&[("keep", &a.url()), ("gone", &b.url())]).await;
-    agent.wait_up("keep", true, LIMIT).await;
-    agent.wait_up("gone", true, LIMIT).await;
+    let targets = [("keep", &a.url()[..]), ("gone", &b.url())];
+    let mut agent = Agent::start_up(Pacing::FAST, &targets, LIMIT).await;
 
     // Give "keep" an outage so it has a counter worth keeping.
     let first = a.canary_clients("keep").await.unwrap();
@@ -37,12 +26,7 @@ async fn sighup_applies_added_removed_and_unchanged_targets() {
         .await
         .unwrap();
     agent
-        .wait_at_least(
-            "dbcanary_outage_duration_seconds_count",
-            &[("target", "keep"), ("kind", "network")],
-            1.0,
-            LIMIT,
-        )
+        .wait_count(OUTAGES, "keep", "network", 1.0, LIMIT)
         .await;
     agent.wait_up("keep", true, LIMIT).await;
     let keep_conn = a.canary_clients("keep").await.unwrap();
@@ -54,7 +38,7 @@ async fn sighup_applies_added_removed_and_unchanged_targets() {
         .replace(&target_toml("gone", &b.url()), "")
         + &target_toml("added", &b.url());
     std::fs::write(&agent.config, &text).unwrap();
-    hup(agent.pid());
+    signal(agent.pid(), Signal::Hup);
 
     poll_until(LIMIT, "added up, gone without series", async || {
         let m = agent.metrics().await;
@@ -93,7 +77,7 @@ async fn sighup_applies_added_removed_and_unchanged_targets() {
 
     // A bad configuration is refused; the running one stays.
     std::fs::write(&agent.config, "[agent\nbroken").unwrap();
-    hup(agent.pid());
+    signal(agent.pid(), Signal::Hup);
     poll_until(LIMIT, "reload refused in the log", async || {
         let log = agent.log();
         check(log.contains("configuration reload refused"), ())

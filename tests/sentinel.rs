@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use support::redis::SentinelSetup;
-use support::{Agent, Metrics, events, poll_until};
+use support::{Agent, Metrics, Pacing, events, poll_until};
 
 /// The `dbcanary_server_info` series of a target as `(address, role)`.
 fn server_info(m: &Metrics, target: &str) -> Vec<(String, String)> {
@@ -21,10 +21,8 @@ fn server_info(m: &Metrics, target: &str) -> Vec<(String, String)> {
 #[tokio::test]
 async fn sentinel_failover_moves_the_canary_to_the_new_master() {
     let mut setup = SentinelSetup::start().await;
-    let agent = Agent::start(&[("sessions", &setup.url())]).await;
-    agent
-        .wait_up("sessions", true, Duration::from_secs(10))
-        .await;
+    let targets = [("sessions", &setup.url()[..])];
+    let agent = Agent::start_up(Pacing::FAST, &targets, Duration::from_secs(10)).await;
 
     let m = agent.metrics().await;
     assert_eq!(

@@ -17,8 +17,9 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
+use support::process::{ServerKind, ServerProcess};
 use support::redis::redis_server_bin;
-use support::{Agent, Proc, check, dbcanary_command, free_port, poll_until};
+use support::{ATTEMPTS, Agent, Pacing, Proc, check, dbcanary_command, free_port, poll_until};
 
 const PASSWORD: &str = "scrape-planted-pw";
 
@@ -154,64 +155,67 @@ fn bad_certificate_is_a_config_error() {
     assert!(err.contains("no certificate"), "{err}");
 }
 
-/// A Redis that speaks only TLS, with the test CA's certificate.
-fn tls_redis(dir: &Path) -> (Proc, u16) {
-    let port = free_port();
-    let mut cmd = Command::new(redis_server_bin());
-    cmd.current_dir(dir).args([
-        "--port",
-        "0",
-        "--tls-port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--tls-cert-file",
-        "server.pem",
-        "--tls-key-file",
-        "server.key",
-        "--tls-ca-cert-file",
-        "ca.pem",
-        "--tls-auth-clients",
-        "no",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ]);
-    (Proc::spawn("redis-tls", cmd, dir), port)
+/// A Redis that speaks only TLS, with the test CA's certificate in its
+/// directory; serving once its TLS port accepts a connection.
+struct TlsRedis;
+
+impl ServerKind for TlsRedis {
+    const READY_WITHIN: Duration = Duration::from_secs(10);
+
+    fn command(&self, port: u16, dir: &Path) -> Command {
+        let mut cmd = Command::new(redis_server_bin());
+        cmd.current_dir(dir).args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--tls-cert-file",
+            "server.pem",
+            "--tls-key-file",
+            "server.key",
+            "--tls-ca-cert-file",
+            "ca.pem",
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]);
+        cmd
+    }
+
+    async fn ready(&mut self, port: u16, _proc: &Proc) -> bool {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    }
 }
 
 #[tokio::test]
 async fn rediss_canary_verifies_the_server_certificate() {
-    let dir = tempfile::tempdir().unwrap();
-    support::certs::make_certs(dir.path(), "127.0.0.1");
-    let (_redis, port) = tls_redis(dir.path());
-    let url = format!("rediss://127.0.0.1:{port}");
-    let ca = dir.path().join("ca.pem");
+    let mut redis = ServerProcess::new("redis-tls", "dbcanary-redis-tls-", TlsRedis);
+    support::certs::make_certs(redis.dir(), "127.0.0.1");
+    redis.launch().await;
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+    let ca = redis.dir().join("ca.pem");
     let trusted = Agent::builder()
-        .toml(support::FAST_DEFAULTS)
+        .pacing(Pacing::FAST)
         .target("secure", &url)
         .env("SSL_CERT_FILE", ca.to_str().unwrap())
         .start()
         .await;
     // The system's roots do not know the test CA.
-    let untrusted = Agent::builder()
-        .toml(support::FAST_DEFAULTS)
-        .target("secure", &url)
-        .start()
-        .await;
+    let untrusted = Agent::start(&[("secure", &url)]).await;
     trusted
         .wait_up("secure", true, Duration::from_secs(30))
         .await;
     let t = trusted.target("secure").await;
     assert_eq!(t["identity"]["role"], "primary", "{t}");
     untrusted
-        .wait_at_least(
-            "dbcanary_connect_attempts_total",
-            &[("target", "secure"), ("result", "tls")],
-            1.0,
-            Duration::from_secs(30),
-        )
+        .wait_count(ATTEMPTS, "secure", "tls", 1.0, Duration::from_secs(30))
         .await;
     assert_eq!(
         untrusted

@@ -5,41 +5,39 @@ mod support;
 
 use std::time::Duration;
 
+use support::Watch;
 use support::redis::RedisServer;
-use support::{Proc, Signal, check, dbcanary_command, poll_until};
 
 #[tokio::test]
 async fn watch_reports_a_restart_and_summarises_on_ctrl_c() {
     let mut redis = RedisServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = dbcanary_command();
-    cmd.args(["watch", &redis.url(), "--interval", "200ms"]);
-    let mut watch = Proc::spawn("watch", cmd, dir.path());
+    let mut watch = Watch::start(&[&redis.url(), "--interval", "200ms"]);
 
     let limit = Duration::from_secs(10);
-    poll_until(limit, "watch to connect", async || {
-        let out = watch.stdout_text();
-        check(out.contains("connected to"), watch.tail(20))
-    })
-    .await;
+    watch
+        .wait_for(limit, "watch to connect", |out| {
+            out.contains("connected to")
+        })
+        .await;
 
     redis.kill();
     tokio::time::sleep(Duration::from_millis(500)).await; // the restart's pause
     redis.start_again().await;
-    poll_until(limit, "watch to see the server back", async || {
-        let out = watch.stdout_text();
-        check(out.contains("restored after"), watch.tail(20))
-    })
-    .await;
+    watch
+        .wait_for(limit, "watch to see the server back", |out| {
+            out.contains("restored after")
+        })
+        .await;
 
-    watch.signal(Signal::Int);
     let status = watch
-        .wait_timeout(Duration::from_secs(5))
-        .await
-        .unwrap_or_else(|| panic!("watch still running 5 s after SIGINT:\n{}", watch.tail(20)));
-    assert_eq!(status.code(), Some(0), "{}", watch.tail(20));
+        .interrupt(
+            Duration::from_secs(5),
+            "watch still running 5 s after SIGINT",
+        )
+        .await;
+    assert_eq!(status.code(), Some(0), "{}", watch.tail());
 
-    let out = watch.stdout_text();
+    let out = watch.stdout();
     let (events, summary) = out
         .split_once("summary after")
         .unwrap_or_else(|| panic!("no summary on Ctrl-C:\n{out}"));

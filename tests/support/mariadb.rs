@@ -2,22 +2,21 @@
 //! on free loopback ports, each in its own temporary data directory: they
 //! can be killed, started again on the same port and data directory (a
 //! restart), stopped and continued, set up as a GTID replica of another and
-//! promoted. Plus HAProxy in `mode tcp` to put a primary and its replica
-//! (as `backup`) behind one endpoint.
+//! promoted.
 //!
 //! The harness talks to the servers as `root` over its own TCP connections
 //! (`mysql_async`), each call bounded by a timeout, so a SIGSTOPped server
 //! never hangs a test.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Row};
 
-use super::Moment;
-use super::{Proc, Signal, free_port, require_binary};
+use super::process::{ServerKind, ServerProcess};
+use super::{Moment, Proc, first_column, require_binary};
 
 /// Bound of every harness query.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -31,37 +30,75 @@ fn install_db_bin() -> PathBuf {
     require_binary("mariadb-install-db", "mariadb-server")
 }
 
-/// The `haproxy` binary, or a failure saying how to install it.
-pub fn haproxy_bin() -> PathBuf {
-    require_binary("haproxy", "haproxy")
+/// `mariadbd` as a [`ServerKind`]: a data directory made by
+/// `mariadb-install-db`, serving once `root` can log in over TCP.
+pub struct Mariadbd {
+    /// Extra `mariadbd` options (`--server-id=2`, ...).
+    args: Vec<String>,
+}
+
+impl ServerKind for Mariadbd {
+    const READY_WITHIN: Duration = Duration::from_secs(30);
+
+    fn command(&self, port: u16, d: &Path) -> Command {
+        let mut cmd = Command::new(mariadbd_bin());
+        cmd.arg("--no-defaults")
+            .arg("--user=root")
+            .arg(format!("--datadir={}", d.join("data").display()))
+            .arg(format!("--socket={}", d.join("mysqld.sock").display()))
+            .arg(format!("--pid-file={}", d.join("mysqld.pid").display()))
+            .arg(format!("--log-error={}", d.join("error.log").display()))
+            .arg(format!("--tmpdir={}", d.join("tmp").display()))
+            .arg(format!("--port={port}"))
+            .args([
+                "--bind-address=127.0.0.1",
+                "--skip-name-resolve",
+                "--host-cache-size=0",
+                "--max-connect-errors=1000000",
+                "--innodb-buffer-pool-size=64M",
+                "--innodb-log-file-size=16M",
+                "--skip-innodb-doublewrite",
+                "--innodb-flush-log-at-trx-commit=2",
+            ])
+            .args(&self.args);
+        cmd
+    }
+
+    async fn ready(&mut self, port: u16, _proc: &Proc) -> bool {
+        let login = tokio::time::timeout(Duration::from_secs(1), Conn::new(admin_opts(port))).await;
+        let Ok(Ok(c)) = login else {
+            return false;
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), c.disconnect()).await;
+        true
+    }
+
+    fn log(&self, dir: &Path) -> String {
+        std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+    }
 }
 
 /// One `mariadbd` on a free loopback port with its own data directory,
-/// killed when dropped.
-pub struct MariaDb {
-    pub port: u16,
-    name: String,
-    dir: tempfile::TempDir,
-    args: Vec<String>,
-    proc: Option<Proc>,
-}
+/// killed when dropped; `start_again` restarts it on the same port and data
+/// directory.
+pub type MariaDb = ServerProcess<Mariadbd>;
 
 impl MariaDb {
     /// A fresh server (new data directory), started and answering.
     /// `args` are extra `mariadbd` options (`--server-id=2`, ...).
     pub async fn start(name: &str, args: &[&str]) -> MariaDb {
-        let dir = tempfile::Builder::new()
-            .prefix("dbcanary-mariadb-")
-            .tempdir()
-            .expect("tempdir");
+        let kind = Mariadbd {
+            args: args.iter().map(|a| a.to_string()).collect(),
+        };
+        let mut server = ServerProcess::new(name, "dbcanary-mariadb-", kind);
         // A private tmpdir: the bootstrap's temporary tables are named
         // after small pids and collide in a shared /tmp when several
         // installs run at once.
-        let tmp = dir.path().join("tmp");
+        let tmp = server.dir().join("tmp");
         std::fs::create_dir(&tmp).expect("mkdir tmp");
         let out = Command::new(install_db_bin())
             .arg("--no-defaults")
-            .arg(format!("--datadir={}", dir.path().join("data").display()))
+            .arg(format!("--datadir={}", server.dir().join("data").display()))
             .arg(format!("--tmpdir={}", tmp.display()))
             .args([
                 "--user=root",
@@ -76,115 +113,13 @@ impl MariaDb {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let mut db = MariaDb {
-            port: free_port(),
-            name: name.to_string(),
-            dir,
-            args: args.iter().map(|a| a.to_string()).collect(),
-            proc: None,
-        };
-        db.launch().await;
-        db
+        server.launch().await;
+        server
     }
 
     /// `mysql://user[:password]@127.0.0.1:PORT/`.
     pub fn url(&self, user: &str, password: Option<&str>) -> String {
         url_for(self.port, user, password)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.proc.as_ref().expect("server running").pid()
-    }
-
-    /// Starts `mariadbd` and waits until `root` can log in over TCP;
-    /// returns the moment it first could.
-    async fn launch(&mut self) -> Moment {
-        assert!(self.proc.is_none(), "{} already running", self.name);
-        let d = self.dir.path();
-        let mut cmd = Command::new(mariadbd_bin());
-        cmd.arg("--no-defaults")
-            .arg("--user=root")
-            .arg(format!("--datadir={}", d.join("data").display()))
-            .arg(format!("--socket={}", d.join("mysqld.sock").display()))
-            .arg(format!("--pid-file={}", d.join("mysqld.pid").display()))
-            .arg(format!("--log-error={}", d.join("error.log").display()))
-            .arg(format!("--tmpdir={}", d.join("tmp").display()))
-            .arg(format!("--port={}", self.port))
-            .args([
-                "--bind-address=127.0.0.1",
-                "--skip-name-resolve",
-                "--host-cache-size=0",
-                "--max-connect-errors=1000000",
-                "--innodb-buffer-pool-size=64M",
-                "--innodb-log-file-size=16M",
-                "--skip-innodb-doublewrite",
-                "--innodb-flush-log-at-trx-commit=2",
-            ])
-            .args(&self.args);
-        self.proc = Some(Proc::spawn(&self.name, cmd, d));
-        self.wait_ready(Duration::from_secs(30)).await
-    }
-
-    async fn wait_ready(&mut self, limit: Duration) -> Moment {
-        let start = Instant::now();
-        loop {
-            if let Some(p) = &mut self.proc
-                && let Some(status) = p.try_wait()
-            {
-                panic!(
-                    "{} exited at start-up ({status}):\n{}\n--- error.log ---\n{}",
-                    self.name,
-                    p.tail(30),
-                    self.log()
-                );
-            }
-            if let Ok(Ok(c)) =
-                tokio::time::timeout(Duration::from_secs(1), Conn::new(admin_opts(self.port))).await
-            {
-                let at = Moment::now();
-                let _ = tokio::time::timeout(Duration::from_secs(1), c.disconnect()).await;
-                return at;
-            }
-            if start.elapsed() > limit {
-                panic!(
-                    "{} did not accept a login within {limit:?}:\n{}",
-                    self.name,
-                    self.log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    /// SIGKILL, waiting until the process is gone; returns the moment just
-    /// before the signal (ground truth for the outage start).
-    pub fn kill(&mut self) -> Moment {
-        let mut p = self.proc.take().expect("server running");
-        let at = Moment::now();
-        p.kill();
-        at
-    }
-
-    /// Starts the server again on its port and data directory; returns the
-    /// moment it first accepted a login (ground truth for the outage end).
-    pub async fn start_again(&mut self) -> Moment {
-        self.launch().await
-    }
-
-    /// SIGSTOP: the server hangs, its sockets stay open.
-    pub fn pause(&self) -> Moment {
-        self.proc
-            .as_ref()
-            .expect("server running")
-            .signal_at(Signal::Stop)
-    }
-
-    /// SIGCONT after [`MariaDb::pause`].
-    pub fn resume(&self) -> Moment {
-        self.proc
-            .as_ref()
-            .expect("server running")
-            .signal_at(Signal::Cont)
     }
 
     /// A new `root` connection (TCP), bounded.
@@ -250,13 +185,10 @@ impl MariaDb {
 
     /// The ids of the sessions of `user` (from the process list).
     pub async fn sessions_of(&self, user: &str) -> Vec<u64> {
-        self.rows(&format!(
+        let sql = format!(
             "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = '{user}' ORDER BY ID"
-        ))
-        .await
-        .into_iter()
-        .filter_map(|r| r.first().cloned().flatten()?.parse().ok())
-        .collect()
+        );
+        first_column(self.rows(&sql).await)
     }
 
     /// `KILL CONNECTION id` from another session; returns the moment just
@@ -315,11 +247,6 @@ impl MariaDb {
         self.exec("STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = 0")
             .await;
     }
-
-    /// The server's error log.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
-    }
 }
 
 fn admin_opts(port: u16) -> OptsBuilder {
@@ -335,73 +262,5 @@ pub fn url_for(port: u16, user: &str, password: Option<&str>) -> String {
     match password {
         Some(p) => format!("mysql://{user}:{p}@127.0.0.1:{port}/"),
         None => format!("mysql://{user}@127.0.0.1:{port}/"),
-    }
-}
-
-/// HAProxy in `mode tcp` in front of a primary, with a `backup` server
-/// that takes the traffic once the primary's health checks fail.
-pub struct HaProxy {
-    pub port: u16,
-    _dir: tempfile::TempDir,
-    proc: Proc,
-}
-
-impl HaProxy {
-    /// Starts HAProxy listening on a free port and waits until it accepts.
-    /// Health checks are plain TCP connects every 100 ms; two failures mark
-    /// a server down.
-    pub async fn start(primary: u16, backup: u16) -> HaProxy {
-        let dir = tempfile::Builder::new()
-            .prefix("dbcanary-haproxy-")
-            .tempdir()
-            .expect("tempdir");
-        let port = free_port();
-        let cfg = dir.path().join("haproxy.cfg");
-        std::fs::write(
-            &cfg,
-            format!(
-                "global\n  maxconn 200\n\
-                 defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 1h\n  timeout server 1h\n  retries 1\n\
-                 listen mysql\n  bind 127.0.0.1:{port}\n  option redispatch\n\
-                 \x20 server primary 127.0.0.1:{primary} check inter 100ms fall 2 rise 2 on-marked-down shutdown-sessions\n\
-                 \x20 server replica 127.0.0.1:{backup} check inter 100ms fall 2 rise 2 backup\n"
-            ),
-        )
-        .expect("write haproxy.cfg");
-        let mut cmd = Command::new(haproxy_bin());
-        cmd.arg("-db").arg("-f").arg(&cfg);
-        let mut proc = Proc::spawn("haproxy", cmd, dir.path());
-        let start = Instant::now();
-        loop {
-            if let Some(status) = proc.try_wait() {
-                panic!("haproxy exited at start-up ({status}):\n{}", proc.tail(30));
-            }
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "haproxy did not listen within 10 s:\n{}",
-                proc.tail(30)
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        HaProxy {
-            port,
-            _dir: dir,
-            proc,
-        }
-    }
-
-    /// `mysql://user[:password]@127.0.0.1:PORT/` through the proxy.
-    pub fn url(&self, user: &str, password: Option<&str>) -> String {
-        url_for(self.port, user, password)
-    }
-
-    pub fn log(&self) -> String {
-        self.proc.tail(40)
     }
 }

@@ -3,7 +3,9 @@
 //! directory, and small clients for its `/metrics` and `/api/v1/targets`.
 //!
 //! Store-neutral on purpose: every store's support module (`redis`, ...)
-//! builds on [`Proc`], [`free_port`], [`require_binary`] and [`poll_until`].
+//! builds on [`process::ServerProcess`] (one server process: start, ready,
+//! kill, stop/cont, restart on the same port), [`require_binary`] and
+//! [`poll_until`]; every test agent's pacing is one [`Pacing`].
 //! Timing rules: wait for conditions with deadlines (never a bare sleep as
 //! synchronisation), and keep bounds generous, since the suite runs on small
 //! shared machines.
@@ -11,10 +13,12 @@
 
 pub mod app;
 pub mod certs;
+pub mod haproxy;
 pub mod hostile;
 pub mod mariadb;
 pub mod mongo;
 pub mod postgres;
+pub mod process;
 pub mod redis;
 
 use std::collections::{BTreeMap, HashSet};
@@ -22,20 +26,87 @@ use std::fs::File;
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Fast pacing for tests: probe every 200 ms, reconnect quickly.
-pub const FAST_DEFAULTS: &str = r#"
-[defaults]
-interval = "200ms"
-timeout = "300ms"
-backoff = { initial = "20ms", multiplier = 2.0, max = "200ms" }
-"#;
+use process::{ServerKind, ServerProcess};
+
+// ---------------------------------------------------------------------------
+// Pacing
+// ---------------------------------------------------------------------------
+
+/// How fast a test agent probes and reconnects, written as its
+/// `[defaults]` table: the one place the tests' pacing TOML is written.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing<'a> {
+    interval: &'a str,
+    timeout: &'a str,
+    /// `(initial, max)` of a doubling backoff; `None`: the built-in one.
+    backoff: Option<(&'a str, &'a str)>,
+    identity_every: Option<u32>,
+}
+
+impl<'a> Pacing<'a> {
+    /// What most tests use: a probe every 200 ms bounded by 300 ms,
+    /// reconnecting after 20 ms, doubling up to 200 ms.
+    pub const FAST: Pacing<'static> = Pacing::every("200ms", "300ms");
+
+    /// A probe every `interval` bounded by `timeout`, with the fast
+    /// backoff of [`Pacing::FAST`].
+    pub const fn every(interval: &'a str, timeout: &'a str) -> Self {
+        Pacing {
+            interval,
+            timeout,
+            backoff: Some(("20ms", "200ms")),
+            identity_every: None,
+        }
+    }
+
+    /// A doubling backoff from `initial` up to `max` instead.
+    pub const fn backoff(self, initial: &'a str, max: &'a str) -> Self {
+        Pacing {
+            backoff: Some((initial, max)),
+            ..self
+        }
+    }
+
+    /// The agent's built-in backoff instead.
+    pub const fn builtin_backoff(self) -> Self {
+        Pacing {
+            backoff: None,
+            ..self
+        }
+    }
+
+    /// The identity read again every `n` probes.
+    pub const fn identity_every(self, n: u32) -> Self {
+        Pacing {
+            identity_every: Some(n),
+            ..self
+        }
+    }
+
+    /// The `[defaults]` table.
+    pub fn toml(&self) -> String {
+        let mut t = format!(
+            "\n[defaults]\ninterval = {:?}\ntimeout = {:?}\n",
+            self.interval, self.timeout
+        );
+        if let Some(n) = self.identity_every {
+            t.push_str(&format!("identity_every = {n}\n"));
+        }
+        if let Some((initial, max)) = self.backoff {
+            t.push_str(&format!(
+                "backoff = {{ initial = {initial:?}, multiplier = 2.0, max = {max:?} }}\n"
+            ));
+        }
+        t
+    }
+}
 
 // ---------------------------------------------------------------------------
 // Ports, binaries, processes
@@ -104,6 +175,7 @@ pub fn require_binary(name: &str, install: &str) -> PathBuf {
 /// Unix signals the harness sends (by number: no libc dependency).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
+    Hup,
     Int,
     Kill,
     Term,
@@ -114,6 +186,7 @@ pub enum Signal {
 impl Signal {
     fn name(self) -> &'static str {
         match self {
+            Self::Hup => "HUP",
             Self::Int => "INT",
             Self::Kill => "KILL",
             Self::Term => "TERM",
@@ -240,18 +313,20 @@ impl Proc {
 
     /// The last lines of both outputs, for failure messages.
     pub fn tail(&self, lines: usize) -> String {
-        let tail = |s: String| {
-            let v: Vec<&str> = s.lines().collect();
-            v[v.len().saturating_sub(lines)..].join("\n")
-        };
         format!(
             "--- {} stdout ---\n{}\n--- {} stderr ---\n{}",
             self.name,
-            tail(self.stdout_text()),
+            tail_lines(&self.stdout_text(), lines),
             self.name,
-            tail(self.stderr_text())
+            tail_lines(&self.stderr_text(), lines)
         )
     }
+}
+
+/// The last `n` lines of `text`.
+pub fn tail_lines(text: &str, n: usize) -> String {
+    let v: Vec<&str> = text.lines().collect();
+    v[v.len().saturating_sub(n)..].join("\n")
 }
 
 impl Drop for Proc {
@@ -286,6 +361,32 @@ pub async fn poll_until<T, L: std::fmt::Debug>(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Polls `list` until it holds exactly one item, and that one is not
+/// `not` (a replaced session, say); returns it.
+pub async fn exactly_one_new<T: Copy + PartialEq + std::fmt::Debug>(
+    limit: Duration,
+    what: &str,
+    not: Option<T>,
+    mut list: impl AsyncFnMut() -> Vec<T>,
+) -> T {
+    poll_until(limit, what, async || {
+        let s = list().await;
+        match s.as_slice() {
+            [one] if Some(*one) != not => Ok(*one),
+            _ => Err(s),
+        }
+    })
+    .await
+}
+
+/// The first column of query rows (every value as text, `NULL` as `None`)
+/// parsed as `T`, leaving out what does not parse: the ids of sessions.
+pub fn first_column<T: std::str::FromStr>(rows: Vec<Vec<Option<String>>>) -> Vec<T> {
+    rows.into_iter()
+        .filter_map(|r| r.into_iter().next().flatten()?.parse().ok())
+        .collect()
 }
 
 /// `Ok(())` when `cond`, else `Err(last)`: shorthand inside [`poll_until`].
@@ -372,6 +473,33 @@ impl Sample {
     }
 }
 
+/// A counter the tests watch, by target and the one label that says what
+/// happened: [`Agent::wait_count`] and [`Metrics::count`] take one.
+#[derive(Debug, Clone, Copy)]
+pub struct Counter {
+    /// The series' name on `/metrics`.
+    pub name: &'static str,
+    /// The label, besides `target`, that says what happened.
+    pub label: &'static str,
+}
+
+impl Counter {
+    const fn by(name: &'static str, label: &'static str) -> Counter {
+        Counter { name, label }
+    }
+}
+
+/// Ended outages by `kind` (the outage histogram's counts).
+pub const OUTAGES: Counter = Counter::by("dbcanary_outage_duration_seconds_count", "kind");
+/// Connection attempts by `result`.
+pub const ATTEMPTS: Counter = Counter::by("dbcanary_connect_attempts_total", "result");
+/// Lost connections by `cause`.
+pub const DISCONNECTS: Counter = Counter::by("dbcanary_disconnects_total", "cause");
+/// Failovers by `source`.
+pub const FAILOVERS: Counter = Counter::by("dbcanary_failovers_total", "source");
+/// Probes by `result`.
+pub const PROBES: Counter = Counter::by("dbcanary_probes_total", "result");
+
 /// A parsed `/metrics` body.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -382,10 +510,13 @@ pub struct Metrics {
 impl Metrics {
     /// Outages of `target` so far, of any kind (the outage histogram counts).
     pub fn outages(&self, target: &str) -> f64 {
-        self.sum(
-            "dbcanary_outage_duration_seconds_count",
-            &[("target", target)],
-        )
+        self.sum(OUTAGES.name, &[("target", target)])
+    }
+
+    /// `target`'s `counter` with its label at `value` (say `DISCONNECTS`
+    /// with `cause="closed"`), 0 when there is no such series.
+    pub fn count(&self, counter: Counter, target: &str, value: &str) -> f64 {
+        self.value_or_zero(counter.name, &[("target", target), (counter.label, value)])
     }
 
     /// Parses the Prometheus text format (comments skipped, label values
@@ -510,9 +641,15 @@ pub fn target_toml(name: &str, url: &str) -> String {
     format!("\n[[target]]\nname = {name:?}\nurl = {url:?}\n")
 }
 
+/// One `[[target]]` table with more `key = value` lines (`extra`).
+pub fn target_toml_with(name: &str, url: &str, extra: &str) -> String {
+    format!("{}{extra}\n", target_toml(name, url))
+}
+
 /// How to start an agent.
 pub struct AgentBuilder {
     body: String,
+    targets: Vec<String>,
     log_filter: String,
     env: Vec<(String, String)>,
 }
@@ -526,9 +663,25 @@ impl AgentBuilder {
         self
     }
 
+    /// The `[defaults]` table of `pacing`.
+    pub fn pacing(self, pacing: Pacing) -> Self {
+        self.toml(&pacing.toml())
+    }
+
     /// Adds a `[[target]]` with only a name and a URL.
     pub fn target(self, name: &str, url: &str) -> Self {
-        let t = target_toml(name, url);
+        self.target_with(name, url, "")
+    }
+
+    /// Adds a `[[target]]` with more `key = value` lines (`extra`), say its
+    /// own `interval` or a `password_file`.
+    pub fn target_with(mut self, name: &str, url: &str, extra: &str) -> Self {
+        self.targets.push(name.to_string());
+        let t = if extra.is_empty() {
+            target_toml(name, url)
+        } else {
+            target_toml_with(name, url, extra)
+        };
         self.toml(&t)
     }
 
@@ -546,55 +699,69 @@ impl AgentBuilder {
     /// Writes the config, starts `dbcanary --config FILE` and waits until
     /// `/readyz` answers 200.
     pub async fn start(self) -> Agent {
-        let dir = tempfile::Builder::new()
-            .prefix("dbcanary-agent-")
-            .tempdir()
-            .expect("tempdir");
-        let port = free_port();
-        let listen: SocketAddr = ([127, 0, 0, 1], port).into();
-        let config = dir.path().join("dbcanary.toml");
+        let kind = AgentKind {
+            log_filter: self.log_filter,
+            env: self.env,
+        };
+        let mut server = ServerProcess::new("dbcanary", "dbcanary-agent-", kind);
+        let listen: SocketAddr = ([127, 0, 0, 1], server.port).into();
+        let config = server.dir().join(AgentKind::CONFIG);
         let text = format!(
             "[agent]\nlisten = \"{listen}\"\n\n[discovery]\nenv = false\n\n{}",
             self.body
         );
         std::fs::write(&config, &text).expect("write config");
+        server.launch().await;
+        Agent {
+            listen,
+            config,
+            config_text: text,
+            server,
+        }
+    }
+
+    /// Like [`AgentBuilder::start`], then waits until every target given
+    /// with [`AgentBuilder::target`] or [`AgentBuilder::target_with`] is up.
+    pub async fn start_up(self, limit: Duration) -> Agent {
+        let targets = self.targets.clone();
+        let agent = self.start().await;
+        for t in &targets {
+            agent.wait_up(t, true, limit).await;
+        }
+        agent
+    }
+}
+
+/// The agent as a [`ServerKind`]: `dbcanary --config dbcanary.toml` in its
+/// directory, serving once `/readyz` answers 200.
+pub struct AgentKind {
+    log_filter: String,
+    env: Vec<(String, String)>,
+}
+
+impl AgentKind {
+    /// The config file's name in the agent's directory.
+    const CONFIG: &str = "dbcanary.toml";
+}
+
+impl ServerKind for AgentKind {
+    const READY_WITHIN: Duration = Duration::from_secs(15);
+    const LOOK_EVERY: Duration = Duration::from_millis(20);
+
+    fn command(&self, _port: u16, dir: &Path) -> Command {
         let mut cmd = dbcanary_command();
         cmd.arg("--config")
-            .arg(&config)
+            .arg(dir.join(Self::CONFIG))
             .env("RUST_LOG", &self.log_filter);
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        let proc = Proc::spawn("dbcanary", cmd, dir.path());
-        let mut agent = Agent {
-            listen,
-            config,
-            config_text: text,
-            proc,
-            dir,
-        };
-        let start = Instant::now();
-        loop {
-            if let Some(status) = agent.proc.try_wait() {
-                panic!(
-                    "the agent exited at start-up ({status}):\n{}",
-                    agent.proc.tail(50)
-                );
-            }
-            if let Ok(r) = http_get(listen, "/readyz").await
-                && r.status == 200
-            {
-                break;
-            }
-            if start.elapsed() > Duration::from_secs(15) {
-                panic!(
-                    "the agent was not ready within 15 s:\n{}",
-                    agent.proc.tail(50)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        agent
+        cmd
+    }
+
+    async fn ready(&mut self, port: u16, _proc: &Proc) -> bool {
+        let readyz = http_get(([127, 0, 0, 1], port).into(), "/readyz").await;
+        matches!(readyz, Ok(r) if r.status == 200)
     }
 }
 
@@ -603,49 +770,69 @@ pub struct Agent {
     pub listen: SocketAddr,
     pub config: PathBuf,
     pub config_text: String,
-    pub proc: Proc,
-    dir: tempfile::TempDir,
+    server: ServerProcess<AgentKind>,
 }
 
 impl Agent {
-    /// An agent with the fast test defaults ([`FAST_DEFAULTS`]) unless the
-    /// test's TOML gives its own `[defaults]`.
+    /// An agent with the built-in defaults unless the test's TOML (or
+    /// [`AgentBuilder::pacing`]) gives its own `[defaults]`.
     pub fn builder() -> AgentBuilder {
         AgentBuilder {
             body: String::new(),
+            targets: Vec::new(),
             log_filter: "dbcanary=debug,info".into(),
             env: Vec::new(),
         }
     }
 
-    /// Starts an agent with [`FAST_DEFAULTS`] and these `(name, url)` targets.
+    /// Starts an agent with [`Pacing::FAST`] and these `(name, url)` targets.
     pub async fn start(targets: &[(&str, &str)]) -> Agent {
-        let mut b = Agent::builder().toml(FAST_DEFAULTS);
+        Self::fast(targets).start().await
+    }
+
+    /// Starts an agent with `pacing` and these `(name, url)` targets, and
+    /// waits until every target is up.
+    pub async fn start_up(pacing: Pacing<'_>, targets: &[(&str, &str)], limit: Duration) -> Agent {
+        Self::with(pacing, targets).start_up(limit).await
+    }
+
+    fn fast(targets: &[(&str, &str)]) -> AgentBuilder {
+        Self::with(Pacing::FAST, targets)
+    }
+
+    fn with(pacing: Pacing<'_>, targets: &[(&str, &str)]) -> AgentBuilder {
+        let mut b = Agent::builder().pacing(pacing);
         for (name, url) in targets {
             b = b.target(name, url);
         }
-        b.start().await
+        b
     }
 
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        self.server.dir()
     }
 
     pub fn pid(&self) -> u32 {
-        self.proc.pid()
+        self.server.pid()
+    }
+
+    /// The agent's process (its outputs).
+    pub fn proc(&self) -> &Proc {
+        self.server.proc()
     }
 
     /// Panics (with the agent's log) if the agent has exited.
     pub fn assert_alive(&mut self) {
-        if let Some(status) = self.proc.try_wait() {
-            panic!("the agent exited ({status}):\n{}", self.proc.tail(60));
+        let proc = self.server.proc_mut();
+        if let Some(status) = proc.try_wait() {
+            panic!("the agent exited ({status}):\n{}", proc.tail(60));
         }
     }
 
     pub async fn get(&self, path: &str) -> HttpResponse {
         http_get(self.listen, path)
             .await
-            .unwrap_or_else(|e| panic!("GET {path} from the agent: {e}\n{}", self.proc.tail(40)))
+            .unwrap_or_else(|e| panic!("GET {path} from the agent: {e}\n{}", self.proc().tail(40)))
     }
 
     /// Scrapes `/metrics`.
@@ -732,21 +919,72 @@ impl Agent {
         .await
     }
 
+    /// Waits until `target`'s `counter` with its label at `value` (say
+    /// `ATTEMPTS` with `result="timeout"`) is at least `min`; returns it.
+    pub async fn wait_count(
+        &self,
+        counter: Counter,
+        target: &str,
+        value: &str,
+        min: f64,
+        limit: Duration,
+    ) -> f64 {
+        let labels = [("target", target), (counter.label, value)];
+        self.wait_at_least(counter.name, &labels, min, limit).await
+    }
+
+    /// The first `disconnected` event of `target` (API), and how many
+    /// seconds after `cause` (what the harness did) it was detected.
+    pub async fn first_loss(&self, target: &str, cause: Moment) -> (serde_json::Value, f64) {
+        let t = self.target(target).await;
+        let lost = events(&t, "disconnected")[0].clone();
+        let detected = secs_between(cause.wall, parse_time(&lost["detected_at"]));
+        (lost, detected)
+    }
+
+    /// Not a test: drops the canary's connection to `target` `n` times,
+    /// each with `drop(i, last)` (returning what it dropped and when), and
+    /// waits for each outage to end. Returns, in milliseconds, how long
+    /// after each drop the loss was detected and how long each outage was.
+    pub async fn measure_drops<T: Copy>(
+        &self,
+        target: &str,
+        n: u32,
+        mut drop: impl AsyncFnMut(u32, Option<T>) -> (T, Moment),
+    ) -> (Vec<f64>, Vec<f64>) {
+        let (mut detected, mut outage) = (Vec::new(), Vec::new());
+        let mut last = None;
+        for i in 0..n {
+            let (dropped, at) = drop(i, last).await;
+            last = Some(dropped);
+            self.wait_outages(target, f64::from(i + 1), Duration::from_secs(10))
+                .await;
+            let t = self.target(target).await;
+            let lost = events(&t, "disconnected");
+            let seen = parse_time(&lost.last().unwrap()["detected_at"]);
+            detected.push(secs_between(at.wall, seen) * 1000.0);
+            let restored = events(&t, "restored");
+            outage.push(restored.last().unwrap()["duration"].as_f64().unwrap() * 1000.0);
+        }
+        (detected, outage)
+    }
+
     /// The agent's log so far (stderr, where `tracing` writes).
     pub fn log(&self) -> String {
-        self.proc.stderr_text()
+        self.proc().stderr_text()
     }
 
     /// Sends SIGTERM and returns the exit status and how long it took;
     /// panics if the agent is still running after `limit`.
     pub async fn terminate(&mut self, limit: Duration) -> (ExitStatus, Duration) {
         let t0 = Instant::now();
-        self.proc.signal(Signal::Term);
-        match self.proc.wait_timeout(limit).await {
+        let proc = self.server.proc_mut();
+        proc.signal(Signal::Term);
+        match proc.wait_timeout(limit).await {
             Some(s) => (s, t0.elapsed()),
             None => panic!(
                 "the agent did not exit within {limit:?} of SIGTERM:\n{}",
-                self.proc.tail(40)
+                proc.tail(40)
             ),
         }
     }
@@ -817,43 +1055,123 @@ pub fn promtool_check_metrics(body: &str) {
 }
 
 // ---------------------------------------------------------------------------
+// The binary's other commands
+// ---------------------------------------------------------------------------
+
+/// Runs `dbcanary check ARGS --config FILE` on a config of these
+/// `(name, url)` targets only; returns what it did.
+pub fn dbcanary_check(args: &[&str], targets: &[(&str, &str)]) -> Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("dbcanary.toml");
+    let text: String = targets.iter().map(|(n, u)| target_toml(n, u)).collect();
+    std::fs::write(&config, text).expect("write config");
+    dbcanary_command()
+        .arg("check")
+        .args(args)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("run dbcanary check")
+}
+
+/// `dbcanary check --json` on `(name, url, result)` cases: each target's
+/// row must have that `result` (`ok`, `tls`, ...).
+pub fn assert_check_results(cases: &[(&str, String, &str)]) {
+    let targets: Vec<(&str, &str)> = cases.iter().map(|(n, u, _)| (*n, u.as_str())).collect();
+    let out = dbcanary_check(&["--json"], &targets);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "check --json: {e}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    for (name, _, want) in cases {
+        let row = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["target"] == *name)
+            .unwrap_or_else(|| panic!("no row {name} in {rows}"));
+        assert_eq!(row["result"], *want, "{name}: {row}");
+    }
+}
+
+/// A `dbcanary watch ARGS` run, its output captured; killed when dropped.
+pub struct Watch {
+    pub proc: Proc,
+    _dir: tempfile::TempDir,
+}
+
+impl Watch {
+    /// Starts `dbcanary watch ARGS`.
+    pub fn start(args: &[&str]) -> Watch {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cmd = dbcanary_command();
+        cmd.arg("watch").args(args);
+        let proc = Proc::spawn("watch", cmd, dir.path());
+        Watch { proc, _dir: dir }
+    }
+
+    /// What it printed so far.
+    pub fn stdout(&self) -> String {
+        self.proc.stdout_text()
+    }
+
+    /// The last lines of its outputs, for failure messages.
+    pub fn tail(&self) -> String {
+        self.proc.tail(20)
+    }
+
+    /// Waits until what it printed satisfies `done`.
+    pub async fn wait_for(&self, limit: Duration, what: &str, done: impl Fn(&str) -> bool) {
+        poll_until(limit, what, async || {
+            let out = self.stdout();
+            check(done(&out), self.tail())
+        })
+        .await;
+    }
+
+    /// Ctrl-C (SIGINT); returns the exit status, or panics saying `what`
+    /// if it is still running after `limit`.
+    pub async fn interrupt(&mut self, limit: Duration, what: &str) -> ExitStatus {
+        self.proc.signal(Signal::Int);
+        match self.proc.wait_timeout(limit).await {
+            Some(status) => status,
+            None => panic!("{what}:\n{}", self.tail()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Shared drills
 // ---------------------------------------------------------------------------
 
 /// The planted-password drill every store with passwords shares: target
-/// `orders` has the wrong password `planted` in its URL (`bad_url`), target
-/// `billing` reads `planted-file` from a `password_file` for `bare_url`.
-/// Both must fail with `result="auth"`, the API must show the server's
-/// `reason`, and the password must appear in no metric, API answer, log
-/// line or `config check` output.
+/// `orders` has the wrong password `planted` in its URL (`url(Some(..))`),
+/// target `billing` reads `planted-file` from a `password_file` for the URL
+/// without a password (`url(None)`). Both must fail with `result="auth"`,
+/// the API must show the server's `reason`, and the password must appear
+/// in no metric, API answer, log line or `config check` output.
 pub async fn wrong_password_drill(
-    defaults: &str,
-    bad_url: &str,
-    bare_url: &str,
+    pacing: Pacing<'_>,
+    url: impl Fn(Option<&str>) -> String,
     planted: &str,
     reason: &str,
 ) {
+    let (bad_url, bare_url) = (url(Some(planted)), url(None));
     let dir = tempfile::tempdir().expect("tempdir");
     let pw_file = dir.path().join("pw");
     std::fs::write(&pw_file, format!("{planted}-file\n")).expect("write password file");
-    let from_file = format!(
-        "[[target]]\nname = \"billing\"\nurl = {bare_url:?}\npassword_file = {:?}\n",
-        pw_file.display().to_string()
-    );
+    let from_file = format!("password_file = {:?}", pw_file.display().to_string());
     let mut agent = Agent::builder()
-        .toml(defaults)
-        .target("orders", bad_url)
-        .toml(&from_file)
+        .pacing(pacing)
+        .target("orders", &bad_url)
+        .target_with("billing", &bare_url, &from_file)
         .start()
         .await;
     for t in ["orders", "billing"] {
         agent
-            .wait_at_least(
-                "dbcanary_connect_attempts_total",
-                &[("target", t), ("result", "auth")],
-                3.0,
-                Duration::from_secs(15),
-            )
+            .wait_count(ATTEMPTS, t, "auth", 3.0, Duration::from_secs(15))
             .await;
     }
     agent.assert_alive();

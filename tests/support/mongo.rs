@@ -12,11 +12,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 
-use super::{Proc, free_port};
+use super::Proc;
+use super::process::{ServerKind, ServerProcess};
 
 /// Where `./scripts/test` puts the venv (relative to the crate).
 pub const VENV: &str = "target/test-venv";
@@ -83,20 +84,6 @@ pub fn election_hex(term: u64) -> String {
     format!("7fffffff{term:016x}")
 }
 
-/// One member process: killed when dropped.
-pub struct Member {
-    pub name: String,
-    pub port: u16,
-    dir: tempfile::TempDir,
-    state: PathBuf,
-    proc: Option<Proc>,
-    /// `topologyVersion.processId` of the running process.
-    pub process_id: Option<String>,
-    readies: usize,
-    /// Speak only TLS (mockupdb's self-signed certificate).
-    tls: bool,
-}
-
 /// When a member process started listening, by its own clock.
 #[derive(Debug, Clone)]
 pub struct Started {
@@ -104,30 +91,97 @@ pub struct Started {
     pub at: SystemTime,
 }
 
+/// A `mockmongo.py` member as a [`ServerKind`], serving once it printed
+/// one more `READY processId=... at=...` line.
+pub struct MockMember {
+    /// The JSON file it re-reads its hello fields from.
+    state: PathBuf,
+    /// Speak only TLS (mockupdb's self-signed certificate).
+    tls: bool,
+    /// `READY` lines seen so far (one per start).
+    readies: usize,
+    /// What the last `READY` line said.
+    started: Option<Started>,
+}
+
+impl ServerKind for MockMember {
+    const READY_WITHIN: Duration = Duration::from_secs(20);
+    const LOOK_EVERY: Duration = Duration::from_millis(10);
+
+    fn command(&self, port: u16, _dir: &Path) -> Command {
+        let mut cmd = Command::new(python());
+        cmd.arg("-u")
+            .arg(script())
+            .arg("--port")
+            .arg(port.to_string())
+            .arg("--state")
+            .arg(&self.state);
+        if self.tls {
+            cmd.arg("--tls");
+        }
+        cmd
+    }
+
+    async fn ready(&mut self, _port: u16, proc: &Proc) -> bool {
+        let out = proc.stdout_text();
+        let Some(line) = out
+            .lines()
+            .filter(|l| l.starts_with("READY "))
+            .nth(self.readies)
+        else {
+            return false;
+        };
+        let field = |k: &str| {
+            line.split_whitespace()
+                .find_map(|f| f.strip_prefix(k))
+                .unwrap_or_else(|| panic!("no {k} in {line:?}"))
+                .to_string()
+        };
+        let at: f64 = field("at=").parse().expect("at=");
+        self.started = Some(Started {
+            process_id: field("processId="),
+            at: SystemTime::UNIX_EPOCH + Duration::from_secs_f64(at),
+        });
+        self.readies += 1;
+        true
+    }
+
+    /// The process is gone: so are its process id and its connection count.
+    fn killed(&mut self) {
+        self.started = None;
+        let _ = std::fs::remove_file(self.state.with_extension("json.conns"));
+    }
+}
+
+/// One member process, killed when dropped; a restart (`start` again) is a
+/// new process, with a new process id.
+pub type Member = ServerProcess<MockMember>;
+
 impl Member {
     /// A member with its port chosen and its hello written, not running.
-    pub fn new(name: &str, hello: &Value) -> Member {
+    pub fn not_started(name: &str, hello: &Value) -> Member {
+        Self::with_tls(name, hello, false)
+    }
+
+    fn with_tls(name: &str, hello: &Value, tls: bool) -> Member {
         let dir = tempfile::Builder::new()
             .prefix("dbcanary-mongo-")
             .tempdir()
             .expect("tempdir");
-        let m = Member {
-            name: name.to_string(),
-            port: free_port(),
+        let kind = MockMember {
             state: dir.path().join(format!("{name}.json")),
-            dir,
-            proc: None,
-            process_id: None,
+            tls,
             readies: 0,
-            tls: false,
+            started: None,
         };
+        let m = ServerProcess::in_dir(name, dir, kind);
         m.set_hello(hello);
         m
     }
 
     /// A running standalone server (`isWritablePrimary`, no set).
     pub async fn standalone(name: &str) -> Member {
-        let mut m = Member::new(name, &json!({ "isWritablePrimary": true }));
+        let mut m = Member::not_started(name, &json!({ "isWritablePrimary": true }));
         m.start().await;
         m
     }
@@ -135,8 +189,7 @@ impl Member {
     /// A running standalone server that speaks only TLS, with a self-signed
     /// certificate that only `tlsInsecure=true` accepts.
     pub async fn standalone_tls(name: &str) -> Member {
-        let mut m = Member::new(name, &json!({ "isWritablePrimary": true }));
-        m.tls = true;
+        let mut m = Member::with_tls(name, &json!({ "isWritablePrimary": true }), true);
         m.start().await;
         m
     }
@@ -146,103 +199,44 @@ impl Member {
         format!("127.0.0.1:{}", self.port)
     }
 
+    fn state(&self) -> &Path {
+        &self.kind.state
+    }
+
+    /// `topologyVersion.processId` of the running process.
+    pub fn process_id(&self) -> Option<String> {
+        Some(self.kind.started.as_ref()?.process_id.clone())
+    }
+
     /// Replaces the member's hello fields (atomically: the member never
     /// reads half a file).
     pub fn set_hello(&self, hello: &Value) {
-        let tmp = self.state.with_extension("tmp");
+        let tmp = self.state().with_extension("tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(hello).expect("json")).expect("write");
-        std::fs::rename(&tmp, &self.state).expect("rename state");
+        std::fs::rename(&tmp, self.state()).expect("rename state");
     }
 
-    /// Spawns the process without waiting for it.
-    fn spawn(&mut self) {
-        assert!(self.proc.is_none(), "{} is already running", self.name);
-        let mut cmd = Command::new(python());
-        cmd.arg("-u")
-            .arg(script())
-            .arg("--port")
-            .arg(self.port.to_string())
-            .arg("--state")
-            .arg(&self.state);
-        if self.tls {
-            cmd.arg("--tls");
-        }
-        self.proc = Some(Proc::spawn(&self.name, cmd, self.dir.path()));
-    }
-
-    /// Waits for the spawned process to listen.
-    async fn ready(&mut self) -> Started {
-        let want = self.readies + 1;
-        let start = Instant::now();
-        loop {
-            let proc = self.proc.as_mut().expect("spawned");
-            let out = proc.stdout_text();
-            let readies: Vec<&str> = out.lines().filter(|l| l.starts_with("READY ")).collect();
-            if readies.len() >= want {
-                let line = readies[want - 1];
-                let field = |k: &str| {
-                    line.split_whitespace()
-                        .find_map(|f| f.strip_prefix(k))
-                        .unwrap_or_else(|| panic!("no {k} in {line:?}"))
-                        .to_string()
-                };
-                let at: f64 = field("at=").parse().expect("at=");
-                let started = Started {
-                    process_id: field("processId="),
-                    at: SystemTime::UNIX_EPOCH + Duration::from_secs_f64(at),
-                };
-                self.readies = want;
-                self.process_id = Some(started.process_id.clone());
-                return started;
-            }
-            if let Some(status) = proc.try_wait() {
-                panic!(
-                    "mock member {} exited at start ({status}):\n{}",
-                    self.name,
-                    proc.tail(30)
-                );
-            }
-            if start.elapsed() > Duration::from_secs(20) {
-                panic!(
-                    "mock member {} did not listen within 20 s:\n{}",
-                    self.name,
-                    proc.tail(30)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    /// Waits for the spawned process to listen; returns what it said then.
+    async fn wait_started(&mut self) -> Started {
+        self.wait_ready().await;
+        self.kind.started.clone().expect("a READY line")
     }
 
     /// Starts the process (again: a restart, with a new process id) and
     /// waits until it listens.
     pub async fn start(&mut self) -> Started {
         self.spawn();
-        self.ready().await
-    }
-
-    /// SIGKILL; returns when the process is gone (its port closed).
-    pub fn kill(&mut self) -> SystemTime {
-        let mut p = self.proc.take().expect("member is running");
-        let at = SystemTime::now();
-        p.kill();
-        self.process_id = None;
-        let _ = std::fs::remove_file(self.state.with_extension("json.conns"));
-        at
+        self.wait_started().await
     }
 
     /// Client connections the running process has open, as it last wrote
     /// them down (every 10 ms).
     pub fn connections(&self) -> Option<usize> {
-        std::fs::read_to_string(self.state.with_extension("json.conns"))
+        std::fs::read_to_string(self.state().with_extension("json.conns"))
             .ok()?
             .trim()
             .parse()
             .ok()
-    }
-
-    /// The member's output, for failure messages.
-    pub fn tail(&self) -> String {
-        self.proc.as_ref().map(|p| p.tail(20)).unwrap_or_default()
     }
 }
 
@@ -264,14 +258,15 @@ impl ReplicaSet {
             primary: Some(0),
         };
         for i in 0..n {
-            rs.members.push(Member::new(&format!("rs{i}"), &json!({})));
+            rs.members
+                .push(Member::not_started(&format!("rs{i}"), &json!({})));
         }
         rs.write_hellos();
         for m in &mut rs.members {
             m.spawn();
         }
         for m in &mut rs.members {
-            m.ready().await;
+            m.wait_started().await;
         }
         rs
     }

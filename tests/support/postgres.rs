@@ -1,23 +1,24 @@
-//! Real PostgreSQL servers (`initdb` + `pg_ctl`) for the tests, on free
-//! loopback ports, each in its own temporary directory: they can be
-//! restarted (`pg_ctl stop -m fast` + start), crashed
-//! (`pg_ctl stop -m immediate`), cloned into a streaming replica with
-//! `pg_basebackup -R` and promoted.
+//! Real PostgreSQL servers (`initdb`, then `postgres` in the foreground as
+//! a child of the test) for the tests, on free loopback ports, each in its
+//! own temporary directory: they can be restarted (`pg_ctl stop -m fast` +
+//! start), crashed (`pg_ctl stop -m immediate`), cloned into a streaming
+//! replica with `pg_basebackup -R` and promoted.
 //!
 //! `initdb` refuses to run as root: as root (CI), every PostgreSQL binary
-//! runs as the `postgres` user through `runuser`, in a directory handed to
-//! that user. The harness talks to the servers as the superuser `postgres`
+//! runs as the `postgres` user (the child's uid and gid), in a directory
+//! handed to that user. The harness talks to the servers as the superuser `postgres`
 //! (trusted on loopback) over its own TCP connections, each call bounded by
 //! a timeout; other roles log in with SCRAM passwords.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
-use super::{Moment, free_port, require_binary};
+use super::process::{ServerKind, ServerProcess};
+use super::{Moment, Proc, first_column, require_binary};
 
 /// Bound of every harness query.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -69,15 +70,18 @@ fn postgres_user() -> (u32, u32) {
         })
 }
 
-/// A command running `bin` as the user PostgreSQL runs as.
-fn pg_command(bin: &Path) -> Command {
+/// A command running `bin` as the user PostgreSQL runs as, in `dir` (a
+/// directory that user owns: the tools want a current directory they can
+/// read).
+fn pg_command(bin: &Path, dir: &Path) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(bin);
+    c.current_dir(dir);
     if running_as_root() {
-        let mut c = Command::new(require_binary("runuser", "util-linux"));
-        c.args(["-u", "postgres", "--"]).arg(bin);
-        c
-    } else {
-        Command::new(bin)
+        let (uid, gid) = postgres_user();
+        c.uid(uid).gid(gid);
     }
+    c
 }
 
 /// Runs a PostgreSQL command to its end, panicking with its output if it
@@ -130,22 +134,67 @@ host all postgres 127.0.0.1/32 trust\n\
 host replication postgres 127.0.0.1/32 trust\n\
 host all all 127.0.0.1/32 scram-sha-256\n";
 
-/// One PostgreSQL server on a free loopback port with its own data
-/// directory, stopped (immediate) when dropped.
-pub struct Postgres {
-    pub port: u16,
-    name: String,
-    dir: tempfile::TempDir,
+/// The `postgres` server as a [`ServerKind`], in the foreground (its log
+/// on stderr), serving once the superuser can log in over TCP.
+pub struct Postmaster {
     /// Extra `-c name=value` settings.
     settings: Vec<String>,
-    running: bool,
 }
+
+impl ServerKind for Postmaster {
+    const READY_WITHIN: Duration = Duration::from_secs(30);
+
+    fn command(&self, port: u16, dir: &Path) -> Command {
+        let mut cmd = pg_command(&pg_bin("postgres"), dir);
+        cmd.arg("-D")
+            .arg(dir.join("data"))
+            .args(["-p", &port.to_string()])
+            .arg("-k")
+            .arg(dir);
+        for s in [
+            "listen_addresses=127.0.0.1",
+            "fsync=off",
+            "full_page_writes=off",
+            "synchronous_commit=off",
+            "shared_buffers=16MB",
+            "max_connections=30",
+        ]
+        .into_iter()
+        .chain(self.settings.iter().map(String::as_str))
+        {
+            cmd.args(["-c", s]);
+        }
+        cmd
+    }
+
+    async fn ready(&mut self, port: u16, _proc: &Proc) -> bool {
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), admin(port)).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// An immediate shutdown: a SIGKILL of the postmaster alone would leave
+    /// its backends behind.
+    fn dropped(&self, dir: &Path) {
+        let _ = pg_command(&pg_bin("pg_ctl"), dir)
+            .arg("-D")
+            .arg(dir.join("data"))
+            .args(["stop", "-w", "-m", "immediate"])
+            .output();
+    }
+}
+
+/// One PostgreSQL server on a free loopback port with its own data
+/// directory, stopped (immediate) when dropped. It stops and starts
+/// through `pg_ctl`, as an operator would.
+pub type Postgres = ServerProcess<Postmaster>;
 
 impl Postgres {
     /// A fresh server (new cluster), started and answering.
     pub async fn start(name: &str, settings: &[&str]) -> Postgres {
         let dir = pg_tempdir("dbcanary-pg-");
-        let mut cmd = pg_command(&pg_bin("initdb"));
+        let mut cmd = pg_command(&pg_bin("initdb"), dir.path());
         cmd.arg("-D").arg(dir.path().join("data")).args([
             "-A",
             "trust",
@@ -163,17 +212,14 @@ impl Postgres {
     }
 
     fn at(name: &str, dir: tempfile::TempDir, settings: &[&str]) -> Postgres {
-        Postgres {
-            port: free_port(),
-            name: name.to_string(),
-            dir,
+        let kind = Postmaster {
             settings: settings.iter().map(|s| s.to_string()).collect(),
-            running: false,
-        }
+        };
+        ServerProcess::in_dir(name, dir, kind)
     }
 
     fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.dir().join("data")
     }
 
     fn write_hba(&self) {
@@ -186,7 +232,7 @@ impl Postgres {
     /// answering (in recovery).
     pub async fn replica_of(primary: &Postgres, name: &str) -> Postgres {
         let dir = pg_tempdir("dbcanary-pg-");
-        let mut cmd = pg_command(&pg_bin("pg_basebackup"));
+        let mut cmd = pg_command(&pg_bin("pg_basebackup"), dir.path());
         cmd.args(["-h", "127.0.0.1", "-U", "postgres"])
             .arg("-p")
             .arg(primary.port.to_string())
@@ -194,7 +240,7 @@ impl Postgres {
             .arg(dir.path().join("data"))
             .args(["-R", "-X", "stream", "-c", "fast", "--no-sync"]);
         run("pg_basebackup", cmd);
-        let settings: Vec<&str> = primary.settings.iter().map(String::as_str).collect();
+        let settings: Vec<&str> = primary.kind.settings.iter().map(String::as_str).collect();
         let mut pg = Postgres::at(name, dir, &settings);
         pg.launch().await;
         pg
@@ -206,62 +252,23 @@ impl Postgres {
     }
 
     fn pg_ctl(&self, args: &[&str]) -> Output {
-        let mut cmd = pg_command(&pg_bin("pg_ctl"));
+        let mut cmd = pg_command(&pg_bin("pg_ctl"), self.dir());
         cmd.arg("-D").arg(self.data()).args(args);
         run(&format!("{}: pg_ctl {}", self.name, args.join(" ")), cmd)
     }
 
-    /// `pg_ctl start`, then waits until the superuser can log in over TCP;
-    /// returns the moment it first could.
-    async fn launch(&mut self) -> Moment {
-        assert!(!self.running, "{} already running", self.name);
-        let mut opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off \
-             -c synchronous_commit=off -c shared_buffers=16MB -c max_connections=30",
-            self.port,
-            self.dir.path().display()
-        );
-        for s in &self.settings {
-            opts.push_str(" -c ");
-            opts.push_str(s);
-        }
-        let log = self.dir.path().join("server.log");
-        self.pg_ctl(&[
-            "start",
-            "-w",
-            "-t",
-            "30",
-            "-l",
-            log.to_str().expect("utf-8 path"),
-            "-o",
-            &opts,
-        ]);
-        self.running = true;
-        let start = Instant::now();
-        loop {
-            if let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(1), admin(self.port)).await
-            {
-                let at = Moment::now();
-                drop(c);
-                return at;
-            }
-            if start.elapsed() > Duration::from_secs(30) {
-                panic!(
-                    "{} did not accept a login within 30 s:\n{}",
-                    self.name,
-                    self.log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+    /// `pg_ctl stop -m <mode>`, waiting until the server is gone.
+    fn stop(&mut self, mode: &str) -> Moment {
+        let down = Moment::now();
+        self.pg_ctl(&["stop", "-w", "-m", mode]);
+        self.stopped();
+        down
     }
 
     /// `pg_ctl stop -m fast` (clients get `FATAL` 57P01, checkpoint, exit),
     /// then start again; returns (stop issued, first login after).
     pub async fn restart(&mut self) -> (Moment, Moment) {
-        let down = Moment::now();
-        self.pg_ctl(&["stop", "-w", "-m", "fast"]);
-        self.running = false;
+        let down = self.stop("fast");
         let back = self.launch().await;
         (down, back)
     }
@@ -269,19 +276,14 @@ impl Postgres {
     /// `pg_ctl stop -m immediate` (a crash: no checkpoint, recovery at the
     /// next start), then start again; returns (crash, first login after).
     pub async fn crash_and_start(&mut self) -> (Moment, Moment) {
-        let down = Moment::now();
-        self.pg_ctl(&["stop", "-w", "-m", "immediate"]);
-        self.running = false;
+        let down = self.crash();
         let back = self.launch().await;
         (down, back)
     }
 
     /// Crashes the server and leaves it down; returns the moment before.
     pub fn crash(&mut self) -> Moment {
-        let down = Moment::now();
-        self.pg_ctl(&["stop", "-w", "-m", "immediate"]);
-        self.running = false;
-        down
+        self.stop("immediate")
     }
 
     /// `pg_ctl promote -w`: the replica leaves recovery on a new timeline.
@@ -332,13 +334,10 @@ impl Postgres {
 
     /// The backend pids of the sessions named `application_name`.
     pub async fn sessions_named(&self, application_name: &str) -> Vec<u32> {
-        self.rows(&format!(
+        let sql = format!(
             "SELECT pid FROM pg_stat_activity WHERE application_name = '{application_name}' ORDER BY pid"
-        ))
-        .await
-        .into_iter()
-        .filter_map(|r| r.first().cloned().flatten()?.parse().ok())
-        .collect()
+        );
+        first_column(self.rows(&sql).await)
     }
 
     /// `pg_terminate_backend(pid)` from another session; returns the moment
@@ -361,23 +360,6 @@ impl Postgres {
             .any(|m| matches!(m, SimpleQueryMessage::Row(row) if row.get(0) == Some("t")));
         assert!(done, "{}: backend {pid} was not terminated", self.name);
         at
-    }
-
-    /// The server's log.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        if self.running {
-            let _ = pg_command(&pg_bin("pg_ctl"))
-                .arg("-D")
-                .arg(self.data())
-                .args(["stop", "-w", "-m", "immediate"])
-                .output();
-        }
     }
 }
 

@@ -6,15 +6,16 @@
 //! the readiness `PING`, the `redis` crate for everything else), each bounded
 //! by a timeout, so a SIGSTOPped server never hangs a test.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ::redis::{AsyncConnectionConfig, FromRedisValue, RedisResult};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{Proc, Signal, check, free_port, poll_until, require_binary};
+use super::process::{ServerKind, ServerProcess};
+use super::{Proc, check, exactly_one_new, poll_until, require_binary};
 
 /// The `redis-server` binary, or a failure saying how to install it.
 pub fn redis_server_bin() -> PathBuf {
@@ -23,16 +24,48 @@ pub fn redis_server_bin() -> PathBuf {
 
 pub use super::Moment;
 
+/// `redis-server` as a [`ServerKind`]: a plain server with extra
+/// arguments, or a sentinel reading `sentinel.conf` in its directory;
+/// serving once it answers `PING`.
+pub struct Redis {
+    /// Extra command-line arguments (`--replicaof ...`).
+    pub args: Vec<String>,
+    password: Option<String>,
+    sentinel: bool,
+}
+
+impl ServerKind for Redis {
+    const READY_WITHIN: Duration = Duration::from_secs(10);
+
+    fn command(&self, port: u16, dir: &Path) -> Command {
+        let mut cmd = Command::new(redis_server_bin());
+        if self.sentinel {
+            cmd.arg(dir.join("sentinel.conf")).arg("--sentinel");
+            return cmd;
+        }
+        cmd.args(["--port", &port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .args(["--daemonize", "no"])
+            .args(["--protected-mode", "no"])
+            .arg("--dir")
+            .arg(dir);
+        if let Some(p) = &self.password {
+            cmd.args(["--requirepass", p]);
+        }
+        cmd.args(&self.args);
+        cmd
+    }
+
+    async fn ready(&mut self, port: u16, _proc: &Proc) -> bool {
+        ping_raw(port, self.password.as_deref()).await
+    }
+}
+
 /// One `redis-server` on a free loopback port, killed when dropped. It can
 /// be killed and started again on the same port (a restart).
-pub struct RedisServer {
-    pub port: u16,
-    name: String,
-    dir: tempfile::TempDir,
-    args: Vec<String>,
-    password: Option<String>,
-    proc: Option<Proc>,
-}
+pub type RedisServer = ServerProcess<Redis>;
 
 impl RedisServer {
     /// A plain server: no persistence, no password.
@@ -51,17 +84,12 @@ impl RedisServer {
     /// A server with its port chosen but not running yet: start it with
     /// [`RedisServer::start_again`].
     pub fn not_started(name: &str, args: &[&str], password: Option<&str>) -> RedisServer {
-        RedisServer {
-            port: free_port(),
-            name: name.to_string(),
-            dir: tempfile::Builder::new()
-                .prefix("dbcanary-redis-")
-                .tempdir()
-                .expect("tempdir"),
+        let kind = Redis {
             args: args.iter().map(|a| a.to_string()).collect(),
             password: password.map(str::to_string),
-            proc: None,
-        }
+            sentinel: false,
+        };
+        ServerProcess::new(name, "dbcanary-redis-", kind)
     }
 
     /// `redis://127.0.0.1:PORT` (without the password).
@@ -73,99 +101,16 @@ impl RedisServer {
         format!("127.0.0.1:{}", self.port)
     }
 
-    pub fn pid(&self) -> u32 {
-        self.proc.as_ref().expect("server running").pid()
-    }
-
-    /// Starts the process and waits until it answers `PING`; returns the
-    /// moment it first did.
-    async fn launch(&mut self) -> Moment {
-        assert!(self.proc.is_none(), "{} already running", self.name);
-        let mut cmd = Command::new(redis_server_bin());
-        cmd.args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1"])
-            .args(["--save", ""])
-            .args(["--appendonly", "no"])
-            .args(["--daemonize", "no"])
-            .args(["--protected-mode", "no"])
-            .arg("--dir")
-            .arg(self.dir.path());
-        if let Some(p) = &self.password {
-            cmd.args(["--requirepass", p]);
-        }
-        cmd.args(&self.args);
-        self.proc = Some(Proc::spawn(&self.name, cmd, self.dir.path()));
-        self.wait_ready(Duration::from_secs(10)).await
-    }
-
-    async fn wait_ready(&mut self, limit: Duration) -> Moment {
-        let start = Instant::now();
-        loop {
-            if let Some(p) = &mut self.proc
-                && let Some(status) = p.try_wait()
-            {
-                panic!(
-                    "{} exited at start-up ({status}):\n{}",
-                    self.name,
-                    p.tail(30)
-                );
-            }
-            if ping_raw(self.port, self.password.as_deref()).await {
-                return Moment::now();
-            }
-            if start.elapsed() > limit {
-                panic!(
-                    "{} did not answer PING within {limit:?}:\n{}",
-                    self.name,
-                    self.proc.as_ref().map(|p| p.tail(30)).unwrap_or_default()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    /// SIGKILL, waiting until the process is gone; returns the moment just
-    /// before the signal (ground truth for the outage start).
-    pub fn kill(&mut self) -> Moment {
-        let mut p = self.proc.take().expect("server running");
-        let at = Moment::now();
-        p.kill();
-        at
-    }
-
-    /// Starts the server (again) on its port, after [`RedisServer::kill`]
-    /// or [`RedisServer::not_started`]; returns the moment it first answered
-    /// `PING` (ground truth for the outage end).
-    pub async fn start_again(&mut self) -> Moment {
-        self.launch().await
-    }
-
     /// Starts it again with different extra arguments (e.g. `--replicaof`).
     pub async fn start_again_with(&mut self, args: &[&str]) -> Moment {
-        self.args = args.iter().map(|a| a.to_string()).collect();
+        self.kind.args = args.iter().map(|a| a.to_string()).collect();
         self.launch().await
-    }
-
-    /// SIGSTOP: the server hangs, its sockets stay open.
-    pub fn pause(&self) -> Moment {
-        self.proc
-            .as_ref()
-            .expect("server running")
-            .signal_at(Signal::Stop)
-    }
-
-    /// SIGCONT after [`RedisServer::pause`].
-    pub fn resume(&self) -> Moment {
-        self.proc
-            .as_ref()
-            .expect("server running")
-            .signal_at(Signal::Cont)
     }
 
     /// The harness's own connection (RESP2, bounded timeouts).
     pub async fn conn(&self) -> RedisResult<::redis::aio::MultiplexedConnection> {
         let mut url = format!("redis://127.0.0.1:{}", self.port);
-        if let Some(p) = &self.password {
+        if let Some(p) = &self.kind.password {
             url = format!("redis://:{p}@127.0.0.1:{}", self.port);
         }
         let config = AsyncConnectionConfig::new()
@@ -215,15 +160,28 @@ impl RedisServer {
     /// Waits until exactly one canary connection of `target` exists, and
     /// returns its id.
     pub async fn wait_canary(&self, target: &str, limit: Duration) -> i64 {
-        poll_until(
-            limit,
-            &format!("one dbcanary:{target} connection on {}", self.name),
-            async || match self.canary_clients(target).await {
-                Ok(cs) if cs.len() == 1 => Ok(cs[0].id),
-                other => Err(format!("{other:?}")),
-            },
-        )
-        .await
+        self.wait_new_canary(target, None, limit).await
+    }
+
+    /// Waits until exactly one canary connection of `target` exists and it
+    /// is not `not` (the one just killed), and returns its id.
+    pub async fn wait_new_canary(&self, target: &str, not: Option<i64>, limit: Duration) -> i64 {
+        let what = format!("one dbcanary:{target} connection on {}", self.name);
+        let ids = async || match self.canary_clients(target).await {
+            Ok(cs) => cs.iter().map(|c| c.id).collect(),
+            Err(_) => Vec::new(),
+        };
+        exactly_one_new(limit, &what, not, ids).await
+    }
+
+    /// Waits until `target` has exactly `n` canary connections on the
+    /// server (`what` names the wait in a failure).
+    pub async fn wait_canaries(&self, target: &str, n: usize, limit: Duration, what: &str) {
+        poll_until(limit, what, async || {
+            let got = self.canary_clients(target).await.map(|c| c.len());
+            check(matches!(&got, Ok(k) if *k == n), got)
+        })
+        .await;
     }
 
     /// `CLIENT KILL ID <id>`; returns the moment just before the command.
@@ -252,14 +210,6 @@ impl RedisServer {
             .filter_map(|l| l.trim_end().split_once(':'))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect())
-    }
-
-    /// The server's log so far.
-    pub fn log(&self) -> String {
-        self.proc
-            .as_ref()
-            .map(|p| p.stdout_text())
-            .unwrap_or_default()
     }
 }
 
@@ -344,37 +294,26 @@ pub struct Sentinel {
 
 impl Sentinel {
     async fn start(i: usize, master_port: u16) -> Sentinel {
-        let port = free_port();
-        let dir = tempfile::Builder::new()
-            .prefix("dbcanary-sentinel-")
-            .tempdir()
-            .expect("tempdir");
-        let conf = dir.path().join("sentinel.conf");
+        let kind = Redis {
+            args: Vec::new(),
+            password: None,
+            sentinel: true,
+        };
+        let mut server = ServerProcess::new(&format!("sentinel{i}"), "dbcanary-sentinel-", kind);
+        let port = server.port;
         std::fs::write(
-            &conf,
+            server.dir().join("sentinel.conf"),
             format!(
                 "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {dir}\n\
                  sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n\
                  sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
                  sentinel failover-timeout {MASTER_NAME} 3000\n\
                  sentinel parallel-syncs {MASTER_NAME} 1\n",
-                dir = dir.path().display()
+                dir = server.dir().display()
             ),
         )
         .expect("write sentinel.conf");
-        let mut cmd = Command::new(redis_server_bin());
-        cmd.arg(&conf).arg("--sentinel");
-        let name = format!("sentinel{i}");
-        let proc = Proc::spawn(&name, cmd, dir.path());
-        let mut server = RedisServer {
-            port,
-            name,
-            dir,
-            args: Vec::new(),
-            password: None,
-            proc: Some(proc),
-        };
-        server.wait_ready(Duration::from_secs(10)).await;
+        server.launch().await;
         Sentinel { port, server }
     }
 
