@@ -41,7 +41,7 @@ fn url(scheme: &str, port: u16) -> String {
 async fn forty_hostile_endpoints_cost_bounded_memory_and_classified_errors() {
     let healthy = RedisServer::start().await;
     let mut b = Agent::builder()
-        .toml(PACE)
+        .toml(&PACE.toml())
         .target("healthy", &healthy.url());
     let mut hostile_targets = Vec::new();
     for scheme in ["redis", "postgresql", "mysql", "mongodb", "http"] {
