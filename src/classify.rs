@@ -97,8 +97,10 @@ fn started_during(before: &Identity, after: &Identity, outage: Duration) -> bool
         {
             return same_address;
         }
+        // One process numbers its connections upwards: a new connection that
+        // did not get a higher number than the old one came from another.
         if let (Some(b), Some(a)) = (before.connection_seq, after.connection_seq)
-            && a < b
+            && a <= b
         {
             return true;
         }

@@ -199,8 +199,9 @@ pub struct Identity {
     #[serde(skip)]
     pub uptime_resolution: Option<Duration>,
     /// A number that only grows during one server process (the MySQL
-    /// connection id of the canary): smaller after an outage, it says
-    /// another process answers.
+    /// connection id of the canary): a new connection's is higher than the
+    /// old one's in the same process, so one that is not says another
+    /// process answers.
     #[serde(skip)]
     pub connection_seq: Option<u64>,
 }

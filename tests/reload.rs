@@ -93,3 +93,95 @@ async fn sighup_applies_added_removed_and_unchanged_targets() {
         "a refused reload touches nothing"
     );
 }
+
+/// A reload that changes a target (its interval, its password) restarts its
+/// canary, and the target stays watched: its series and API entry remain,
+/// its counters continue, and a loss right after is seen.
+#[tokio::test]
+async fn a_changed_target_keeps_its_series_and_is_watched_without_a_gap() {
+    let a = RedisServer::start().await;
+    let agent = Agent::start_up(Pacing::FAST, &[("cache", &a.url()[..])], LIMIT).await;
+    let old = a.wait_canary("cache", LIMIT).await;
+    let before = agent.metrics().await.value_or_zero(
+        "dbcanary_connect_attempts_total",
+        &[("target", "cache"), ("result", "ok")],
+    );
+
+    let text = agent
+        .config_text
+        .replace("interval = \"200ms\"", "interval = \"250ms\"");
+    assert_ne!(text, agent.config_text, "the test changes the interval");
+    std::fs::write(&agent.config, &text).unwrap();
+    signal(agent.pid(), Signal::Hup);
+    let new = a.wait_new_canary("cache", Some(old), LIMIT).await;
+    // The old canary's end comes after the new one started: the target
+    // must still be there once both happened.
+    a.wait_canaries("cache", 1, LIMIT, "only the new canary connection")
+        .await;
+    poll_until(
+        LIMIT,
+        "cache up with its series after the reload",
+        async || {
+            let m = agent.metrics().await;
+            let up = m.value("dbcanary_up", &[("target", "cache")]);
+            let ok = m.value_or_zero(
+                "dbcanary_connect_attempts_total",
+                &[("target", "cache"), ("result", "ok")],
+            );
+            check(up == Some(1.0) && ok >= before + 1.0, (up, ok))
+        },
+    )
+    .await;
+    let t = agent.target("cache").await;
+    assert_eq!(t["state"], "up", "{t}");
+
+    // Still watched: a loss now is seen and counted.
+    a.client_kill(new).await;
+    agent
+        .wait_count(OUTAGES, "cache", "network", 1.0, LIMIT)
+        .await;
+    agent.wait_up("cache", true, LIMIT).await;
+}
+
+/// A reload that would stop watching everything — an empty file (a config
+/// tool that truncates before it writes), or one that keeps none of the
+/// running targets — is refused with the reason; the running targets stay.
+#[tokio::test]
+async fn a_reload_that_drops_every_target_is_refused() {
+    let a = RedisServer::start().await;
+    let mut agent = Agent::start_up(Pacing::FAST, &[("cache", &a.url()[..])], LIMIT).await;
+    let conn = a.wait_canary("cache", LIMIT).await;
+    let cases = [
+        (String::new(), "configures no target"),
+        (
+            agent
+                .config_text
+                .replace("name = \"cache\"", "name = \"renamed\""),
+            "keeps none of the 1 running targets",
+        ),
+    ];
+    for (n, (text, reason)) in cases.iter().enumerate() {
+        std::fs::write(&agent.config, text).unwrap();
+        signal(agent.pid(), Signal::Hup);
+        poll_until(LIMIT, "the reload refused with its reason", async || {
+            let log = agent.log();
+            let refusals = log.matches("configuration reload refused").count();
+            check(refusals > n && log.contains(reason), refusals)
+        })
+        .await;
+    }
+    agent.assert_alive();
+    let m = agent.metrics().await;
+    assert_eq!(m.value("dbcanary_up", &[("target", "cache")]), Some(1.0));
+    assert!(!m.text.contains("target=\"renamed\""), "{}", m.text);
+    assert!(
+        !m.text.contains("target=\"redis\""),
+        "no local defaults: {}",
+        m.text
+    );
+    assert_eq!(
+        a.canary_clients("cache").await.unwrap()[0].id,
+        conn,
+        "a refused reload touches nothing"
+    );
+}

@@ -649,12 +649,20 @@ pub fn target_toml_with(name: &str, url: &str, extra: &str) -> String {
 /// How to start an agent.
 pub struct AgentBuilder {
     body: String,
+    /// Lines of the `[agent]` table beyond `listen`.
+    agent: String,
     targets: Vec<String>,
     log_filter: String,
     env: Vec<(String, String)>,
 }
 
 impl AgentBuilder {
+    /// Adds keys to the `[agent]` table (`attempts_per_second = 500`).
+    pub fn agent_toml(mut self, text: &str) -> Self {
+        self.agent.push_str(text);
+        self
+    }
+
     /// Appends TOML (defaults, targets) after the `[agent]` and
     /// `[discovery]` tables the harness writes.
     pub fn toml(mut self, text: &str) -> Self {
@@ -707,8 +715,8 @@ impl AgentBuilder {
         let listen: SocketAddr = ([127, 0, 0, 1], server.port).into();
         let config = server.dir().join(AgentKind::CONFIG);
         let text = format!(
-            "[agent]\nlisten = \"{listen}\"\n\n[discovery]\nenv = false\n\n{}",
-            self.body
+            "[agent]\nlisten = \"{listen}\"\n{}\n[discovery]\nenv = false\n\n{}",
+            self.agent, self.body
         );
         std::fs::write(&config, &text).expect("write config");
         server.launch().await;
@@ -779,6 +787,7 @@ impl Agent {
     pub fn builder() -> AgentBuilder {
         AgentBuilder {
             body: String::new(),
+            agent: String::new(),
             targets: Vec::new(),
             log_filter: "dbcanary=debug,info".into(),
             env: Vec::new(),
