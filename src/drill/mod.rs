@@ -279,7 +279,8 @@ async fn drill_once(
     observer.say(
         store,
         &format!(
-            "drill {number}: {result:?}{}",
+            "drill {number}: {}{}",
+            result.shout(),
             reason
                 .as_ref()
                 .map(|r| format!(": {r}"))

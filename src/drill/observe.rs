@@ -59,7 +59,7 @@ pub struct StoreSeen {
     pub outages: Vec<SeenOutage>,
     pub failovers: Vec<SeenFailover>,
     pub servers: Vec<(Instant, Server)>,
-    /// Who answers the canary now.
+    /// Who answers the canary now (none while it is down).
     pub identity: Option<Identity>,
 }
 
@@ -146,7 +146,7 @@ impl Observer {
                 outages: l.outages.clone(),
                 failovers: l.failovers.clone(),
                 servers: l.servers.clone(),
-                identity: l.identity.clone(),
+                identity: l.identity.clone().filter(|_| l.up),
             })
             .unwrap_or_default()
     }

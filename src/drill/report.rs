@@ -30,7 +30,8 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn shout(self) -> &'static str {
+    /// The outcome as the text report says it.
+    pub fn shout(self) -> &'static str {
         match self {
             Self::Passed => "passed",
             Self::Failed => "FAILED",
