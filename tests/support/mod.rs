@@ -11,6 +11,7 @@
 
 pub mod app;
 pub mod certs;
+pub mod drill;
 pub mod mariadb;
 pub mod mongo;
 pub mod postgres;
