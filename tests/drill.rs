@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::app::{Behaviour, start_app};
-use support::drill::{drill, junit_cases};
+use support::drill::{Finished, drill, junit_cases};
 use support::mariadb::MariaDb;
 use support::postgres::Postgres;
 use support::redis::{RedisServer, SentinelSetup, redis_server_bin};
@@ -35,13 +35,42 @@ fn path(p: &std::path::Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
+/// A Redis server and an app on it that reconnects after a drop.
+async fn redis_with_app() -> (RedisServer, String) {
+    let redis = RedisServer::start().await;
+    let good = start_app(Behaviour::Reconnects, &redis.url()).await;
+    (redis, good)
+}
+
+/// `dbcanary drill STORE --app APP ARGS...` in a directory of its own.
+async fn drill_on(store: &str, app: &str, args: &[&str]) -> Finished {
+    let dir = tempfile::tempdir().unwrap();
+    let mut all = vec![store, "--app", app];
+    all.extend_from_slice(args);
+    drill(dir.path(), &all).await
+}
+
+/// A kill-clients drill that passed and spared the canary: no outage, the
+/// canary's connection seen and kept, `victim` killed, the app unaffected.
+fn spared_the_canary(out: &Finished, victim: &str, app_url: &str) {
+    out.expect_code(0);
+    let d = &out.json()["drills"][0];
+    assert!(outages(d).is_empty(), "the canary is spared: {d}");
+    let detail = d["action"]["detail"].as_str().unwrap();
+    assert!(detail.contains(victim), "{victim} in {detail}");
+    assert!(!detail.contains("was not among them"), "{detail}");
+    assert_eq!(app(d, app_url)["result"], "unaffected", "{d}");
+}
+
+/// kill-clients on `store` with one app, as JSON.
+const KILL: &[&str] = &["--action", "kill-clients", "--yes", "--json"];
+
 /// A reconnecting app and a never-reconnecting one, both on a Redis whose
 /// clients are killed: the first recovers quickly, the second does not,
 /// the canary is spared, and the exit code is 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_clients_tells_the_app_that_reconnects_from_the_one_that_does_not() {
-    let redis = RedisServer::start().await;
-    let good = start_app(Behaviour::Reconnects, &redis.url()).await;
+    let (redis, good) = redis_with_app().await;
     let broken = start_app(Behaviour::NeverReconnects, &redis.url()).await;
     let dir = tempfile::tempdir().unwrap();
     let junit = dir.path().join("drill.xml");
@@ -122,21 +151,11 @@ async fn kill_clients_tells_the_app_that_reconnects_from_the_one_that_does_not()
 /// exit 0; the text report says the canary had no outage.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_kill_clients_drills_pass_with_an_app_that_reconnects() {
-    let redis = RedisServer::start().await;
-    let good = start_app(Behaviour::Reconnects, &redis.url()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let out = drill(
-        dir.path(),
-        &[
-            &redis.url(),
-            "--app",
-            &good,
-            "--action",
-            "kill-clients",
-            "--repeat",
-            "3",
-            "--yes",
-        ],
+    let (redis, good) = redis_with_app().await;
+    let out = drill_on(
+        &redis.url(),
+        &good,
+        &["--action", "kill-clients", "--repeat", "3", "--yes"],
     )
     .await;
     out.expect_code(0);
@@ -172,27 +191,8 @@ async fn mariadb_kill_clients_drops_other_sessions_and_spares_the_canary() {
         .unwrap()
         .unwrap();
     let steady = start_app(Behaviour::Static, "redis://127.0.0.1:1").await;
-    let dir = tempfile::tempdir().unwrap();
-    let out = drill(
-        dir.path(),
-        &[
-            &db.url("root", None),
-            "--app",
-            &steady,
-            "--action",
-            "kill-clients",
-            "--yes",
-            "--json",
-        ],
-    )
-    .await;
-    out.expect_code(0);
-    let d = &out.json()["drills"][0];
-    assert!(outages(d).is_empty(), "the canary is spared: {d}");
-    let detail = d["action"]["detail"].as_str().unwrap();
-    assert!(detail.contains(&format!("id {id} (root@")), "{detail}");
-    assert!(!detail.contains("was not among them"), "{detail}");
-    assert_eq!(app(d, &steady)["result"], "unaffected", "{d}");
+    let out = drill_on(&db.url("root", None), &steady, KILL).await;
+    spared_the_canary(&out, &format!("id {id} (root@"), &steady);
     let ping = within(
         Duration::from_secs(5),
         "the stand-in's ping",
@@ -223,26 +223,8 @@ async fn postgres_kill_clients_terminates_other_backends_and_spares_the_canary()
         .unwrap()
         .get(0);
     let steady = start_app(Behaviour::Static, "redis://127.0.0.1:1").await;
-    let dir = tempfile::tempdir().unwrap();
-    let out = drill(
-        dir.path(),
-        &[
-            &pg.url("postgres", None),
-            "--app",
-            &steady,
-            "--action",
-            "kill-clients",
-            "--yes",
-            "--json",
-        ],
-    )
-    .await;
-    out.expect_code(0);
-    let d = &out.json()["drills"][0];
-    assert!(outages(d).is_empty(), "the canary is spared: {d}");
-    let detail = d["action"]["detail"].as_str().unwrap();
-    assert!(detail.contains(&format!("pid {pid} (postgres")), "{detail}");
-    assert!(!detail.contains("was not among them"), "{detail}");
+    let out = drill_on(&pg.url("postgres", None), &steady, KILL).await;
+    spared_the_canary(&out, &format!("pid {pid} (postgres"), &steady);
     let ended = within(
         Duration::from_secs(5),
         "the stand-in's connection to end",
@@ -260,13 +242,10 @@ async fn postgres_kill_clients_terminates_other_backends_and_spares_the_canary()
 async fn sentinel_failover_moves_the_canary_to_the_new_master() {
     let setup = SentinelSetup::start().await;
     let good = start_app(Behaviour::Reconnects, &setup.master.url()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let out = drill(
-        dir.path(),
+    let out = drill_on(
+        &setup.url(),
+        &good,
         &[
-            &setup.url(),
-            "--app",
-            &good,
             "--action",
             "failover",
             "--recovery-deadline",
@@ -316,8 +295,7 @@ impl Drop for PidFile {
 /// again on the same port; the outage is a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exec_restart_is_measured_as_a_restart() {
-    let redis = RedisServer::start().await;
-    let good = start_app(Behaviour::Reconnects, &redis.url()).await;
+    let (redis, good) = redis_with_app().await;
     let dir = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
     let pid_file = PidFile(data.path().join("redis.pid"));
@@ -359,15 +337,11 @@ async fn an_exec_restart_is_measured_as_a_restart() {
 /// An `--exec` that fails: exit 3, with its status and output in the report.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_exec_is_a_drill_not_performed_with_its_output() {
-    let redis = RedisServer::start().await;
-    let good = start_app(Behaviour::Reconnects, &redis.url()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let out = drill(
-        dir.path(),
+    let (redis, good) = redis_with_app().await;
+    let out = drill_on(
+        &redis.url(),
+        &good,
         &[
-            &redis.url(),
-            "--app",
-            &good,
             "--action",
             "exec",
             "--exec",
@@ -399,8 +373,7 @@ async fn a_failing_exec_is_a_drill_not_performed_with_its_output() {
 /// the plan and connects to nothing either. A bad combination is exit 2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_happens_without_yes_or_with_dry_run() {
-    let redis = RedisServer::start().await;
-    let good = start_app(Behaviour::Reconnects, &redis.url()).await;
+    let (redis, good) = redis_with_app().await;
     // Every client but the listing's own, the newest.
     let mut app_clients: Vec<i64> = redis
         .clients()
@@ -577,16 +550,12 @@ async fn planted_passwords_appear_nowhere() {
 /// says who was not healthy; the store is not touched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unhealthy_app_stops_the_drill_before_the_action() {
-    let redis = RedisServer::start().await;
-    let good = start_app(Behaviour::Reconnects, &redis.url()).await;
+    let (redis, good) = redis_with_app().await;
     let nowhere = format!("http://127.0.0.1:{}/health", support::free_port());
-    let dir = tempfile::tempdir().unwrap();
-    let out = drill(
-        dir.path(),
+    let out = drill_on(
+        &redis.url(),
+        &good,
         &[
-            &redis.url(),
-            "--app",
-            &good,
             "--app",
             &nowhere,
             "--action",
@@ -614,15 +583,11 @@ async fn an_unhealthy_app_stops_the_drill_before_the_action() {
 /// to start the server again, the store does not come back: exit 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_without_a_supervisor_fails_the_drill() {
-    let redis = RedisServer::start().await;
-    let good = start_app(Behaviour::Reconnects, &redis.url()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let out = drill(
-        dir.path(),
+    let (redis, good) = redis_with_app().await;
+    let out = drill_on(
+        &redis.url(),
+        &good,
         &[
-            &redis.url(),
-            "--app",
-            &good,
             "--action",
             "restart",
             "--allow-shutdown",
@@ -660,8 +625,7 @@ async fn shutdown_without_a_supervisor_fails_the_drill() {
 /// prints what it measured (exit 3).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_stops_the_drill_and_prints_what_was_measured() {
-    let redis = RedisServer::start().await;
-    let good = start_app(Behaviour::Reconnects, &redis.url()).await;
+    let (redis, good) = redis_with_app().await;
     let dir = tempfile::tempdir().unwrap();
     let kill = format!("kill -9 {}", redis.pid());
     let p = support::drill::start(
