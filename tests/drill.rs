@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::app::{Behaviour, start_app};
-use support::drill::{Finished, drill, junit_cases};
+use support::drill::{Finished, drill, finish, junit_cases, on_terminal, start};
 use support::mariadb::MariaDb;
 use support::postgres::Postgres;
 use support::redis::{RedisServer, SentinelSetup, redis_server_bin};
@@ -628,7 +628,7 @@ async fn ctrl_c_stops_the_drill_and_prints_what_was_measured() {
     let (redis, good) = redis_with_app().await;
     let dir = tempfile::tempdir().unwrap();
     let kill = format!("kill -9 {}", redis.pid());
-    let p = support::drill::start(
+    let p = start(
         dir.path(),
         &[
             &redis.url(),
@@ -648,7 +648,7 @@ async fn ctrl_c_stops_the_drill_and_prints_what_was_measured() {
     )
     .await;
     p.signal(Signal::Int);
-    let out = support::drill::finish(p).await;
+    let out = finish(p).await;
     out.expect_code(3);
     assert!(
         out.stdout
@@ -657,4 +657,36 @@ async fn ctrl_c_stops_the_drill_and_prints_what_was_measured() {
     );
     assert!(out.stdout.contains("store   lost at +"), "{out}");
     assert!(out.stdout.contains("not back"), "{out}");
+}
+
+/// Without `--yes` on a terminal, the drill asks, naming the target and
+/// the action: anything but `yes` does nothing (exit 2), `yes` runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_the_drill_asks_first() {
+    let (redis, good) = redis_with_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = redis.url();
+    let args = [url.as_str(), "--app", &good, "--action", "kill-clients"];
+    let received = async || -> u64 {
+        redis.info("stats").await.unwrap()["total_connections_received"]
+            .parse()
+            .unwrap()
+    };
+    let before = received().await;
+    let no = finish(on_terminal(dir.path(), &args, "no")).await;
+    no.expect_code(2);
+    let asked = format!(
+        "dbcanary drill: kill-clients on {0} ({0}), 1 time:",
+        redis.addr()
+    );
+    assert!(no.stdout.contains(&asked), "{no}");
+    assert!(no.stdout.contains("CLIENT KILL ID"), "{no}");
+    assert!(
+        no.stdout.contains("not confirmed: nothing was done"),
+        "{no}"
+    );
+    assert_eq!(received().await, before + 1, "nothing connected");
+    let yes = finish(on_terminal(dir.path(), &args, "yes")).await;
+    yes.expect_code(0);
+    assert!(yes.stdout.contains("result: passed (exit 0)"), "{yes}");
 }

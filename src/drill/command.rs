@@ -148,11 +148,11 @@ async fn confirm(
     if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
         return Err(format!(
             "refusing to run {what} without --yes (there is no terminal to ask): nothing was done. \
-             It would do this: {does}"
+             What it would do: {does}"
         ));
     }
     eprint!(
-        "dbcanary drill: {what}, {} time{}.\nIt {does}.\nType yes to go on: ",
+        "dbcanary drill: {what}, {} time{}:\n  {does}\nType yes to go on: ",
         plan.repeat,
         if plan.repeat == 1 { "" } else { "s" }
     );

@@ -64,6 +64,24 @@ pub fn start(dir: &Path, args: &[&str]) -> Proc {
     Proc::spawn("drill", cmd, dir)
 }
 
+/// Starts `dbcanary drill ARGS...` on a terminal of its own (`script`),
+/// which gets `answer` typed a second later. Arguments must not need
+/// quoting.
+pub fn on_terminal(dir: &Path, args: &[&str], answer: &str) -> Proc {
+    let script = require_binary("script", "util-linux");
+    let line = format!(
+        "{} drill {}",
+        super::dbcanary_bin().display(),
+        args.join(" ")
+    );
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(format!(
+        "(sleep 1; printf '%s\\n' {answer}) | {} -qec \"{line}\" /dev/null",
+        script.display()
+    ));
+    Proc::spawn("drill", cmd, dir)
+}
+
 /// Waits for a drill [`start`]ed.
 pub async fn finish(mut p: Proc) -> Finished {
     let status = p.wait_timeout(DRILL_WITHIN).await.unwrap_or_else(|| {
