@@ -235,7 +235,7 @@ impl EventSink for Observer {
                     log.up = false;
                     log.last_error = Some(detail.clone());
                     said = Some(if log.app {
-                        format!("unhealthy: {detail}")
+                        detail.clone()
                     } else {
                         format!("lost ({}): {detail}", cause.as_str())
                     });

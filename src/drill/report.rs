@@ -459,7 +459,7 @@ fn app_text(a: &AppReport) -> String {
             humantime::format_duration(a.recovery_deadline),
             a.last_error
                 .as_ref()
-                .map(|e| format!(": {e}"))
+                .map(|e| format!("; last error: {e}"))
                 .unwrap_or_default()
         ),
         _ => "not judged".into(),

@@ -80,6 +80,16 @@ impl ActionError {
         Self::new(kind, format!("cannot connect to {what}: {message}"))
     }
 
+    /// Says which connections were already killed when this error stopped
+    /// kill-clients: the drill did part of its work.
+    fn after(mut self, killed: &[String]) -> Self {
+        if !killed.is_empty() {
+            self.message
+                .push_str(&format!(" (after killing {})", some_of(killed)));
+        }
+        self
+    }
+
     fn timeout(what: &str) -> Self {
         Self::new(
             FailureKind::Timeout,

@@ -188,14 +188,7 @@ pub async fn kill_clients(ctx: &ActionCtx<'_>) -> Result<ActionDone, ActionError
         match bounded(&what, conn.query_drop(&stmt)).await? {
             Ok(()) => killed.push(format!("id {} ({}@{})", s.id, s.user, s.host)),
             Err(Error::Server(e)) if e.code == NO_SUCH_THREAD => {}
-            Err(e) => {
-                let mut err = failed(&e, &stmt);
-                if !killed.is_empty() {
-                    err.message
-                        .push_str(&format!(" (after killing {})", killed.join(", ")));
-                }
-                return Err(err);
-            }
+            Err(e) => return Err(failed(&e, &stmt).after(&killed)),
         }
     }
     let _ = bounded(&what, conn.disconnect()).await;

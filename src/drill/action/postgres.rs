@@ -138,12 +138,8 @@ pub async fn kill_clients(ctx: &ActionCtx<'_>) -> Result<ActionDone, ActionError
             // Gone by itself in the meantime.
             Ok(_) => {}
             Err(e) => {
-                let mut err = refused(&format!("{what} refused pg_terminate_backend({pid})"), &e);
-                if !killed.is_empty() {
-                    err.message
-                        .push_str(&format!(" (after terminating {})", killed.join(", ")));
-                }
-                return Err(err);
+                let err = refused(&format!("{what} refused pg_terminate_backend({pid})"), &e);
+                return Err(err.after(&killed));
             }
         }
     }

@@ -202,30 +202,28 @@ pub async fn kill_clients(ctx: &ActionCtx<'_>) -> Result<ActionDone, ActionError
     }
     let canary = ctx.canary_name();
     let canary_seen = clients.iter().any(|c| c.name == canary);
-    let victims = victims(&clients, own_id, &canary, user.as_deref());
-    let mut pipe = redis::pipe();
-    for c in &victims {
-        pipe.cmd("CLIENT").arg("KILL").arg("ID").arg(c.id);
-    }
-    let counts: Vec<i64> = if victims.is_empty() {
-        Vec::new()
-    } else {
-        bounded(&what, pipe.query_async(&mut conn))
-            .await?
-            .map_err(|e| command_error(&what, "CLIENT KILL", &e))?
-    };
-    let killed: Vec<String> = victims
-        .iter()
-        .zip(&counts)
-        .filter(|(_, n)| **n > 0)
-        .map(|(c, _)| {
-            if c.name.is_empty() {
+    let mut killed = Vec::new();
+    // One at a time, so that a refusal is the server's own, typed error.
+    for c in victims(&clients, own_id, &canary, user.as_deref()) {
+        let n: i64 = bounded(
+            &what,
+            redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("ID")
+                .arg(c.id)
+                .query_async(&mut conn),
+        )
+        .await?
+        .map_err(|e| command_error(&what, "CLIENT KILL", &e).after(&killed))?;
+        // 0: the client left in the meantime.
+        if n > 0 {
+            killed.push(if c.name.is_empty() {
                 format!("id {} ({})", c.id, c.addr)
             } else {
                 format!("id {} ({}, {})", c.id, c.addr, c.name)
-            }
-        })
-        .collect();
+            });
+        }
+    }
     Ok(ActionDone::said(killed_detail(
         &killed,
         clients.len().saturating_sub(1),
