@@ -690,3 +690,33 @@ async fn on_a_terminal_the_drill_asks_first() {
     yes.expect_code(0);
     assert!(yes.stdout.contains("result: passed (exit 0)"), "{yes}");
 }
+
+/// kill-clients that finds nobody to kill (`--kill-user` matching no
+/// client) did not perform the drill: exit 3, and the app is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_clients_that_kills_nobody_is_not_a_drill() {
+    let (redis, good) = redis_with_app().await;
+    let out = drill_on(
+        &redis.url(),
+        &good,
+        &[
+            "--action",
+            "kill-clients",
+            "--kill-user",
+            "nobody",
+            "--yes",
+            "--json",
+        ],
+    )
+    .await;
+    out.expect_code(3);
+    let a = &out.json()["drills"][0]["action"];
+    assert_eq!(a["failure"], "no_effect", "{a}");
+    assert!(
+        a["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("nothing was killed"),
+        "{a}"
+    );
+}

@@ -108,7 +108,7 @@ pub async fn command(
     show(args.json, &report, &secrets, || report.text());
     let mut code = report.exit_code;
     if let Some(path) = &args.junit
-        && let Err(e) = std::fs::write(path, secrets.mask(&report.junit()))
+        && let Err(e) = std::fs::write(path, report.junit())
     {
         eprintln!("dbcanary: drill: cannot write {}: {e}", path.display());
         if code == 0 {
@@ -119,16 +119,15 @@ pub async fn command(
 }
 
 /// Prints `value` as JSON or as its text on stdout, every known secret
-/// masked once more.
+/// masked once more (its strings were scrubbed when they were made).
 fn show<T: Serialize>(json: bool, value: &T, secrets: &Secrets, text: impl FnOnce() -> String) {
-    let out = if json {
-        let mut j = serde_json::to_string_pretty(value).unwrap_or_default();
-        j.push('\n');
-        j
+    if json {
+        let mut v = serde_json::to_value(value).unwrap_or_default();
+        secrets.mask_json(&mut v);
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
-        text()
-    };
-    print!("{}", secrets.mask(&out));
+        print!("{}", secrets.mask(&text()));
+    }
 }
 
 /// Asks on the terminal before anything is done; without a terminal (and

@@ -57,8 +57,8 @@ impl Secrets {
     }
 
     /// `text` with every known secret masked, and nothing else changed: the
-    /// last pass over a rendered report (JSON, XML), whose syntax the
-    /// line-wise URL and `key = value` redaction could break.
+    /// last pass over the text report, which the line-wise URL and
+    /// `key = value` redaction could garble.
     pub fn mask(&self, text: &str) -> String {
         let mut out = text.to_string();
         for s in &self.0 {
@@ -67,6 +67,18 @@ impl Secrets {
             }
         }
         out
+    }
+
+    /// Every string of a JSON value masked (keys and numbers untouched, so
+    /// the JSON stays what it was, even with a password like `1`).
+    pub fn mask_json(&self, v: &mut serde_json::Value) {
+        use serde_json::Value;
+        match v {
+            Value::String(s) => *s = self.mask(s),
+            Value::Array(a) => a.iter_mut().for_each(|x| self.mask_json(x)),
+            Value::Object(o) => o.values_mut().for_each(|x| self.mask_json(x)),
+            _ => {}
+        }
     }
 }
 
@@ -98,5 +110,16 @@ mod tests {
             assert!(!out.contains(planted), "{planted} in {out}");
         }
         assert!(out.contains("redis://admin:***@h:1"), "{out}");
+    }
+
+    #[test]
+    fn json_stays_json_whatever_the_password() {
+        let s = Secrets::of(&[], &[&DbUrl::parse("redis://:1@h:6379").unwrap()]);
+        let mut v = serde_json::json!({"exit_code": 1, "detail": "AUTH 1 failed", "list": ["x1"]});
+        s.mask_json(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({"exit_code": 1, "detail": "AUTH *** failed", "list": ["x***"]})
+        );
     }
 }

@@ -43,6 +43,8 @@ pub enum FailureKind {
     Command,
     /// Ctrl-C during the action.
     Interrupted,
+    /// It found nothing to do (kill-clients with no client to kill).
+    NoEffect,
     /// What the action needs is not known (e.g. which master the canary is
     /// on).
     Unknown,
@@ -210,18 +212,33 @@ fn some_of(items: &[String]) -> String {
     s
 }
 
-/// What a kill-clients action says it did.
-fn killed_detail(killed: &[String], seen: usize, canary_seen: bool, spared: &str) -> String {
-    let mut s = format!(
-        "killed {} of {} ({spared})",
-        count(killed.len(), "client connection"),
-        seen
-    );
-    if !killed.is_empty() {
-        s.push_str(&format!(": {}", some_of(killed)));
+/// What kill-clients did: the connections it killed, whether it saw the
+/// canary's (which it spared, as it says in `spared`). Killing nothing is a
+/// drill not performed: nothing happened to any app. `blind` says why the
+/// drill's user may not see the others, when the canary's was not seen
+/// either.
+fn killed(
+    killed: &[String],
+    canary_seen: bool,
+    spared: &str,
+    blind: &str,
+) -> Result<ActionDone, ActionError> {
+    if killed.is_empty() {
+        let mut message = format!(
+            "nothing was killed: no client connection was seen but those spared ({spared})"
+        );
+        if !canary_seen {
+            message.push_str(&format!(", and not even the canary's: {blind}"));
+        }
+        return Err(ActionError::new(FailureKind::NoEffect, message));
     }
+    let mut s = format!(
+        "killed {} (sparing {spared}): {}",
+        count(killed.len(), "client connection"),
+        some_of(killed)
+    );
     if !canary_seen {
         s.push_str("; the canary's own connection was not among them (is it connected elsewhere?)");
     }
-    s
+    Ok(ActionDone::said(s))
 }

@@ -14,7 +14,7 @@ use mysql_async::{ClientIdentity, Conn, DriverError, Error, OptsBuilder, SslOpts
 use crate::stores::Options;
 use crate::stores::mysql::{MysqlOptions, SslMode};
 
-use super::{ActionCtx, ActionDone, ActionError, FailureKind, bounded, killed_detail};
+use super::{ActionCtx, ActionDone, ActionError, FailureKind, bounded};
 use crate::drill::plan::Action;
 
 /// Server error codes the drill tells apart.
@@ -192,12 +192,12 @@ pub async fn kill_clients(ctx: &ActionCtx<'_>) -> Result<ActionDone, ActionError
         }
     }
     let _ = bounded(&what, conn.disconnect()).await;
-    Ok(ActionDone::said(killed_detail(
+    super::killed(
         &killed,
-        sessions.len(),
         canary_seen,
-        "sparing the canary's session, the drill's own and the server's threads",
-    )))
+        "the canary's session, the drill's own and the server's threads",
+        "without PROCESS, a user sees only its own sessions",
+    )
 }
 
 #[cfg(test)]

@@ -12,9 +12,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use crate::stores::Options;
 use crate::stores::postgres::connect_error;
 
-use super::{
-    ADMIN_TIMEOUT, ActionCtx, ActionDone, ActionError, FailureKind, bounded, killed_detail,
-};
+use super::{ADMIN_TIMEOUT, ActionCtx, ActionDone, ActionError, FailureKind, bounded};
 use crate::drill::plan::Action;
 
 /// Client backends of the database, but the drill's own and the canary's.
@@ -153,10 +151,10 @@ pub async fn kill_clients(ctx: &ActionCtx<'_>) -> Result<ActionDone, ActionError
     .await?
     .map(|r| r.get::<_, i64>(0) > 0)
     .unwrap_or(false);
-    Ok(ActionDone::said(killed_detail(
+    super::killed(
         &killed,
-        rows.len(),
         canary_seen,
-        &format!("sparing the canary {canary} and the drill's own backend"),
-    )))
+        &format!("the canary {canary} and the drill's own backend"),
+        "is the target's database the one the canary uses?",
+    )
 }

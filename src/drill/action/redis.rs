@@ -11,9 +11,7 @@ use crate::dburl::HostPort;
 use crate::stores::Options;
 use crate::stores::redis::connect_error;
 
-use super::{
-    ADMIN_TIMEOUT, ActionCtx, ActionDone, ActionError, FailureKind, bounded, killed_detail,
-};
+use super::{ADMIN_TIMEOUT, ActionCtx, ActionDone, ActionError, FailureKind, bounded};
 use crate::drill::plan::Action;
 
 /// Who may log in where.
@@ -224,12 +222,12 @@ pub async fn kill_clients(ctx: &ActionCtx<'_>) -> Result<ActionDone, ActionError
             });
         }
     }
-    Ok(ActionDone::said(killed_detail(
+    super::killed(
         &killed,
-        clients.len().saturating_sub(1),
         canary_seen,
-        &format!("sparing the canary {canary} and the drill's own connection"),
-    )))
+        &format!("the canary {canary} and the drill's own connection"),
+        "is the canary connected to another server?",
+    )
 }
 
 /// `SHUTDOWN`: the server closes the connection as it exits, which is the
