@@ -720,3 +720,29 @@ async fn kill_clients_that_kills_nobody_is_not_a_drill() {
         "{a}"
     );
 }
+
+/// MongoDB failover sends `replSetStepDown` to the primary through the
+/// real driver; a server that refuses it (the mock members know no such
+/// command) leaves the drill not performed, in the server's words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_failover_asks_the_primary_and_reports_its_refusal() {
+    let rs = support::mongo::ReplicaSet::start(2).await;
+    let steady = start_app(Behaviour::Static, "redis://127.0.0.1:1").await;
+    let out = drill_on(
+        &rs.url("", "heartbeatFrequencyMS=500"),
+        &steady,
+        &["--action", "failover", "--yes", "--json"],
+    )
+    .await;
+    out.expect_code(3);
+    let a = &out.json()["drills"][0]["action"];
+    assert_eq!(a["failure"], "refused", "{a}");
+    let detail = a["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("refused replSetStepDown")
+            && detail
+                .to_lowercase()
+                .contains("no such command: replsetstepdown"),
+        "{detail}"
+    );
+}

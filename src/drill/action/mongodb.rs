@@ -52,7 +52,7 @@ pub async fn step_down(ctx: &ActionCtx<'_>) -> Result<ActionDone, ActionError> {
             .selection_criteria(SelectionCriteria::ReadPreference(ReadPreference::Primary)),
     )
     .await;
-    client.shutdown().immediate(true).await;
+    let _ = bounded(&what, client.shutdown().immediate(true)).await;
     match answer? {
         Ok(_) => Ok(ActionDone::said(format!(
             "the primary of {} accepted replSetStepDown {STEP_DOWN_SECS}",
@@ -79,8 +79,14 @@ pub async fn step_down(ctx: &ActionCtx<'_>) -> Result<ActionDone, ActionError> {
             ErrorKind::Command(c) => Err(ActionError::new(
                 FailureKind::Refused,
                 scrub(format!(
-                    "{what} refused replSetStepDown: {} ({})",
-                    c.message, c.code_name
+                    "{what} refused replSetStepDown: {} (code {}{})",
+                    c.message,
+                    c.code,
+                    if c.code_name.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {}", c.code_name)
+                    }
                 )),
             )),
             ErrorKind::ServerSelection { .. } => Err(ActionError::new(
