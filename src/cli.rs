@@ -34,6 +34,9 @@ pub enum Command {
     Check(CheckArgs),
     /// Ad-hoc canaries on URLs: one line per event, a summary on Ctrl-C.
     Watch(WatchArgs),
+    /// Cause a fault on purpose and judge whether every app came back: exit
+    /// 0 all recovered, 1 an app did not, 2 usage, 3 drill not performed.
+    Drill(Box<crate::drill::DrillArgs>),
     /// Configuration commands.
     Config {
         #[command(subcommand)]

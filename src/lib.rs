@@ -22,7 +22,8 @@
 //!   pipelines, `metrics` built from the catalogue, `traces`).
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets`.
 //! - [`dburl`]: database URLs with several hosts, and their redaction.
-//! - [`cli`], [`check`], [`watch`]: the command line.
+//! - [`cli`], [`check`], [`watch`], [`drill`]: the command line; [`drill`]
+//!   also holds the drill core the agent can call.
 #![forbid(unsafe_code)]
 
 pub mod agent;
@@ -34,6 +35,7 @@ pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod dburl;
+pub mod drill;
 pub mod events;
 pub mod listener;
 pub mod model;

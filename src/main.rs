@@ -1,6 +1,6 @@
-//! The `dbcanary` binary: command line → config → agent, check or watch →
-//! exit code (0 ok, 1 a check failed or the agent could not start, 2 bad
-//! configuration or arguments).
+//! The `dbcanary` binary: command line → config → agent, check, watch or
+//! drill → exit code (0 ok, 1 a check failed or the agent could not start,
+//! 2 bad configuration or arguments; `drill` adds 3, see its module).
 #![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
@@ -211,6 +211,19 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 eprintln!("dbcanary: never came up: {}", never.join(", "));
                 ExitCode::from(1)
             }
+        }
+        Some(Command::Drill(args)) => {
+            init_logs(LogFormat::Text, "error");
+            let token = CancellationToken::new();
+            on_signals(token.clone(), None);
+            let code = dbcanary::drill::command::command(
+                args,
+                cli.run.config.as_deref(),
+                &ProcessEnv,
+                token,
+            )
+            .await;
+            ExitCode::from(code)
         }
         Some(Command::Config {
             command: ConfigCommand::Check,

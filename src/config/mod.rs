@@ -105,6 +105,17 @@ pub struct Target {
     pub depends_on: Vec<String>,
     pub recovery_deadline: Duration,
     pub source: TargetSource,
+    /// For stores: the credential `dbcanary drill` acts with
+    /// (`drill_url_env`), when the canary's user may not.
+    pub drill_url: Option<DrillUrl>,
+}
+
+/// A drill credential: a URL of the same store, read from a variable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DrillUrl {
+    /// The variable it was read from (what `config check` shows).
+    pub var: String,
+    pub url: DbUrl,
 }
 
 impl Target {
@@ -133,6 +144,7 @@ impl Target {
             depends_on: Vec::new(),
             recovery_deadline: DEFAULT_RECOVERY_DEADLINE,
             source,
+            drill_url: None,
         })
     }
 
@@ -260,6 +272,7 @@ struct RawTarget {
     expected_status: Option<http::RawStatuses>,
     body_contains: Option<String>,
     headers: Option<BTreeMap<String, String>>,
+    drill_url_env: Option<String>,
 }
 
 /// Default time an application has to recover after its store is back.
@@ -529,11 +542,13 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// A refusal; whatever value the reason quotes has its credentials
+    /// masked (a URL pasted where a name belongs, say).
     fn err(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.file.to_string(),
             key: key.into(),
-            reason: reason.into(),
+            reason: crate::dburl::redact_text(&reason.into()),
         }
     }
 
@@ -879,7 +894,49 @@ fn validate_target(
     }
     target.depends_on = depends_on;
     target.recovery_deadline = recovery_deadline;
+    if let Some(var) = &t.drill_url_env {
+        target.drill_url = Some(drill_url(ctx, &key("drill_url_env"), var, &target, env)?);
+    }
     Ok(target)
+}
+
+/// The drill credential of a store target: a URL of the same kind of store
+/// in `var`. The reason never contains the URL.
+fn drill_url(
+    ctx: &Ctx<'_>,
+    key: &str,
+    var: &str,
+    target: &Target,
+    env: &dyn Env,
+) -> Result<DrillUrl, ConfigError> {
+    if target.kind() == StoreKind::Http {
+        return Err(ctx.err(key, "only stores take a drill credential"));
+    }
+    let text = env
+        .var(var)
+        .filter(|u| !u.trim().is_empty())
+        .ok_or_else(|| ctx.err(key, format!("environment variable {var} is not set")))?;
+    let url = DbUrl::parse(&text).map_err(|e| ctx.err(key, format!("{var}: {e}")))?;
+    let drill = Target::from_url(
+        String::new(),
+        url,
+        CanarySettings::default(),
+        TargetSource::File,
+    )
+    .map_err(|reason| ctx.err(key, format!("{var}: {reason}")))?;
+    if drill.kind() != target.kind() {
+        return Err(ctx.err(
+            key,
+            format!(
+                "{var} holds a {} URL, the target a {} URL: give a URL of the same store",
+                drill.url.scheme, target.url.scheme
+            ),
+        ));
+    }
+    Ok(DrillUrl {
+        var: var.to_string(),
+        url: drill.url,
+    })
 }
 
 /// The local default ports, watched when nothing else is configured (the
@@ -985,6 +1042,9 @@ pub fn effective_toml(c: &Config) -> String {
             let mut tt = Table::new();
             tt.insert("name".into(), Value::String(t.name.clone()));
             tt.insert("url".into(), Value::String(t.url.redacted()));
+            if let Some(d) = &t.drill_url {
+                tt.insert("drill_url_env".into(), Value::String(d.var.clone()));
+            }
             tt.extend(settings(&t.settings));
             if let Options::Http(check) = &t.options {
                 tt.insert(

@@ -324,6 +324,16 @@ const REFUSED: &[(&str, &str, &str)] = &[
         "http:// or https://",
     ),
     ("[agent\n", "line 1", "cannot parse"),
+    (
+        "[[target]]\nname = \"app\"\nurl = \"http://h/\"\ndrill_url_env = \"APP_DRILL_URL\"\n",
+        "target[0].drill_url_env",
+        "only stores take a drill credential",
+    ),
+    (
+        "[[target]]\nname = \"cache\"\nurl = \"redis://h\"\ndrill_url_env = \"CACHE_DRILL_URL\"\n",
+        "target[0].drill_url_env",
+        "environment variable CACHE_DRILL_URL is not set",
+    ),
 ];
 
 #[test]
@@ -352,6 +362,40 @@ fn refusals_name_file_key_and_reason() {
             "fixture {text:?}: reason {:?} should contain {reason:?}",
             e.reason
         );
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+}
+
+/// The drill credential comes from a variable, must be a URL of the same
+/// store, and `config check` shows the variable, never the URL.
+#[test]
+fn drill_url_env_is_read_checked_and_never_shown() {
+    let text = "[discovery]\nenv = false\n[[target]]\nname = \"cache\"\nurl = \"redis://h\"\ndrill_url_env = \"CACHE_DRILL_URL\"\n";
+    let (_, r) = load_text(text, &[("CACHE_DRILL_URL", "redis://admin:hunter2@h")]);
+    let c = r.unwrap();
+    let d = c.targets[0].drill_url.as_ref().expect("a drill credential");
+    assert_eq!(d.var, "CACHE_DRILL_URL");
+    assert_eq!(d.url.password(), Some("hunter2"));
+    let shown = effective_toml(&c);
+    assert!(
+        shown.contains("drill_url_env = \"CACHE_DRILL_URL\""),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("hunter2") && !shown.contains("admin@"),
+        "{shown}"
+    );
+    for (url, reason) in [
+        (
+            "mysql://admin:hunter2@h",
+            "holds a mysql URL, the target a redis URL",
+        ),
+        ("redis://admin:hunter2@h:0", "CACHE_DRILL_URL: invalid port"),
+    ] {
+        let (_, r) = load_text(text, &[("CACHE_DRILL_URL", url)]);
+        let e = r.unwrap_err();
+        assert_eq!(e.key, "target[0].drill_url_env");
+        assert!(e.reason.contains(reason), "{e}");
         assert!(!e.to_string().contains("hunter2"), "{e}");
     }
 }

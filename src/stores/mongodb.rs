@@ -84,7 +84,7 @@ fn check_url(url: &DbUrl) -> Result<(), String> {
 /// The connection string handed to the driver, password included.
 /// `mongodb+srv` names a DNS name without a port, which [`DbUrl`] always
 /// fills in: render it without one.
-fn driver_uri(url: &DbUrl) -> String {
+pub fn driver_uri(url: &DbUrl) -> String {
     if url.scheme != "mongodb+srv" {
         return url.expose();
     }

@@ -192,7 +192,7 @@ impl PgOptions {
 
     /// The driver's TLS mode: `verify-*` are `require` to the driver, the
     /// verification is the rustls configuration's business.
-    fn driver_ssl_mode(&self) -> DriverSslMode {
+    pub fn driver_ssl_mode(&self) -> DriverSslMode {
         match self.ssl_mode {
             SslMode::Disable => DriverSslMode::Disable,
             SslMode::Prefer => DriverSslMode::Prefer,

@@ -13,6 +13,7 @@
 
 pub mod app;
 pub mod certs;
+pub mod drill;
 pub mod haproxy;
 pub mod hostile;
 pub mod mariadb;
