@@ -107,9 +107,9 @@ impl Link {
             match self.codec.decode(&mut self.buf, &mut self.partial) {
                 Ok(true) => {
                     let packet = std::mem::take(&mut self.partial);
-                    *limit = limit.checked_sub(packet.len() + 4).ok_or_else(|| {
-                        Error::protocol("the server's reply exceeds the canary's limit")
-                    })?;
+                    *limit = limit
+                        .checked_sub(packet.len() + 4)
+                        .ok_or_else(|| too_much(packet.len(), *limit))?;
                     return Ok(packet);
                 }
                 Ok(false) => {}
@@ -118,10 +118,7 @@ impl Link {
                         .buf
                         .get(..3)
                         .map_or(0, |h| u32::from_le_bytes([h[0], h[1], h[2], 0]));
-                    return Err(Error::protocol(format!(
-                        "the server declares a packet of {declared} bytes, more than the {} the canary accepts here",
-                        *limit
-                    )));
+                    return Err(too_much(declared as usize, *limit));
                 }
                 Err(PacketCodecError::PacketsOutOfSync) => {
                     return Err(Error::protocol("packets out of sequence"));
@@ -435,6 +432,12 @@ pub fn server_error(p: &[u8]) -> Error {
     }
 }
 
+fn too_much(declared: usize, left: usize) -> Error {
+    Error::protocol(format!(
+        "the server's reply exceeds the canary's limit: a packet of {declared} bytes, with {left} bytes left"
+    ))
+}
+
 fn more_results(s: StatusFlags) -> bool {
     s.contains(StatusFlags::SERVER_MORE_RESULTS_EXISTS)
 }
@@ -477,7 +480,7 @@ mod tests {
         let mut limit = HANDSHAKE_LIMIT;
         let e = link.read(&mut limit).await.unwrap_err();
         assert!(matches!(e, Error::Protocol(_)), "{e}");
-        assert!(e.to_string().contains("16777215"), "{e}");
+        assert!(e.to_string().contains("a packet of 16777215 bytes"), "{e}");
         assert!(
             link.buf.capacity() <= 2 * READ_CHUNK,
             "nothing of it buffered beyond a read"
