@@ -3,12 +3,12 @@
 //! TLS is simply spoken to in plain text), and the login.
 //!
 //! Authentication plugins spoken: `mysql_native_password` and
-//! `caching_sha2_password` (its fast path; its full exchange sends the
-//! password only over TLS), with auth switch requests between them, and
+//! `caching_sha2_password` (its fast path, and its full exchange: the
+//! password over TLS, or without TLS encrypted with the server's RSA public
+//! key, see [`super::rsa`]), with auth switch requests between them, and
 //! `mysql_clear_password` over TLS only. Refused as `auth`, with the reason:
-//! `caching_sha2_password`'s full exchange without TLS (it would need the
-//! server's RSA key), `mysql_old_password`, and every other plugin (MariaDB's
-//! `client_ed25519` and `parsec`, `sha256_password`, ...).
+//! `mysql_old_password`, and every other plugin (MariaDB's `client_ed25519`
+//! and `parsec`, `sha256_password`, ...).
 
 use std::collections::HashMap;
 
@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::error::Error;
+use super::rsa;
 use super::wire::{HANDSHAKE_LIMIT, Link, REPLY_LIMIT, server_error};
 
 /// What the canary asks of the server (intersected with what it offers).
@@ -228,13 +229,20 @@ pub async fn open(login: Login<'_>) -> Result<Opened, Error> {
                     clear.push(0);
                     link.write(&clear).await?;
                 }
+                // Without TLS: ask for the server's RSA key, encrypt with it.
                 Some(0x04) => {
-                    return Err(Error::Auth(
-                        "caching_sha2_password: the server wants the full password exchange, which the canary makes only over TLS \
-                         (use ssl-mode=preferred or required with a server that has TLS, or log in once with another client to fill \
-                         the server's cache)"
-                            .into(),
-                    ));
+                    link.write(&[0x02]).await?;
+                    let key = link.read(&mut limit).await?;
+                    let pem = match key.split_first() {
+                        Some((0x01, pem)) => pem,
+                        Some((0xFF, _)) => return Err(server_error(&key)),
+                        _ => {
+                            return Err(Error::protocol("no public key where the server's was due"));
+                        }
+                    };
+                    let password = login.password.unwrap_or_default();
+                    link.write(&rsa::encrypt_password(pem, password, &nonce)?)
+                        .await?;
                 }
                 _ => {
                     return Err(Error::protocol(
@@ -293,6 +301,176 @@ fn serialized(packet: &impl MySerialize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mysql_common::constants::StatusFlags;
+    use mysql_common::scramble::scramble_sha256;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    const NONCE: &[u8; 20] = b"abcdefghijklmnopqrst";
+    const OK: &[u8] = &[0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00];
+
+    fn frame(seq: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = (payload.len() as u32).to_le_bytes()[..3].to_vec();
+        out.push(seq);
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// Sends packets, then reads one: its sequence id and payload.
+    async fn say(s: &mut TcpStream, packets: &[(u8, &[u8])]) -> (u8, Vec<u8>) {
+        for (seq, p) in packets {
+            s.write_all(&frame(*seq, p)).await.unwrap();
+        }
+        let mut header = [0u8; 4];
+        s.read_exact(&mut header).await.unwrap();
+        let mut payload =
+            vec![0; u32::from_le_bytes([header[0], header[1], header[2], 0]) as usize];
+        s.read_exact(&mut payload).await.unwrap();
+        (header[3], payload)
+    }
+
+    /// A MySQL 8 greeting offering `plugin`, with [`NONCE`], no TLS.
+    fn greeting_of(plugin: &str) -> Vec<u8> {
+        let mut scramble_2 = NONCE[8..].to_vec();
+        scramble_2.push(0);
+        let mut out = Vec::new();
+        HandshakePacket::new(
+            10,
+            &b"8.0.40"[..],
+            42,
+            NONCE[..8].try_into().unwrap(),
+            Some(scramble_2),
+            WANTED,
+            45,
+            StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+            Some(plugin.as_bytes()),
+        )
+        .serialize(&mut out);
+        out
+    }
+
+    /// Logs in as `canary` with password `s3cret` to a server played by
+    /// `script` (given the accepted socket).
+    async fn login_against<F>(
+        script: impl FnOnce(TcpStream) -> F + Send + 'static,
+    ) -> Result<Opened, Error>
+    where
+        F: std::future::Future<Output = TcpStream> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move { script(listener.accept().await.unwrap().0).await });
+        let attributes = HashMap::from([("program_name".to_string(), "dbcanary:t".to_string())]);
+        let opened = open(Login {
+            host: "127.0.0.1",
+            port,
+            user: "canary",
+            password: Some("s3cret"),
+            database: Some("orders"),
+            attributes: &attributes,
+            tls: TlsPlan::Off,
+        })
+        .await;
+        drop(server.await.expect("the server's script"));
+        opened
+    }
+
+    #[tokio::test]
+    async fn caching_sha2_fast_path() {
+        let opened = login_against(|mut s| async move {
+            let (seq, response) = say(&mut s, &[(0, &greeting_of("caching_sha2_password"))]).await;
+            assert_eq!(seq, 1);
+            let r = ParseBuf(&response).parse::<HandshakeResponse>(()).unwrap();
+            assert_eq!(r.user(), b"canary");
+            assert_eq!(r.db_name(), Some(&b"orders"[..]));
+            assert_eq!(r.scramble_buf(), scramble_sha256(NONCE, b"s3cret").unwrap());
+            assert_eq!(
+                r.connect_attributes().unwrap()["program_name"],
+                "dbcanary:t"
+            );
+            assert!(!r.capabilities().contains(CapabilityFlags::CLIENT_SSL));
+            for (seq, p) in [(2, &[0x01, 0x03][..]), (3, OK)] {
+                s.write_all(&frame(seq, p)).await.unwrap();
+            }
+            s
+        })
+        .await
+        .unwrap();
+        assert_eq!(opened.connection_id, 42);
+        assert!(!opened.tls_declined, "ssl-mode=disabled declines nothing");
+    }
+
+    #[tokio::test]
+    async fn caching_sha2_full_exchange_without_tls_encrypts_with_the_servers_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = rsa::tests::make_key(dir.path());
+        let key_dir = dir.path().to_path_buf();
+        login_against(move |mut s| async move {
+            say(&mut s, &[(0, &greeting_of("caching_sha2_password"))]).await;
+            let (seq, asked) = say(&mut s, &[(2, &[0x01, 0x04])]).await;
+            assert_eq!(
+                (seq, asked.as_slice()),
+                (3, &[0x02][..]),
+                "a public key request"
+            );
+            let mut key = vec![0x01];
+            key.extend_from_slice(&pem);
+            let (seq, block) = say(&mut s, &[(4, &key)]).await;
+            assert_eq!(seq, 5);
+            let plain: Vec<u8> = rsa::tests::decrypt(&key_dir, &block)
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ NONCE[i % NONCE.len()])
+                .collect();
+            assert_eq!(plain, b"s3cret\0");
+            s.write_all(&frame(6, OK)).await.unwrap();
+            s
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_auth_switch_to_caching_sha2_uses_the_new_nonce() {
+        let fresh = *b"ABCDEFGHIJKLMNOPQRST";
+        login_against(move |mut s| async move {
+            say(&mut s, &[(0, &greeting_of("mysql_native_password"))]).await;
+            let mut switch = Vec::new();
+            let mut data = fresh.to_vec();
+            data.push(0);
+            AuthSwitchRequest::new(&b"caching_sha2_password"[..], data).serialize(&mut switch);
+            let (seq, scramble) = say(&mut s, &[(2, &switch)]).await;
+            assert_eq!(seq, 3);
+            assert_eq!(scramble, scramble_sha256(&fresh, b"s3cret").unwrap());
+            for (seq, p) in [(4, &[0x01, 0x03][..]), (5, OK)] {
+                s.write_all(&frame(seq, p)).await.unwrap();
+            }
+            s
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_servers_refusal_is_its_error() {
+        let e = login_against(|mut s| async move {
+            say(&mut s, &[(0, &greeting_of("mysql_native_password"))]).await;
+            let mut err = vec![0xFF, 0x15, 0x04, b'#'];
+            err.extend_from_slice(b"28000Access denied for user 'canary'");
+            s.write_all(&frame(2, &err)).await.unwrap();
+            s
+        })
+        .await
+        .err()
+        .expect("refused");
+        match e {
+            Error::Server(s) => {
+                assert_eq!((s.code, s.state.as_deref()), (1045, Some("28000")));
+                assert!(s.message.starts_with("Access denied"), "{}", s.message);
+            }
+            other => panic!("{other}"),
+        }
+    }
 
     #[test]
     fn plugins_the_canary_does_not_speak_are_auth_errors() {

@@ -43,6 +43,7 @@ mod error;
 mod handshake;
 mod identity;
 mod options;
+mod rsa;
 mod wire;
 
 pub use error::{Error, ServerError, connect_error, probe_error};
