@@ -237,7 +237,9 @@ pub async fn open(login: Login<'_>) -> Result<Opened, Error> {
                         Some((0x01, pem)) => pem,
                         Some((0xFF, _)) => return Err(server_error(&key)),
                         _ => {
-                            return Err(Error::protocol("no public key where the server's was due"));
+                            return Err(Error::protocol(
+                                "no public key where the server's was due",
+                            ));
                         }
                     };
                     let password = login.password.unwrap_or_default();

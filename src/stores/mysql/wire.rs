@@ -49,9 +49,10 @@ pub const HANDSHAKE_LIMIT: usize = 64 << 10;
 const SMALL_REPLY_LIMIT: usize = 64 << 10;
 /// Columns of a result set (MySQL's own limit per table).
 const MAX_COLUMNS: u64 = 4096;
-/// Bytes the reader task asks the socket for at a time, and how many such
-/// reads it queues for the command that will read them.
-const READ_CHUNK: usize = 16 << 10;
+/// Bytes the reader task asks the socket for at a time (what an idle
+/// connection keeps allocated: replies are small), and how many such reads
+/// it queues for the command that will read them.
+const READ_CHUNK: usize = 4 << 10;
 const QUEUE: usize = 4;
 /// The longest server message kept: it ends up in events and the API.
 const MESSAGE_LIMIT: usize = 512;
@@ -206,6 +207,12 @@ impl Link {
         (
             Link {
                 io: Io::Reader { out, rx },
+                // The login's read buffer is not needed while idle.
+                buf: if self.buf.is_empty() {
+                    BytesMut::new()
+                } else {
+                    self.buf
+                },
                 ..self
             },
             closed,
@@ -257,6 +264,10 @@ impl Link {
     fn done<T>(&mut self, r: Result<T, Error>) -> Result<T, Error> {
         if matches!(r, Ok(_) | Err(Error::Server(_))) {
             self.mid_reply = false;
+        }
+        // A large reply leaves no large buffer behind on an idle connection.
+        if self.buf.is_empty() && self.buf.capacity() > 4 * READ_CHUNK {
+            self.buf = BytesMut::new();
         }
         r
     }
