@@ -108,23 +108,6 @@ async fn close_detection_latency() {
     report("SIGKILL redis-server -> detected_at", ms);
 }
 
-/// The canary's one session on `db` (user `user`), once there is exactly
-/// one and it is not `not`.
-async fn mariadb_session(db: &MariaDb, user: &str, not: Option<u64>) -> u64 {
-    poll_until(
-        Duration::from_secs(10),
-        "exactly one new canary session",
-        async || {
-            let s = db.sessions_of(user).await;
-            match s.as_slice() {
-                [one] if Some(*one) != not => Ok(*one),
-                _ => Err(s),
-            }
-        },
-    )
-    .await
-}
-
 #[tokio::test]
 #[ignore = "benchmark: cargo test --release --test bench -- --ignored --nocapture"]
 async fn mariadb_close_detection_latency() {
@@ -143,7 +126,7 @@ async fn mariadb_close_detection_latency() {
     let mut ms = Vec::new();
     let mut last = None;
     for n in 1..=MARIADB_DRILLS {
-        let id = mariadb_session(&db, user, last).await;
+        let id = db.one_session_of(user, last).await;
         let killed = db.kill_connection(id).await;
         last = Some(id);
         ms.push(detection_ms(&agent, "orders", n, killed).await);
@@ -156,7 +139,7 @@ async fn mariadb_close_detection_latency() {
     // raw client of the server sees when they close.
     let (mut ms, mut after_close) = (Vec::new(), Vec::new());
     for n in 1..=MARIADB_DRILLS {
-        mariadb_session(&db, user, None).await;
+        db.one_session_of(user, None).await;
         let watcher = socket_watcher(db.port);
         let killed = db.kill();
         let closed = watcher.join().expect("the socket watcher");

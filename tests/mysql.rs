@@ -60,18 +60,7 @@ fn outages(m: &Metrics, target: &str, kind: &str) -> f64 {
 
 /// The canary's one session on the server, once there is exactly one.
 async fn canary_session(db: &MariaDb, not: Option<u64>) -> u64 {
-    poll_until(
-        Duration::from_secs(10),
-        "exactly one new canary session",
-        async || {
-            let s = db.sessions_of(CANARY_USER).await;
-            match s.as_slice() {
-                [one] if Some(*one) != not => Ok(*one),
-                _ => Err(s),
-            }
-        },
-    )
-    .await
+    db.one_session_of(CANARY_USER, not).await
 }
 
 #[tokio::test]
