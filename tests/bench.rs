@@ -8,6 +8,10 @@
 //! - `close_detection_latency`: how long after the harness kills a Redis
 //!   connection (SIGKILL of `redis-server`, or `CLIENT KILL`) the agent has
 //!   detected it (the `detected_at` of its `disconnected` event).
+//! - `mariadb_close_detection_latency`: the same for MariaDB (`KILL
+//!   CONNECTION` of the canary's session, SIGKILL of `mariadbd`, and for
+//!   SIGKILL also from the moment a raw client sees the server's sockets
+//!   close), at the default 1 s probe interval.
 //! - `footprint_four_redis_targets`: the agent's resident memory and CPU use
 //!   with four healthy Redis targets at the default 1 s probe interval.
 
@@ -16,10 +20,13 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
+use support::mariadb::MariaDb;
 use support::redis::{Moment, RedisServer};
-use support::{Agent, Pacing, events, parse_time, poll_until, secs_between};
+use support::{Agent, Pacing, events, parse_time, poll_until, proc_status_kib, secs_between};
 
 const DRILLS: usize = 50;
+/// MariaDB drills (each SIGKILL costs a server restart).
+const MARIADB_DRILLS: usize = 25;
 
 /// `(p50, p90, p99, max)` of a sample, in the sample's unit.
 fn percentiles(mut v: Vec<f64>) -> (f64, f64, f64, f64) {
@@ -98,19 +105,65 @@ async fn close_detection_latency() {
     report("SIGKILL redis-server -> detected_at", ms);
 }
 
-fn proc_status_kb(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| {
-            v.trim_start_matches(':')
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+#[tokio::test]
+#[ignore = "benchmark: cargo test --release --test bench -- --ignored --nocapture"]
+async fn mariadb_close_detection_latency() {
+    let (user, password) = ("dbcanary", "bench-pw");
+    let mut db = MariaDb::start("mariadb", &[]).await;
+    db.create_user(user, password, None).await;
+    // The built-in defaults: probe every 1 s.
+    let agent = Agent::builder()
+        .target("orders", &db.url(user, Some(password)))
+        .log("info")
+        .start()
+        .await;
+    agent.wait_up("orders", true, Duration::from_secs(15)).await;
+
+    // KILL CONNECTION of the canary's session: the server closes it.
+    let mut ms = Vec::new();
+    let mut last = None;
+    for n in 1..=MARIADB_DRILLS {
+        let id = db.one_session_of(user, last).await;
+        let killed = db.kill_connection(id).await;
+        last = Some(id);
+        ms.push(detection_ms(&agent, "orders", n, killed).await);
+        agent.wait_up("orders", true, Duration::from_secs(5)).await;
+    }
+    report("MariaDB KILL CONNECTION -> detected_at", ms);
+
+    // SIGKILL of mariadbd: the kernel closes its sockets once the process
+    // is torn down (its memory first), which takes a while of its own: a
+    // raw client of the server sees when they close.
+    let (mut ms, mut after_close) = (Vec::new(), Vec::new());
+    for n in 1..=MARIADB_DRILLS {
+        db.one_session_of(user, None).await;
+        let watcher = socket_watcher(db.port);
+        let killed = db.kill();
+        let closed = watcher.join().expect("the socket watcher");
+        let detected = detection_ms(&agent, "orders", MARIADB_DRILLS + n, killed).await;
+        ms.push(detected);
+        after_close.push(detected - secs_between(killed.wall, closed.wall) * 1000.0);
+        db.start_again().await;
+        agent.wait_up("orders", true, Duration::from_secs(10)).await;
+    }
+    report("SIGKILL mariadbd -> detected_at", ms);
+    report("  its sockets closed -> detected_at", after_close);
+}
+
+/// A raw TCP client of the server on `port`, on a thread of its own (the
+/// harness blocks while it kills): the moment it reads EOF is when the
+/// kernel closed the server's sockets. It never logs in (the server logs
+/// an aborted connection).
+fn socket_watcher(port: u16) -> std::thread::JoinHandle<Moment> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to mariadbd");
+    let mut greeting = [0u8; 512];
+    let _ = s.read(&mut greeting).expect("the server's greeting");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+        Moment::now()
+    })
 }
 
 /// utime + stime of a process, in clock ticks.
@@ -169,7 +222,7 @@ async fn footprint_four_redis_targets() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let pid = agent.pid();
-    let rss_start = proc_status_kb(pid, "VmRSS");
+    let rss_start = proc_status_kib(pid, "VmRSS");
 
     let window = Duration::from_secs(30);
     let ticks0 = cpu_ticks(pid);
@@ -185,8 +238,8 @@ async fn footprint_four_redis_targets() {
     let ns1 = cpu_ns_live_threads(pid);
     let elapsed = t0.elapsed().as_secs_f64();
     let cpu_s = (ticks1 - ticks0) as f64 / clock_ticks_per_sec();
-    let rss_end = proc_status_kb(pid, "VmRSS");
-    let hwm = proc_status_kb(pid, "VmHWM");
+    let rss_end = proc_status_kib(pid, "VmRSS");
+    let hwm = proc_status_kib(pid, "VmHWM");
     let probes = agent
         .metrics()
         .await

@@ -1,6 +1,7 @@
 //! End-to-end: the agent against real MariaDB servers started by the tests
 //! (restart, connection kill, hung server, wrong password, failover behind
-//! HAProxy, read-only flip without an outage, no connection leak).
+//! HAProxy, read-only flip without an outage, no connection leak, a close
+//! seen between probes) and against hostile "MySQL" endpoints.
 //!
 //! Every test starts its own servers; nothing is shared between tests.
 //! Ground truth for outage lengths is what the harness did and saw.
@@ -11,20 +12,25 @@ use std::time::Duration;
 
 use support::haproxy::HaProxy;
 use support::mariadb::{MariaDb, url_for};
+use support::mysql_hostile::{Behaviour, Hostile};
 use support::{
-    ATTEMPTS, Agent, DISCONNECTS, FAILOVERS, OUTAGES, PROBES, Pacing, assert_check_results, check,
-    exactly_one_new, parse_time, poll_until, secs_between,
+    ATTEMPTS, Agent, DISCONNECTS, FAILOVERS, Moment, OUTAGES, PROBES, Pacing, assert_check_results,
+    check, exactly_one_new, parse_time, poll_until, proc_status_kib, secs_between,
 };
 
 const CANARY_USER: &str = "dbcanary";
 const CANARY_PASSWORD: &str = "canary-pw-4f1d";
 
-/// Fast pacing: a probe every 100 ms, so that detection (probe-based for
-/// MySQL) stays well inside the tolerances below.
+/// Fast pacing: a probe every 100 ms, so that even a loss only a probe can
+/// see (a hung server) stays well inside the tolerances below.
 const FAST: Pacing = Pacing::every("100ms", "300ms");
 
 /// How long the canary may take to come up on a fresh server.
 const UP: Duration = Duration::from_secs(15);
+
+/// A probe only every 5 s: a loss seen within a fraction of that is seen
+/// by the transport, not by a probe.
+const SLOW_PROBES: Pacing = Pacing::every("5s", "1s");
 
 /// A server with the canary's least-privilege user (`USAGE` plus
 /// `SLAVE MONITOR` for role detection).
@@ -91,9 +97,9 @@ async fn restart_is_one_outage_of_kind_restart_as_long_as_the_pause() {
     assert_eq!(r["kind"], "restart", "{r}");
     let measured = r["duration"].as_f64().unwrap();
     let resolution = r["resolution"].as_f64().unwrap();
-    // Detection is probe-based (≤ one 100 ms interval late), the end is at
-    // most one backoff gap (the resolution) late; 50 ms for the harness's
-    // own polling of the restarted server.
+    // Detection is at once (the transport's EOF), the end is at most one
+    // backoff gap (the resolution) late; 50 ms for the harness's own
+    // polling of the restarted server.
     let tolerance = resolution.max(0.25) + 0.05;
     let diff = measured - truth.as_secs_f64();
     assert!(
@@ -121,7 +127,7 @@ async fn killed_connection_is_a_network_outage() {
     assert_eq!(m.outages("orders"), 1.0, "{}", m.text);
     assert_eq!(m.count(DISCONNECTS, "orders", "closed"), 1.0, "{}", m.text);
     let (_, detected) = agent.first_loss("orders", killed).await;
-    // Probe-based detection: within an interval (100 ms) plus slack.
+    // Seen by the transport at once; the bound is slack for a loaded machine.
     assert!(
         (0.0..1.0).contains(&detected),
         "detected {detected:.3} s after the kill"
@@ -129,6 +135,134 @@ async fn killed_connection_is_a_network_outage() {
     // The new session is another one, and the old one is gone.
     let new_id = canary_session(&db, Some(id)).await;
     assert_ne!(new_id, id);
+}
+
+/// An agent with target `orders` on `db`'s canary user, once it is up.
+async fn canary_up(db: &MariaDb, pacing: Pacing<'_>) -> Agent {
+    Agent::start_up(pacing, &[("orders", &canary_url(db))], UP).await
+}
+
+/// The first `disconnected` event of `target` once there is one, and how
+/// long after `at` the agent detected it.
+async fn first_loss(agent: &Agent, target: &str, at: Moment) -> (serde_json::Value, f64) {
+    poll_until(Duration::from_secs(10), "a disconnect", async || {
+        let n = agent
+            .metrics()
+            .await
+            .sum("dbcanary_disconnects_total", &[("target", target)]);
+        check(n >= 1.0, n)
+    })
+    .await;
+    agent.first_loss(target, at).await
+}
+
+#[tokio::test]
+async fn killed_idle_connection_is_seen_at_once() {
+    let db = server_with_canary_user("mariadb", &[]).await;
+    let agent = canary_up(&db, SLOW_PROBES).await;
+    // Right after the connection's first probe: the next is ~5 s away.
+    let id = canary_session(&db, None).await;
+    let killed = db.kill_connection(id).await;
+
+    let (lost, detected) = first_loss(&agent, "orders", killed).await;
+    assert!(
+        (0.0..1.0).contains(&detected),
+        "detected {detected:.3} s after KILL CONNECTION, with a probe every 5 s: {lost}"
+    );
+    assert_eq!(lost["cause"], "closed", "{lost}");
+    assert!(
+        lost["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("transport"),
+        "{lost}"
+    );
+    agent
+        .wait_outages("orders", 1.0, Duration::from_secs(10))
+        .await;
+    let m = agent.metrics().await;
+    assert_eq!(m.count(OUTAGES, "orders", "network"), 1.0, "{}", m.text);
+    assert_ne!(canary_session(&db, Some(id)).await, id);
+}
+
+#[tokio::test]
+async fn killed_server_is_seen_at_once() {
+    let mut db = server_with_canary_user("mariadb", &[]).await;
+    let agent = canary_up(&db, SLOW_PROBES).await;
+    canary_session(&db, None).await;
+    let down = db.kill();
+
+    let (lost, detected) = first_loss(&agent, "orders", down).await;
+    assert!(
+        (0.0..1.0).contains(&detected),
+        "detected {detected:.3} s after SIGKILL of mariadbd, with a probe every 5 s: {lost}"
+    );
+    assert!(
+        lost["cause"] == "closed" || lost["cause"] == "reset",
+        "the kernel closed the server's socket: {lost}"
+    );
+    db.start_again().await;
+    agent
+        .wait_outages("orders", 1.0, Duration::from_secs(20))
+        .await;
+    canary_session(&db, None).await;
+}
+
+/// Endpoints that declare huge packets or never end: each attempt costs a
+/// `protocol` error (or a `timeout`), the agent's memory stays bounded and
+/// nothing panics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_endpoints_cost_protocol_errors_and_bounded_memory() {
+    let hostile = [
+        ("greeting", Behaviour::HugeGreeting),
+        ("reply", Behaviour::HugeReply),
+        ("rows", Behaviour::EndlessRows),
+        ("dribble", Behaviour::Dribble),
+    ];
+    let mut servers = Vec::new();
+    let mut b = Agent::builder().pacing(Pacing::every("200ms", "1s").backoff("20ms", "100ms"));
+    for (name, behaviour) in hostile {
+        let s = Hostile::start(behaviour).await;
+        b = b.target(name, &s.url());
+        servers.push(s);
+    }
+    let mut agent = b.start().await;
+    for (target, result, n) in [
+        ("greeting", "protocol", 20.0),
+        ("reply", "protocol", 20.0),
+        ("rows", "protocol", 20.0),
+        ("dribble", "timeout", 3.0),
+    ] {
+        agent
+            .wait_at_least(
+                "dbcanary_connect_attempts_total",
+                &[("target", target), ("result", result)],
+                n,
+                Duration::from_secs(60),
+            )
+            .await;
+    }
+    agent.assert_alive();
+    let m = agent.metrics().await;
+    for (target, _) in hostile {
+        assert_eq!(
+            m.value("dbcanary_up", &[("target", target)]),
+            Some(0.0),
+            "{target}"
+        );
+    }
+    let api = agent.get("/api/v1/targets").await.body;
+    assert!(
+        api.contains("exceeds the canary's limit: a packet of 16777215 bytes"),
+        "the reason is shown: {api}"
+    );
+    assert!(api.contains("exceeds the canary's limit"), "{api}");
+    let peak = proc_status_kib(agent.pid(), "VmHWM");
+    assert!(
+        peak < 64 * 1024,
+        "the agent's resident memory peaked at {peak} KiB against hostile endpoints"
+    );
+    assert!(!agent.log().contains("panicked"), "{}", agent.log());
 }
 
 #[tokio::test]
@@ -217,14 +351,13 @@ async fn too_many_connections_is_not_ready_with_its_own_log_line() {
     agent.wait_up("orders", true, Duration::from_secs(10)).await;
 }
 
-#[tokio::test]
-async fn tls_modes_use_rustls_and_verify_the_server_certificate() {
-    // A CA, a server certificate for "localhost", and an unrelated CA.
-    let certs = tempfile::tempdir().unwrap();
-    let d = certs.path();
-    support::certs::make_certs(d, "localhost");
-    let p = |f: &str| d.join(f).display().to_string();
-    let db = server_with_canary_user(
+/// A server with the canary's user and TLS: `dir` gets a CA (`ca.pem`), a
+/// server certificate for "localhost" it signed, and an unrelated CA
+/// (`other.pem`).
+async fn tls_server(dir: &std::path::Path) -> MariaDb {
+    support::certs::make_certs(dir, "localhost");
+    let p = |f: &str| dir.join(f).display().to_string();
+    server_with_canary_user(
         "mariadb",
         &[
             &format!("--ssl-ca={}", p("ca.pem")),
@@ -232,7 +365,15 @@ async fn tls_modes_use_rustls_and_verify_the_server_certificate() {
             &format!("--ssl-key={}", p("server.key")),
         ],
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn tls_modes_use_rustls_and_verify_the_server_certificate() {
+    let certs = tempfile::tempdir().unwrap();
+    let d = certs.path();
+    let p = |f: &str| d.join(f).display().to_string();
+    let db = tls_server(d).await;
     let base = |host: &str| {
         format!(
             "mysql://{CANARY_USER}:{CANARY_PASSWORD}@{host}:{}/",
@@ -304,6 +445,48 @@ async fn tls_modes_use_rustls_and_verify_the_server_certificate() {
         "TLS handshakes of preferred + disabled"
     );
     assert_check_results(&cases[2..]);
+}
+
+/// `verify_ca` checks the chain and not the name (the certificate names
+/// `localhost`, the URL `127.0.0.1`); a user that must show a client
+/// certificate logs in with `ssl-cert`/`ssl-key` and is refused without.
+#[tokio::test]
+async fn verify_ca_checks_the_chain_and_client_certificates_log_in() {
+    let certs = tempfile::tempdir().unwrap();
+    let d = certs.path();
+    let p = |f: &str| d.join(f).display().to_string();
+    let db = tls_server(d).await;
+    db.exec("CREATE USER 'x509'@'%' IDENTIFIED BY 'x509-pw' REQUIRE X509")
+        .await;
+    let url = |user: &str, query: &str| {
+        format!(
+            "mysql://{user}@127.0.0.1:{}/?ssl-mode=verify_ca&ssl-ca={}{query}",
+            db.port,
+            p("ca.pem")
+        )
+    };
+    let client = format!("&ssl-cert={}&ssl-key={}", p("server.pem"), p("server.key"));
+    let agent = Agent::builder()
+        .pacing(FAST)
+        .target(
+            "chain",
+            &url(&format!("{CANARY_USER}:{CANARY_PASSWORD}"), ""),
+        )
+        .target("x509", &url("x509:x509-pw", &client))
+        .target("no-cert", &url("x509:x509-pw", ""))
+        .start()
+        .await;
+    for t in ["chain", "x509"] {
+        agent.wait_up(t, true, Duration::from_secs(15)).await;
+    }
+    agent
+        .wait_at_least(
+            "dbcanary_connect_attempts_total",
+            &[("target", "no-cert"), ("result", "auth")],
+            1.0,
+            Duration::from_secs(15),
+        )
+        .await;
 }
 
 #[tokio::test]

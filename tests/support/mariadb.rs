@@ -191,6 +191,23 @@ impl MariaDb {
         first_column(self.rows(&sql).await)
     }
 
+    /// The one session of `user` (a canary's), once there is exactly one
+    /// and it is not `not`; panics after 10 s.
+    pub async fn one_session_of(&self, user: &str, not: Option<u64>) -> u64 {
+        super::poll_until(
+            Duration::from_secs(10),
+            &format!("exactly one new session of {user}"),
+            async || {
+                let s = self.sessions_of(user).await;
+                match s.as_slice() {
+                    [one] if Some(*one) != not => Ok(*one),
+                    _ => Err(s),
+                }
+            },
+        )
+        .await
+    }
+
     /// `KILL CONNECTION id` from another session; returns the moment just
     /// before.
     pub async fn kill_connection(&self, id: u64) -> Moment {

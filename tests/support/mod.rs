@@ -18,6 +18,7 @@ pub mod haproxy;
 pub mod hostile;
 pub mod mariadb;
 pub mod mongo;
+pub mod mysql_hostile;
 pub mod postgres;
 pub mod process;
 pub mod redis;
@@ -337,6 +338,16 @@ impl Drop for Proc {
         }
         let _ = self.child.wait();
     }
+}
+
+/// A `/proc/PID/status` field in KiB (`VmRSS`, `VmHWM`, ...).
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
 // ---------------------------------------------------------------------------
