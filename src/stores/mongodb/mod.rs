@@ -19,42 +19,36 @@
 //! driver's 30 s). `heartbeatFrequencyMS` defaults to 1 s here (the driver
 //! says 10 s); the driver refuses less than 500 ms.
 
-use std::collections::HashMap;
+mod error;
+mod hello;
+mod watch;
+
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mongodb::bson::{Bson, Document, doc, oid::ObjectId};
+use mongodb::Client;
+use mongodb::bson::{Document, doc};
 use mongodb::error::{Error as DriverError, ErrorKind};
 use mongodb::event::EventHandler;
-use mongodb::event::cmap::{CmapEvent, ConnectionClosedReason};
-use mongodb::event::command::CommandEvent;
-use mongodb::event::sdam::SdamEvent;
 use mongodb::options::{ClientOptions, ConnectionString, ServerAddress};
-use mongodb::{Client, ServerType};
 use mongodb::{options::ReadPreference, options::SelectionCriteria};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::dburl::DbUrl;
-use crate::model::{ConnectResult, DisconnectCause, FailoverSource, Identity, Role};
+use crate::model::{ConnectResult, FailoverSource, Identity};
 use crate::stores::{
-    Announcement, CloseSignal, ConnectError, Connected, ProbeError, Spec, Store, classify_io,
-    disconnect_cause, resolve,
+    Announcement, CloseSignal, ConnectError, Connected, ProbeError, Spec, Store, resolve,
 };
+use error::{driver_cause, driver_result};
+pub use hello::parse_hello;
+use watch::{ClientWatch, PrimarySeen};
 
 /// Heartbeat frequency unless the URL gives `heartbeatFrequencyMS`.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
 /// The driver's minimum heartbeat frequency.
 pub const MIN_HEARTBEAT: Duration = Duration::from_millis(500);
-
-/// Server error codes that mean "answering, but not serving as primary yet"
-/// (ShutdownInProgress, PrimarySteppedDown, NotWritablePrimary,
-/// InterruptedAtShutdown, InterruptedDueToReplStateChange,
-/// NotPrimaryNoSecondaryOk, NotPrimaryOrSecondary).
-const NOT_READY_CODES: [i32; 7] = [91, 189, 10107, 11600, 11602, 13435, 13436];
-/// Unauthorized, AuthenticationFailed.
-const AUTH_CODES: [i32; 2] = [13, 18];
 
 /// Checks a `mongodb://` URL the way the driver will read it, when the
 /// configuration is loaded. The reason never contains the URL or password.
@@ -99,296 +93,6 @@ pub fn driver_uri(url: &DbUrl) -> String {
     let mut out = rendered;
     out.insert_str(at, &url.first_host().host);
     out
-}
-
-// ---------------------------------------------------------------------------
-// What the driver tells one client, through its event handlers
-// ---------------------------------------------------------------------------
-
-/// The outcome of the last heartbeat of one server.
-#[derive(Debug, Clone)]
-enum Heartbeat {
-    Ok {
-        election_id: Option<ObjectId>,
-    },
-    Failed {
-        result: ConnectResult,
-        message: String,
-    },
-}
-
-/// A primary as one client's topology sees it.
-#[derive(Debug, Clone, PartialEq)]
-struct PrimarySeen {
-    address: String,
-    election_id: Option<ObjectId>,
-}
-
-impl PrimarySeen {
-    fn describe(&self, with_election: bool) -> String {
-        match (&self.election_id, with_election) {
-            (Some(e), true) => format!("{} (electionId {})", self.address, e.to_hex()),
-            _ => self.address.clone(),
-        }
-    }
-}
-
-#[derive(Default)]
-struct WatchState {
-    /// Where the canary's last command went: the server whose loss is the
-    /// canary's loss.
-    canary_server: Option<ServerAddress>,
-    /// Every server of the latest topology description, with its type.
-    servers: Vec<(ServerAddress, ServerType)>,
-    /// The last heartbeat outcome per server.
-    heartbeats: HashMap<ServerAddress, Heartbeat>,
-    /// The primary of the latest topology description.
-    primary: Option<ServerAddress>,
-    /// The last primary reported to the store.
-    reported: Option<PrimarySeen>,
-    /// The server the previous client's canary used: while no command has
-    /// gone anywhere yet, the one whose silence makes a timeout.
-    last_primary: Option<ServerAddress>,
-}
-
-/// Shared between one client's event handlers and the canary.
-struct ClientWatch {
-    state: Mutex<WatchState>,
-    /// Bumped on every topology event, so a connect can wait for news.
-    revision: watch::Sender<u64>,
-    /// Set once when the canary's server is lost.
-    lost: watch::Sender<Option<DisconnectCause>>,
-    /// Primaries seen, to the store's announcer.
-    primaries: mpsc::UnboundedSender<PrimarySeen>,
-}
-
-impl ClientWatch {
-    fn new(
-        primaries: mpsc::UnboundedSender<PrimarySeen>,
-        last_primary: Option<ServerAddress>,
-    ) -> Arc<Self> {
-        Arc::new(Self {
-            state: Mutex::new(WatchState {
-                last_primary,
-                ..WatchState::default()
-            }),
-            revision: watch::Sender::new(0),
-            lost: watch::Sender::new(None),
-            primaries,
-        })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, WatchState> {
-        // A panic in a handler leaves plain data behind: keep going.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn on_sdam(&self, event: SdamEvent) {
-        {
-            let mut st = self.lock();
-            match event {
-                SdamEvent::ServerHeartbeatSucceeded(e) => {
-                    let election_id = e.reply.get_object_id("electionId").ok();
-                    st.heartbeats
-                        .insert(e.server_address, Heartbeat::Ok { election_id });
-                }
-                SdamEvent::ServerHeartbeatFailed(e) => {
-                    let (result, message) = driver_result(&e.failure);
-                    st.heartbeats
-                        .insert(e.server_address, Heartbeat::Failed { result, message });
-                }
-                SdamEvent::TopologyDescriptionChanged(e) => {
-                    let servers = e.new_description.servers();
-                    st.primary = servers
-                        .iter()
-                        .find(|(_, s)| s.server_type() == ServerType::RsPrimary)
-                        .map(|(a, _)| (*a).clone());
-                    st.servers = servers
-                        .iter()
-                        .map(|(a, s)| ((*a).clone(), s.server_type()))
-                        .collect();
-                }
-                _ => return,
-            }
-            self.report_primary(&mut st);
-        }
-        self.revision.send_modify(|r| *r = r.wrapping_add(1));
-    }
-
-    /// Reports the primary to the store when it (or its electionId) moved.
-    fn report_primary(&self, st: &mut WatchState) {
-        let Some(primary) = st.primary.clone() else {
-            return;
-        };
-        let election_id = match st.heartbeats.get(&primary) {
-            Some(Heartbeat::Ok { election_id }) => *election_id,
-            _ => None,
-        };
-        let seen = PrimarySeen {
-            address: primary.to_string(),
-            election_id,
-        };
-        if st.reported.as_ref() != Some(&seen) {
-            st.reported = Some(seen.clone());
-            let _ = self.primaries.send(seen);
-        }
-    }
-
-    fn on_cmap(&self, event: CmapEvent) {
-        let address = match &event {
-            CmapEvent::PoolCleared(e) => &e.address,
-            CmapEvent::ConnectionClosed(e) if e.reason == ConnectionClosedReason::Error => {
-                &e.address
-            }
-            _ => return,
-        };
-        let cause = {
-            let st = self.lock();
-            if st.canary_server.as_ref() != Some(address) {
-                return;
-            }
-            match st.heartbeats.get(address) {
-                Some(Heartbeat::Failed {
-                    result: ConnectResult::Timeout,
-                    ..
-                }) => DisconnectCause::Timeout,
-                _ => DisconnectCause::Closed,
-            }
-        };
-        self.lost.send_if_modified(|lost| {
-            if lost.is_none() {
-                *lost = Some(cause);
-                true
-            } else {
-                false
-            }
-        });
-    }
-
-    fn on_command(&self, event: CommandEvent) {
-        if let CommandEvent::Started(e) = event {
-            self.lock().canary_server = Some(e.connection.address);
-        }
-    }
-
-    /// The server the canary's last command went to.
-    fn canary_server(&self) -> Option<String> {
-        self.lock().canary_server.as_ref().map(ToString::to_string)
-    }
-
-    fn canary_address(&self) -> Option<ServerAddress> {
-        self.lock().canary_server.clone()
-    }
-
-    /// When every server of the topology failed its heartbeat (nothing
-    /// answers at all): the failure, as a plain TCP connect would report it.
-    fn all_failed(&self) -> Option<ConnectError> {
-        let st = self.lock();
-        if st.servers.is_empty() {
-            return None;
-        }
-        let mut worst: Option<(ConnectResult, String)> = None;
-        for (addr, ty) in &st.servers {
-            if *ty != ServerType::Unknown {
-                return None;
-            }
-            match st.heartbeats.get(addr) {
-                Some(Heartbeat::Failed { result, message }) => {
-                    if worst.as_ref().is_none_or(|(w, _)| rank(*result) > rank(*w)) {
-                        worst = Some((*result, format!("{addr}: {message}")));
-                    }
-                }
-                _ => return None,
-            }
-        }
-        worst.map(|(r, m)| ConnectError::new(r, m))
-    }
-
-    /// Why no primary could be selected in time, from what the topology
-    /// knows: members that answer but none primary is `not_ready`.
-    fn stalled(&self, waited: Duration) -> ConnectError {
-        let st = self.lock();
-        // The primary the canary last used hangs (a stopped process, a
-        // black-holed network): that is a timeout, whatever the others say.
-        if let Some(addr) = st.canary_server.as_ref().or(st.last_primary.as_ref())
-            && let Some(Heartbeat::Failed {
-                result: ConnectResult::Timeout,
-                message,
-            }) = st.heartbeats.get(addr)
-        {
-            return ConnectError::new(
-                ConnectResult::Timeout,
-                format!("the primary {addr} does not answer: {message}"),
-            );
-        }
-        let answering: Vec<String> = st
-            .servers
-            .iter()
-            .filter(|(_, t)| *t != ServerType::Unknown)
-            .map(|(a, t)| format!("{a} is {t:?}"))
-            .collect();
-        if !answering.is_empty() {
-            return ConnectError::new(
-                ConnectResult::NotReady,
-                format!("no primary: {}", answering.join(", ")),
-            );
-        }
-        let failed = st.heartbeats.iter().find_map(|(a, h)| match h {
-            Heartbeat::Failed { result, message } => Some((*result, format!("{a}: {message}"))),
-            Heartbeat::Ok { .. } => None,
-        });
-        match failed {
-            Some((result, message)) => ConnectError::new(result, message),
-            None => ConnectError::new(
-                ConnectResult::Timeout,
-                format!(
-                    "no server answered within {}",
-                    humantime::format_duration(Duration::from_millis(waited.as_millis() as u64))
-                ),
-            ),
-        }
-    }
-}
-
-/// Which failure to report when members fail differently: the one an
-/// operator must act on first.
-fn rank(r: ConnectResult) -> u8 {
-    match r {
-        ConnectResult::Auth => 7,
-        ConnectResult::Tls => 6,
-        ConnectResult::Dns => 5,
-        ConnectResult::Protocol => 4,
-        ConnectResult::Refused => 3,
-        ConnectResult::Timeout => 2,
-        ConnectResult::Io => 1,
-        ConnectResult::NotReady | ConnectResult::Ok => 0,
-    }
-}
-
-/// The attempt result for a driver error, decided by its kind and code.
-fn driver_result(e: &DriverError) -> (ConnectResult, String) {
-    let result = match &*e.kind {
-        ErrorKind::Authentication { .. } => ConnectResult::Auth,
-        ErrorKind::DnsResolve { .. } => ConnectResult::Dns,
-        ErrorKind::InvalidTlsConfig { .. } => ConnectResult::Tls,
-        ErrorKind::Io(io) => classify_io(io),
-        ErrorKind::ServerSelection { .. } => ConnectResult::NotReady,
-        ErrorKind::ConnectionPoolCleared { .. } => ConnectResult::Io,
-        ErrorKind::Command(c) if AUTH_CODES.contains(&c.code) => ConnectResult::Auth,
-        ErrorKind::Command(c) if NOT_READY_CODES.contains(&c.code) => ConnectResult::NotReady,
-        _ => ConnectResult::Protocol,
-    };
-    (result, e.kind.to_string())
-}
-
-/// The disconnect cause for a driver error on a live client.
-fn driver_cause(e: &DriverError) -> DisconnectCause {
-    match &*e.kind {
-        ErrorKind::Io(io) => disconnect_cause(io),
-        ErrorKind::ServerSelection { .. } => DisconnectCause::Timeout,
-        ErrorKind::ConnectionPoolCleared { .. } => DisconnectCause::Closed,
-        _ => DisconnectCause::Error,
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -587,65 +291,6 @@ async fn build_version(client: &Client) -> Option<String> {
     reply.get_str("version").ok().map(str::to_string)
 }
 
-/// The identity in a `hello` reply. `address` is where the driver sent it.
-pub fn parse_hello(reply: &Document, address: Option<String>) -> Identity {
-    let me = reply.get_str("me").ok().map(str::to_string);
-    let writable = reply
-        .get_bool("isWritablePrimary")
-        .or_else(|_| reply.get_bool("ismaster"))
-        .unwrap_or(false);
-    let secondary = reply.get_bool("secondary").unwrap_or(false);
-    let role = if writable {
-        Some(Role::Primary)
-    } else if secondary {
-        Some(Role::Replica)
-    } else {
-        None
-    };
-    let process_id = reply
-        .get_document("topologyVersion")
-        .ok()
-        .and_then(|tv| tv.get_object_id("processId").ok())
-        .map(|p| p.to_hex());
-    let mut details = std::collections::BTreeMap::new();
-    if let Ok(s) = reply.get_str("setName") {
-        details.insert("set_name".to_string(), s.to_string());
-    }
-    if let Some(v) = reply.get("setVersion").and_then(bson_int) {
-        details.insert("set_version".to_string(), v.to_string());
-    }
-    if let Ok(p) = reply.get_str("primary") {
-        details.insert("primary".to_string(), p.to_string());
-    }
-    if let Some(m) = &me {
-        details.insert("me".to_string(), m.clone());
-    }
-    if reply.get_str("msg").ok() == Some("isdbgrid") {
-        details.insert("mongos".to_string(), "true".to_string());
-    }
-    let address = address.or_else(|| me.clone());
-    Identity {
-        server_id: me.or_else(|| address.clone()),
-        role,
-        uptime: None,
-        process_id,
-        epoch: reply.get_object_id("electionId").ok().map(|e| e.to_hex()),
-        address,
-        version: None,
-        details,
-        ..Identity::default()
-    }
-}
-
-fn bson_int(b: &Bson) -> Option<i64> {
-    match b {
-        Bson::Int32(v) => Some((*v).into()),
-        Bson::Int64(v) => Some(*v),
-        Bson::Double(v) if v.fract() == 0.0 => Some(*v as i64),
-        _ => None,
-    }
-}
-
 impl Store for MongoStore {
     /// Nothing beyond what the driver reads from the URL itself, which is
     /// checked here the way the driver will read it.
@@ -772,6 +417,8 @@ impl Store for MongoStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Role;
+    use mongodb::bson::oid::ObjectId;
 
     #[test]
     fn hello_of_a_primary() {
