@@ -102,7 +102,7 @@ impl Canaries {
         self.recorder
             .add_target(&info, &t.depends_on, t.recovery_deadline);
         if let TargetSource::Env(var) = &t.source {
-            tracing::info!(target_name = %t.name, variable = %var, url = %t.url, "target discovered from the environment");
+            tracing::info!(target = %t.name, variable = %var, url = %t.url, "target discovered from the environment");
         }
         let stop = self.stop.child_token();
         let task = self.spawn(t, &info, &stop, Duration::ZERO);
@@ -182,7 +182,7 @@ impl Canaries {
         r.panics += 1;
         r.last_panic = Some(now);
         let delay = panic_delay(r.panics);
-        tracing::error!(target_name = %name, panics = r.panics, "canary task panicked: restarting it in {}", humantime::format_duration(delay));
+        tracing::error!(target = %name, panics = r.panics, "canary task panicked: restarting it in {}", humantime::format_duration(delay));
         let (t, info, stop) = (r.target.clone(), r.info.clone(), r.stop.clone());
         self.recorder.canary_restarted(&info);
         let id = self.spawn(&t, &info, &stop, delay);
@@ -201,13 +201,13 @@ impl Canaries {
             .collect();
         for name in &gone {
             let changed = targets.iter().any(|t| &t.name == name);
-            tracing::info!(target_name = %name, "{}", if changed { "target changed: restarting its canary" } else { "target removed" });
+            tracing::info!(target = %name, "{}", if changed { "target changed: restarting its canary" } else { "target removed" });
             self.remove(name);
         }
         for t in targets {
             if !self.running.contains_key(&t.name) {
                 if !gone.contains(&t.name) {
-                    tracing::info!(target_name = %t.name, "target added");
+                    tracing::info!(target = %t.name, "target added");
                 }
                 self.start(t);
             }
@@ -238,7 +238,7 @@ pub async fn run(
     let otlp = OtlpSettings::resolve(config.otlp.as_ref(), &ProcessEnv)?;
     let recorder = Arc::new(Recorder::with_otlp(otlp.as_ref())?);
     if let Some(o) = &otlp {
-        tracing::info!(endpoint = %redact_endpoint(&o.endpoint), protocol = ?o.transport, traces = o.traces, metrics = o.metrics, "OTLP export on");
+        tracing::info!(endpoint = %crate::telemetry::otlp::redact_endpoint(&o.endpoint), protocol = o.transport.as_str(), traces = o.traces, metrics = o.metrics, "OTLP export on");
     }
     let ready = Arc::new(AtomicBool::new(false));
     let http_stop = CancellationToken::new();
@@ -301,6 +301,9 @@ pub async fn run(
                         }
                         if new.otlp != current.otlp {
                             tracing::warn!("[otlp] changes only on restart");
+                        }
+                        for w in &new.warnings {
+                            tracing::warn!("{w}");
                         }
                         canaries.apply(&new.targets);
                         tracing::info!(targets = new.targets.len(), "configuration reloaded");
@@ -372,19 +375,6 @@ fn refuse_reload(current: &Config, new: Config) -> Result<Config, String> {
         ));
     }
     Ok(new)
-}
-
-/// The collector's URL for a log line: without user info or query.
-fn redact_endpoint(endpoint: &str) -> String {
-    match url::Url::parse(endpoint) {
-        Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.set_query(None);
-            u.to_string()
-        }
-        Err(_) => "(unparsable)".into(),
-    }
 }
 
 #[cfg(test)]

@@ -21,8 +21,9 @@ pub struct RunArgs {
     /// Configuration file (TOML, or YAML by extension).
     #[arg(long, short, global = true, env = "DBCANARY_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Listen address for /metrics and the API (overrides agent.listen).
-    #[arg(long)]
+    /// Listen address for /metrics and the API (overrides agent.listen):
+    /// 127.0.0.1:9838, [::1]:9838 or localhost:9838.
+    #[arg(long, value_parser = crate::config::listen_addr)]
     pub listen: Option<SocketAddr>,
 }
 
@@ -46,8 +47,9 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RunOnly {
-    /// Listen address for /metrics and the API (overrides agent.listen).
-    #[arg(long)]
+    /// Listen address for /metrics and the API (overrides agent.listen):
+    /// 127.0.0.1:9838, [::1]:9838 or localhost:9838.
+    #[arg(long, value_parser = crate::config::listen_addr)]
     pub listen: Option<SocketAddr>,
 }
 

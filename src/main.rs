@@ -63,7 +63,15 @@ fn init_logs(format: LogFormat, default_level: &str) {
     match format {
         LogFormat::Text => registry.with(layer.with_filter(filter)).init(),
         LogFormat::Json => registry
-            .with(layer.json().flatten_event(true).with_filter(filter))
+            .with(
+                layer
+                    .json()
+                    .flatten_event(true)
+                    // The `target` field is the dbcanary target, as on /metrics;
+                    // the module path would take the same key.
+                    .with_target(false)
+                    .with_filter(filter),
+            )
             .init(),
     }
 }
@@ -113,6 +121,9 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 cfg.agent.listen = l;
             }
             init_logs(cfg.agent.log_format, "info");
+            for w in &cfg.warnings {
+                tracing::warn!("{w}");
+            }
             let token = CancellationToken::new();
             let (tx, rx) = tokio::sync::mpsc::channel(1);
             on_signals(token.clone(), Some(tx));
@@ -141,10 +152,17 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 Err(code) => return code,
             };
             init_logs(cfg.agent.log_format, "warn");
+            for w in &cfg.warnings {
+                tracing::warn!("{w}");
+            }
             if let Some(name) = &args.target
                 && !cfg.targets.iter().any(|t| &t.name == name)
             {
-                eprintln!("dbcanary: no target named {name:?}");
+                let names: Vec<&str> = cfg.targets.iter().map(|t| t.name.as_str()).collect();
+                eprintln!(
+                    "dbcanary: no target named {name:?}; the targets are: {}",
+                    names.join(", ")
+                );
                 return ExitCode::from(2);
             }
             let rows = dbcanary::check::check(&cfg, args.target.as_deref()).await;
@@ -230,6 +248,9 @@ async fn dispatch(cli: Cli) -> ExitCode {
         }) => match load(&cli) {
             Ok(cfg) => {
                 print!("{}", config::effective_toml(&cfg));
+                for w in &cfg.warnings {
+                    eprintln!("dbcanary: warning: {w}");
+                }
                 for t in &cfg.targets {
                     eprintln!(
                         "dbcanary: target {} ({}) from {}",
@@ -238,7 +259,11 @@ async fn dispatch(cli: Cli) -> ExitCode {
                         t.source
                     );
                 }
-                eprintln!("dbcanary: configuration OK ({} targets)", cfg.targets.len());
+                let n = cfg.targets.len();
+                eprintln!(
+                    "dbcanary: configuration OK ({n} target{})",
+                    if n == 1 { "" } else { "s" }
+                );
                 ExitCode::SUCCESS
             }
             Err(code) => code,

@@ -194,6 +194,9 @@ pub struct Config {
     pub otlp: Option<OtlpConfig>,
     pub discovery_env: bool,
     pub targets: Vec<Target>,
+    /// What loading had to say without refusing (discovery's skipped or
+    /// doubtful variables): logged by `run`, printed by `config check`.
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -662,6 +665,26 @@ pub mod ranges {
     pub const OTLP: (Duration, Duration) = (Duration::from_millis(10), DAY);
 }
 
+/// A listen address: `127.0.0.1:9838`, `[::1]:9838`, or a host name with a
+/// port (`localhost:9838`), resolved now to its first address.
+pub fn listen_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = text.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let example = "write e.g. \"127.0.0.1:9838\", \"[::1]:9838\" or \"localhost:9838\"";
+    if !text.contains(':') {
+        return Err(format!("{text:?} is not an address with a port: {example}"));
+    }
+    match std::net::ToSocketAddrs::to_socket_addrs(text) {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("{text:?} resolves to no address")),
+        Err(e) => Err(format!(
+            "{text:?} is not an address like \"127.0.0.1:9838\" ({e}); {example}"
+        )),
+    }
+}
+
 /// Parses `"500ms"`, `"1s"`, `"2m"`.
 pub fn parse_duration(v: &str) -> Result<Duration, String> {
     humantime::parse_duration(v.trim())
@@ -684,12 +707,7 @@ fn validate(
 ) -> Result<Config, ConfigError> {
     let ctx = Ctx { file: label };
     let listen = raw.agent.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
-    let listen: SocketAddr = listen.parse().map_err(|_| {
-        ctx.err(
-            "agent.listen",
-            format!("{listen:?} is not an address like \"127.0.0.1:9838\""),
-        )
-    })?;
+    let listen = listen_addr(listen).map_err(|reason| ctx.err("agent.listen", reason))?;
     let log_format = match raw.agent.log_format.as_deref().unwrap_or("text") {
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
@@ -755,10 +773,18 @@ fn validate(
         targets.push(target);
     }
     let discovery_env = raw.discovery.env.unwrap_or(true);
+    let mut warnings = Vec::new();
     if discovery_env {
-        for t in discover(env, defaults) {
+        let (found, said) = discover(env, defaults);
+        warnings.extend(said);
+        for t in found {
             if names.insert(t.name.clone()) {
                 targets.push(t);
+            } else {
+                warnings.push(format!(
+                    "discovery: {} skipped: a configured target is named {:?}",
+                    t.source, t.name
+                ));
             }
         }
     }
@@ -797,6 +823,7 @@ fn validate(
         otlp: raw.otlp,
         discovery_env,
         targets,
+        warnings,
     })
 }
 
@@ -1023,15 +1050,7 @@ pub fn effective_toml(c: &Config) -> String {
     }
     root.insert("agent".into(), Value::Table(agent));
     root.insert("defaults".into(), Value::Table(settings(&c.defaults)));
-    if let Some(o) = &c.otlp {
-        let mut o = o.clone();
-        for v in o.headers.values_mut() {
-            *v = "***".into();
-        }
-        if let Ok(Value::Table(t)) = Value::try_from(&o) {
-            root.insert("otlp".into(), Value::Table(t));
-        }
-    }
+    root.insert("otlp".into(), Value::Table(otlp::effective(c.otlp.as_ref())));
     let mut disc = Table::new();
     disc.insert("env".into(), Value::Boolean(c.discovery_env));
     root.insert("discovery".into(), Value::Table(disc));

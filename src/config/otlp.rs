@@ -37,6 +37,51 @@ pub struct OtlpConfig {
     pub resource_attributes: BTreeMap<String, String>,
 }
 
+/// `[otlp]` as it takes effect from the file (the `OTEL_*` variables may
+/// still supply what the file leaves empty, at start), every default
+/// written out and header values redacted, for `config check`.
+pub fn effective(cfg: Option<&OtlpConfig>) -> toml::Table {
+    use toml::Value;
+    let empty = OtlpConfig::default();
+    let c = cfg.unwrap_or(&empty);
+    let dur = |given: &Option<String>, default: Duration| {
+        Value::String(
+            given
+                .clone()
+                .unwrap_or_else(|| humantime::format_duration(default).to_string()),
+        )
+    };
+    let mut t = toml::Table::new();
+    t.insert("endpoint".into(), Value::String(c.endpoint.clone()));
+    t.insert(
+        "protocol".into(),
+        Value::String(c.protocol.clone().unwrap_or_else(|| "grpc".into())),
+    );
+    t.insert(
+        "headers".into(),
+        Value::Table(
+            c.headers
+                .keys()
+                .map(|k| (k.clone(), Value::String("***".into())))
+                .collect(),
+        ),
+    );
+    t.insert("timeout".into(), dur(&c.timeout, DEFAULT_TIMEOUT));
+    t.insert("export_interval".into(), dur(&c.export_interval, DEFAULT_INTERVAL));
+    t.insert("traces".into(), Value::Boolean(c.traces.unwrap_or(true)));
+    t.insert("metrics".into(), Value::Boolean(c.metrics.unwrap_or(true)));
+    t.insert(
+        "resource_attributes".into(),
+        Value::Table(
+            c.resource_attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
+        ),
+    );
+    t
+}
+
 /// A bad OTLP setting: the config key or variable, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{key}: {reason}")]
@@ -50,6 +95,16 @@ pub struct SettingError {
 pub enum Transport {
     Grpc,
     HttpProtobuf,
+}
+
+impl Transport {
+    /// The config spelling (`grpc`, `http/protobuf`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Grpc => "grpc",
+            Self::HttpProtobuf => "http/protobuf",
+        }
+    }
 }
 
 /// `[otlp]` and the standard `OTEL_*` variables, resolved (config wins).

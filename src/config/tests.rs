@@ -538,6 +538,64 @@ fn discovery_from_url_variables() {
             .iter()
             .all(|t| matches!(t.source, TargetSource::Env(_)))
     );
+    // What discovery skipped is said, by variable, never by value.
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(
+        c.warnings[0].contains("BROKEN_MYSQL_URL skipped"),
+        "{:?}",
+        c.warnings
+    );
+    assert!(!c.warnings[0].contains("not a url"), "{:?}", c.warnings);
+}
+
+#[test]
+fn the_listen_address_may_be_a_host_name() {
+    for (text, want) in [
+        ("localhost:9838", "127.0.0.1:9838"),
+        ("[::1]:9838", "[::1]:9838"),
+        ("0.0.0.0:1", "0.0.0.0:1"),
+    ] {
+        let (_, r) = load_text(&format!("[agent]\nlisten = {text:?}\n"), &[]);
+        let got = r.unwrap().agent.listen;
+        assert!(
+            got.to_string() == want || (text == "localhost:9838" && got.ip().is_loopback()),
+            "{text} -> {got}"
+        );
+    }
+}
+
+#[test]
+fn discovery_says_what_it_doubts() {
+    let env = MapEnv::new(&[
+        ("BAD_REDIS_URL", "notaurl"),
+        ("ORDERS_MYSQL_URL", "redis://:hunter2@cache:6379"),
+        ("CATALOG_MONGODB_HOST", "db1.internal"),
+        ("CATALOG_MONGODB_PORT", "27018"),
+        ("CATALOG_MONGODB_LOGIN", "app"),
+        ("CATALOG_MONGODB_PASSWORD", "hunter2@x"),
+    ]);
+    let c = load(None, &env).unwrap();
+    let all = c.warnings.join("\n");
+    assert!(
+        !all.contains("hunter2") && !all.contains("notaurl"),
+        "{all}"
+    );
+    assert!(all.contains("BAD_REDIS_URL skipped"), "{all}");
+    assert!(
+        all.contains("ORDERS_MYSQL_URL holds a redis URL, not a mysql one"),
+        "{all}"
+    );
+    assert!(
+        all.contains("CATALOG_MONGODB_HOST, CATALOG_MONGODB_PORT, CATALOG_MONGODB_LOGIN, CATALOG_MONGODB_PASSWORD describe a MongoDB without CATALOG_MONGODB_URL"),
+        "{all}"
+    );
+    let orders = c.targets.iter().find(|t| t.name == "orders").unwrap();
+    assert_eq!(orders.kind(), StoreKind::Redis, "watched as what it is");
+    let catalog = c.targets.iter().find(|t| t.name == "catalog").unwrap();
+    assert_eq!(catalog.kind(), StoreKind::Mongodb, "still watched");
+    assert_eq!(catalog.url.endpoint(), "db1.internal:27018");
+    assert_eq!(catalog.url.username.as_deref(), Some("app"));
+    assert_eq!(catalog.url.password(), Some("hunter2@x"));
 }
 
 #[test]

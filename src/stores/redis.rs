@@ -123,13 +123,18 @@ pub struct RedisNode {
     db: i64,
     /// Set once a server refused RESP3, so the fallback is said once.
     resp2_logged: AtomicBool,
-    /// What the operator should know (the RESP2 fallback).
+    /// What the operator should know (the RESP2 fallback, a replica
+    /// reached directly).
     pub notices: Notices,
+    /// A plain `redis://` target, not one Sentinel chose.
+    direct: bool,
+    replica_said: AtomicBool,
 }
 
 impl RedisNode {
-    /// `db` is the database number; `tls` selects `rediss`.
-    pub fn new(target: &str, url: &DbUrl, tls: bool, db: i64) -> Self {
+    /// `db` is the database number; `tls` selects `rediss`; `direct` is a
+    /// plain `redis://` target (not one Sentinel chose).
+    pub fn new(target: &str, url: &DbUrl, tls: bool, db: i64, direct: bool) -> Self {
         Self {
             client_name: format!("dbcanary:{target}"),
             tls,
@@ -139,6 +144,8 @@ impl RedisNode {
             db,
             resp2_logged: AtomicBool::new(false),
             notices: Notices::default(),
+            direct,
+            replica_said: AtomicBool::new(false),
         }
     }
 
@@ -239,6 +246,14 @@ impl RedisNode {
             }
             .to_string(),
         );
+        if self.direct
+            && identity.role == Some(Role::Replica)
+            && !self.replica_said.swap(true, Ordering::Relaxed)
+        {
+            self.notices.say(format!(
+                "{addr} is a replica: applications that write need the master; if Sentinel manages it, point them (and this target) at redis+sentinel:// so that they follow a failover"
+            ));
+        }
         Ok(Connected {
             conn,
             identity,
@@ -408,7 +423,7 @@ impl Store for RedisStore {
 
     fn new(spec: Spec<'_>, o: &RedisOptions) -> Self {
         Self {
-            node: RedisNode::new(spec.name, spec.url, o.tls, o.db),
+            node: RedisNode::new(spec.name, spec.url, o.tls, o.db, true),
             addr: spec.url.first_host().clone(),
         }
     }

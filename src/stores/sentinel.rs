@@ -267,7 +267,7 @@ impl Store for SentinelStore {
     fn new(spec: Spec<'_>, o: &SentinelOptions) -> Self {
         let url = spec.url;
         Self {
-            node: RedisNode::new(spec.name, url, o.tls, o.db),
+            node: RedisNode::new(spec.name, url, o.tls, o.db, false),
             sentinels: url.hosts.clone(),
             client: SentinelClient {
                 username: url.query_param("sentinel_username"),

@@ -11,19 +11,19 @@ use crate::model::TargetInfo;
 pub fn event(t: &TargetInfo, event: &Event, first: bool) {
     match event {
         Event::Started => {
-            tracing::info!(target_name = %t.name, store = %t.store, endpoint = %t.endpoint, "canary started");
+            tracing::info!(target = %t.name, store = %t.store, endpoint = %t.endpoint, "canary started");
         }
         Event::ConnectAttempt { result, error, .. } => {
             if result.is_ok() {
                 return;
             }
             let err = error.as_deref().unwrap_or("");
-            tracing::debug!(target_name = %t.name, result = result.as_str(), error = err, "connection attempt failed");
+            tracing::debug!(target = %t.name, result = result.as_str(), error = err, "connection attempt failed");
         }
         Event::Connected { identity } => {
             if first {
                 tracing::info!(
-                    target_name = %t.name,
+                    target = %t.name,
                     server_id = identity.server_id.as_deref().unwrap_or(""),
                     role = identity.role.map(|r| r.as_str()).unwrap_or("unknown"),
                     address = identity.address.as_deref().unwrap_or(""),
@@ -39,14 +39,14 @@ pub fn event(t: &TargetInfo, event: &Event, first: bool) {
             ..
         } => {
             if *start_unknown {
-                tracing::warn!(target_name = %t.name, detail = %detail, "cannot connect (unreachable since the start); retrying");
+                tracing::warn!(target = %t.name, detail = %detail, "cannot connect (unreachable since the start); retrying");
             } else {
-                tracing::warn!(target_name = %t.name, cause = cause.as_str(), detail = %detail, "connection lost");
+                tracing::warn!(target = %t.name, cause = cause.as_str(), detail = %detail, "connection lost");
             }
         }
         Event::Restored(r) => {
             tracing::warn!(
-                target_name = %t.name,
+                target = %t.name,
                 outage_s = r.duration.as_secs_f64(),
                 kind = r.kind.as_str(),
                 reason = %r.reason,
@@ -56,16 +56,16 @@ pub fn event(t: &TargetInfo, event: &Event, first: bool) {
             );
         }
         Event::Failover { source, from, to } => {
-            tracing::warn!(target_name = %t.name, source = source.as_str(), from = from.as_deref().unwrap_or(""), to = %to, "failover");
+            tracing::warn!(target = %t.name, source = source.as_str(), from = from.as_deref().unwrap_or(""), to = %to, "failover");
         }
         Event::IdentityChanged { identity } => {
-            tracing::info!(target_name = %t.name, role = identity.role.map(|r| r.as_str()).unwrap_or("unknown"), "server identity changed");
+            tracing::info!(target = %t.name, role = identity.role.map(|r| r.as_str()).unwrap_or("unknown"), "server identity changed");
         }
         Event::Notice { message } => {
-            tracing::warn!(target_name = %t.name, "{message}");
+            tracing::warn!(target = %t.name, "{message}");
         }
         Event::Stopped => {
-            tracing::debug!(target_name = %t.name, "canary stopped");
+            tracing::debug!(target = %t.name, "canary stopped");
         }
     }
 }
@@ -83,7 +83,7 @@ pub fn outcome(o: &Outcome) -> Option<String> {
             ..
         } => {
             tracing::info!(
-                target_name = %app,
+                target = %app,
                 dependency = %dependency,
                 lag_s = lag.as_secs_f64(),
                 dependency_outage_s = dependency_outage.as_secs_f64(),
@@ -109,7 +109,7 @@ pub fn outcome(o: &Outcome) -> Option<String> {
             ..
         } => {
             tracing::error!(
-                target_name = %app,
+                target = %app,
                 dependency = %dependency,
                 deadline_s = deadline.as_secs_f64(),
                 dependency_outage_s = dependency_outage.as_secs_f64(),

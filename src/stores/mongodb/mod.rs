@@ -39,7 +39,7 @@ use tokio::time::Instant;
 use crate::dburl::DbUrl;
 use crate::model::{ConnectResult, FailoverSource, Identity};
 use crate::stores::{
-    Announcement, CloseSignal, ConnectError, Connected, ProbeError, Spec, Store, resolve,
+    Announcement, CloseSignal, ConnectError, Connected, Notices, ProbeError, Spec, Store, resolve,
 };
 use error::{driver_cause, driver_result};
 pub use hello::parse_hello;
@@ -120,6 +120,9 @@ pub struct MongoStore {
     current: Mutex<Option<Client>>,
     /// The server the last connected client's canary used.
     last_primary: Mutex<Option<ServerAddress>>,
+    /// What the operator should know (see [`MongoStore::lint`]).
+    notices: Notices,
+    lint_said: std::sync::atomic::AtomicBool,
     /// How long a pooled connection may idle: the driver keeps one pool per
     /// member, and after a step-down the canary's connection to the old
     /// primary would otherwise linger beside the new one.
@@ -127,6 +130,26 @@ pub struct MongoStore {
 }
 
 impl MongoStore {
+    /// A URL that names one member and no `replicaSet` while the server is
+    /// in a replica set: the canary (and an app using that URL) stays with
+    /// that member and does not follow a failover. Said once.
+    fn lint(&self, identity: &Identity) {
+        let Some(set) = identity.details.get("set_name") else {
+            return;
+        };
+        let single = self.url.hosts.len() == 1 && self.url.scheme == "mongodb";
+        if single
+            && self.url.query_param("replicaSet").is_none()
+            && !self
+                .lint_said
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.notices.say(format!(
+                "the URL names one host and no replicaSet, but the server is a member of replica set {set:?}: an application using this URL does not follow a failover; list the members and add ?replicaSet={set}"
+            ));
+        }
+    }
+
     /// Removes anything of the password from a driver message.
     fn scrub(&self, message: String) -> String {
         match self.url.password() {
@@ -237,6 +260,7 @@ impl MongoStore {
         *self.last_primary.lock().expect("primary lock") = watch.canary_address();
         let mut identity = parse_hello(&reply, watch.canary_server());
         identity.version.clone_from(&version);
+        self.lint(&identity);
         let mut lost = watch.lost.subscribe();
         let closed = CloseSignal::new(async move {
             loop {
@@ -301,6 +325,10 @@ impl Store for MongoStore {
         check_url(url)
     }
 
+    fn notices(&self) -> Vec<String> {
+        self.notices.take()
+    }
+
     fn new(spec: Spec<'_>, _: &()) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         Self {
@@ -311,6 +339,8 @@ impl Store for MongoStore {
             current: Mutex::new(None),
             last_primary: Mutex::new(None),
             max_idle: (spec.settings.interval * 3).max(Duration::from_secs(1)),
+            notices: Notices::default(),
+            lint_said: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

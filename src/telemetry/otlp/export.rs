@@ -50,6 +50,19 @@ pub(super) struct Losses {
 }
 
 impl Losses {
+    /// Spans and metric streams dropped so far, every signal together.
+    pub(super) fn total(&self) -> u64 {
+        ["traces", "metrics"]
+            .iter()
+            .filter_map(|signal| {
+                let labels = SignalLabels {
+                    signal: (*signal).into(),
+                };
+                self.dropped.get(&labels).map(|c| c.get())
+            })
+            .sum()
+    }
+
     fn lost(&self, signal: &'static str, n: u64, why: &dyn std::fmt::Display) {
         if n == 0 {
             return;

@@ -40,6 +40,23 @@ pub enum OtlpError {
 pub struct Otlp {
     tracing: Option<Tracing>,
     meters: Option<(SdkMeterProvider, Instruments)>,
+    /// What export dropped, for the word at shutdown.
+    losses: Losses,
+    /// The collector, as the log may show it (no credentials).
+    endpoint: String,
+}
+
+/// The collector's URL for a log line: without user info or query.
+pub fn redact_endpoint(endpoint: &str) -> String {
+    match url::Url::parse(endpoint) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.to_string()
+        }
+        Err(_) => "(unparsable)".into(),
+    }
 }
 
 impl Otlp {
@@ -67,16 +84,23 @@ impl Otlp {
         };
         let meters = if s.metrics {
             let provider =
-                export::meter_provider(s, resource, losses).map_err(|source| OtlpError::Build {
-                    signal: "metrics",
-                    source,
+                export::meter_provider(s, resource, losses.clone()).map_err(|source| {
+                    OtlpError::Build {
+                        signal: "metrics",
+                        source,
+                    }
                 })?;
             let instruments = Instruments::new(&provider.meter("dbcanary"), states);
             Some((provider, instruments))
         } else {
             None
         };
-        Ok(Self { tracing, meters })
+        Ok(Self {
+            tracing,
+            meters,
+            losses,
+            endpoint: redact_endpoint(&s.endpoint),
+        })
     }
 
     /// Zero-valued series for a new target, as on `/metrics`.
@@ -130,10 +154,11 @@ impl Otlp {
     /// Blocking: call it off the async workers.
     pub fn shutdown(&self, budget: Duration) {
         let start = Instant::now();
+        let mut failed = Vec::new();
         if let Some(tr) = &self.tracing {
             tr.end_all("unresolved at shutdown");
             if let Err(e) = tr.provider.shutdown_with_timeout(budget) {
-                tracing::warn!(error = %e, "OTLP traces not flushed at shutdown");
+                failed.push(format!("traces: {e}"));
             }
         }
         if let Some((provider, _)) = &self.meters {
@@ -141,8 +166,18 @@ impl Otlp {
                 .saturating_sub(start.elapsed())
                 .max(Duration::from_millis(100));
             if let Err(e) = provider.shutdown_with_timeout(left) {
-                tracing::warn!(error = %e, "OTLP metrics not flushed at shutdown");
+                failed.push(format!("metrics: {e}"));
             }
+        }
+        // One plain sentence, not the SDK's "Failed to shutdown" per signal.
+        if !failed.is_empty() {
+            tracing::warn!(
+                collector = %self.endpoint,
+                dropped = self.losses.total(),
+                detail = %failed.join("; "),
+                "OTLP: the collector was unreachable at shutdown: the last export was not delivered ({} spans and metric streams dropped since the start)",
+                self.losses.total()
+            );
         }
     }
 }
