@@ -22,7 +22,7 @@ pub struct RunArgs {
     #[arg(long, short, global = true, env = "DBCANARY_CONFIG")]
     pub config: Option<PathBuf>,
     /// Listen address for /metrics and the API (overrides agent.listen):
-    /// 127.0.0.1:9838, [::1]:9838 or localhost:9838.
+    /// `127.0.0.1:9838`, `[::1]:9838` or `localhost:9838`.
     #[arg(long, value_parser = crate::config::listen_addr)]
     pub listen: Option<SocketAddr>,
 }
@@ -48,7 +48,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct RunOnly {
     /// Listen address for /metrics and the API (overrides agent.listen):
-    /// 127.0.0.1:9838, [::1]:9838 or localhost:9838.
+    /// `127.0.0.1:9838`, `[::1]:9838` or `localhost:9838`.
     #[arg(long, value_parser = crate::config::listen_addr)]
     pub listen: Option<SocketAddr>,
 }

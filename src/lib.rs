@@ -4,14 +4,26 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the configuration file, environment overrides and target
-//!   discovery, validated into runtime types.
-//! - [`agent`]: the supervisor: one canary task per target, shutdown.
-//! - [`canary`]: the one generic state machine (connect → up → down → up)
-//!   every store runs through; it only emits [`events`].
-//! - [`classify`]: identity before and after an outage → its kind.
-//! - [`backoff`]: exponential backoff with full jitter.
-//! - [`stores`]: one module per store behind the [`stores::Store`] trait.
+//! Each layer imports only from the layers above it in this list
+//! (`../shared/tools/modgraph` from the project root prints any cycle):
+//!
+//! - [`model`]: the words everyone speaks — [`model::StoreKind`] with one
+//!   row per kind in [`model::KINDS`] (schemes and default ports, `store`
+//!   label, `db.system.name`, discovery suffix, local default), the
+//!   [`model::Identity`] of who answers, and the bounded enums that become
+//!   label values. Imports nothing of the crate.
+//! - [`settings`]: how a canary paces itself (plain data).
+//! - [`dburl`]: database URLs with several hosts, and their redaction;
+//!   [`tls`]: every rustls configuration, and "is this a TLS error".
+//! - [`events`]: what canaries report, the only thing telemetry sees.
+//! - [`classify`]: identity before and after an outage → its kind;
+//!   [`backoff`]: reconnect pacing and the agent-wide attempt budget.
+//! - [`stores`]: the [`stores::Store`] trait, one module per store, and
+//!   the one dispatch ([`stores::Options`], [`stores::with_store`]).
+//! - [`canary`]: the one generic state machine every store runs through;
+//!   [`apps`]: app recovery after a dependency's outage.
+//! - [`config`]: the configuration file, environment overrides, discovery
+//!   and `OTEL_*`, validated into runtime types.
 //! - [`telemetry`]: the recorder that turns events into series, log lines
 //!   and the API state. [`telemetry::catalogue`] declares every metric
 //!   once (Prometheus and OTel names, help, unit, instrument, label,
@@ -20,10 +32,10 @@
 //!   [`telemetry::state`] is the `/api/v1/targets` view; `log` writes each
 //!   event's line; [`telemetry::otlp`] exports over OTLP (`export`
 //!   pipelines, `metrics` built from the catalogue, `traces`).
-//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets`.
-//! - [`dburl`]: database URLs with several hosts, and their redaction.
-//! - [`cli`], [`check`], [`watch`], [`drill`]: the command line; [`drill`]
-//!   also holds the drill core the agent can call.
+//! - [`listener`]: `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets`.
+//! - [`agent`]: the supervisor (one canary task per target, reload,
+//!   shutdown); [`cli`], [`check`], [`watch`], [`drill`]: the command line
+//!   ([`drill`] also holds the drill core the agent can call).
 #![forbid(unsafe_code)]
 
 pub mod agent;

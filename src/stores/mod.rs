@@ -3,7 +3,7 @@
 //! canary drives every store the same way and owns all timing.
 //!
 //! A store is one file here, one row in [`crate::model::KINDS`] and one line
-//! in the [`stores!`] list below, which writes the one dispatch: the
+//! in the `stores!` list below, which writes the one dispatch: the
 //! [`Options`] a target's URL is parsed into once (when the configuration is
 //! read, so a target that validates always runs) and [`with_store`], which
 //! hands the agent, `check` and `watch` the store of a target.

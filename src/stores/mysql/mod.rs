@@ -20,11 +20,11 @@
 //!   `program_name=dbcanary:<target>` (visible in
 //!   `performance_schema.session_connect_attrs` where that is enabled).
 //! - TLS is rustls (ring) with the MySQL client's `ssl-mode` semantics; the
-//!   login and its auth plugins are in [`handshake`], the packets, limits
-//!   and the reader task in [`wire`].
+//!   login and its auth plugins are in `handshake`, the packets, limits
+//!   and the reader task in `wire`.
 //! - Nothing here waits on the network without a bound: the canary bounds
 //!   connect, probe and identity reads with its timeout, a dropped
-//!   connection gets [`QUIT_WITHIN`] to say `COM_QUIT`, and the reader task
+//!   connection gets `QUIT_WITHIN` to say `COM_QUIT`, and the reader task
 //!   ends with its connection.
 
 use std::collections::{BTreeMap, HashMap};
@@ -206,7 +206,7 @@ impl MysqlStore {
 }
 
 /// The canary's connection. Dropping it (the canary drops a connection it
-/// gave up on) sends `COM_QUIT` in the background within [`QUIT_WITHIN`],
+/// gave up on) sends `COM_QUIT` in the background within `QUIT_WITHIN`,
 /// so a hung server never keeps a task and a socket behind; its reader
 /// task ends at once.
 pub struct MysqlConn {

@@ -59,13 +59,13 @@ const QUIT_WITHIN: Duration = Duration::from_secs(1);
 
 /// The canary's connection: the client, and the task driving the
 /// driver's `Connection`. Dropping it drops the client, so the driver says
-/// `Terminate` and ends; the task is told to give up after [`QUIT_WITHIN`]
+/// `Terminate` and ends; the task is told to give up after `QUIT_WITHIN`
 /// should a hung server not take even that.
 pub struct PgConn {
     client: Client,
     /// What the connection may still read this round trip.
     budget: Arc<ReadBudget>,
-    /// Dropped with the connection: starts the task's [`QUIT_WITHIN`].
+    /// Dropped with the connection: starts the task's `QUIT_WITHIN`.
     gone: oneshot::Sender<()>,
     /// Resolves when the driver task has ended.
     ended: oneshot::Receiver<()>,
