@@ -14,8 +14,13 @@
 //!   close), at the default 1 s probe interval.
 //! - `footprint_four_redis_targets`: the agent's resident memory and CPU use
 //!   with four healthy Redis targets at the default 1 s probe interval.
+//! - `outages::outage_precision_per_store_and_fault`: every store's outage
+//!   estimate against the truth, per fault (see `bench/outages.rs`).
 
 mod support;
+
+#[path = "bench/outages.rs"]
+mod outages;
 
 use std::time::Duration;
 

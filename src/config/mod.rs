@@ -1050,7 +1050,10 @@ pub fn effective_toml(c: &Config) -> String {
     }
     root.insert("agent".into(), Value::Table(agent));
     root.insert("defaults".into(), Value::Table(settings(&c.defaults)));
-    root.insert("otlp".into(), Value::Table(otlp::effective(c.otlp.as_ref())));
+    root.insert(
+        "otlp".into(),
+        Value::Table(otlp::effective(c.otlp.as_ref())),
+    );
     let mut disc = Table::new();
     disc.insert("env".into(), Value::Boolean(c.discovery_env));
     root.insert("discovery".into(), Value::Table(disc));

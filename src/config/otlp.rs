@@ -67,7 +67,10 @@ pub fn effective(cfg: Option<&OtlpConfig>) -> toml::Table {
         ),
     );
     t.insert("timeout".into(), dur(&c.timeout, DEFAULT_TIMEOUT));
-    t.insert("export_interval".into(), dur(&c.export_interval, DEFAULT_INTERVAL));
+    t.insert(
+        "export_interval".into(),
+        dur(&c.export_interval, DEFAULT_INTERVAL),
+    );
     t.insert("traces".into(), Value::Boolean(c.traces.unwrap_or(true)));
     t.insert("metrics".into(), Value::Boolean(c.metrics.unwrap_or(true)));
     t.insert(

@@ -1,0 +1,354 @@
+//! The outage numbers against the truth, per store and fault, at the
+//! built-in defaults (a probe a second, the built-in reconnect pacing):
+//! for each drill, at a random phase of the probe interval, how far the
+//! estimate is from what the harness did (`|estimate - truth|`), how long
+//! after the fault the loss was detected, how wide the bounds are, whether
+//! the truth lies inside them, and how many attempts the outage took.
+//!
+//! Faults: SIGKILL and a restart 2 s later; a graceful restart (SIGTERM,
+//! PostgreSQL `pg_ctl stop -m fast`, then start at once); the server
+//! killing the canary's connection (`CLIENT KILL`, `KILL CONNECTION`,
+//! `pg_terminate_backend`; the truth is no outage at all, so the error is
+//! the reconnect itself); SIGSTOP for 2 s. MongoDB (mockupdb) has no
+//! server-side connection kill.
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+
+use super::support::mariadb::MariaDb;
+use super::support::mongo::Member;
+use super::support::postgres::Postgres;
+use super::support::redis::RedisServer;
+use super::support::{Agent, Signal, parse_time, poll_until, secs_between};
+
+/// Drills per store and fault.
+const N: usize = 20;
+
+/// What the harness's own moments may be off (it reads the clock before
+/// it signals; it sees a server answer at its next 5 ms look).
+const HARNESS_S: f64 = 0.05;
+
+/// One drill, measured.
+struct Sample {
+    error_ms: f64,
+    detect_ms: f64,
+    width_ms: f64,
+    attempts: f64,
+    truth_inside: bool,
+}
+
+/// Waits for the `n`-th outage of `target` and measures it against the
+/// truth: the fault at `down`, the store answering again at `back`.
+async fn measure(
+    agent: &Agent,
+    target: &str,
+    n: usize,
+    down: SystemTime,
+    back: SystemTime,
+) -> Sample {
+    let o: Value = poll_until(
+        Duration::from_secs(30),
+        &format!("outage {n} of {target}"),
+        async || {
+            let r = agent.restored(target).await;
+            match r.get(n - 1) {
+                Some(o) => Ok(o.clone()),
+                None => Err(r.len()),
+            }
+        },
+    )
+    .await;
+    let t = agent.target(target).await;
+    let lost = super::support::events(&t, "disconnected")
+        .get(n - 1)
+        .map(|e| parse_time(&e["detected_at"]))
+        .expect("a disconnect per outage");
+    let truth = secs_between(down, back);
+    let b = &o["bounds"];
+    let inside = |t: SystemTime, from: &Value, to: &Value| {
+        secs_between(parse_time(from), t) >= -HARNESS_S
+            && secs_between(t, parse_time(to)) >= -HARNESS_S
+    };
+    Sample {
+        error_ms: (o["duration"].as_f64().unwrap() - truth).abs() * 1000.0,
+        detect_ms: secs_between(down, lost) * 1000.0,
+        width_ms: o["resolution"].as_f64().unwrap() * 1000.0,
+        attempts: o["attempts"].as_f64().unwrap(),
+        truth_inside: inside(down, &b["start_earliest"], &b["start_latest"])
+            && inside(back, &b["end_earliest"], &b["end_latest"]),
+    }
+}
+
+/// `p50 / p99` of a sample.
+fn p50_p99(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let at = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+    (at(0.5), at(0.99))
+}
+
+fn report(store: &str, fault: &str, samples: Vec<Sample>) {
+    let n = samples.len();
+    let inside = samples.iter().filter(|s| s.truth_inside).count();
+    let col = |f: fn(&Sample) -> f64| p50_p99(samples.iter().map(f).collect());
+    let (e50, e99) = col(|s| s.error_ms);
+    let (d50, d99) = col(|s| s.detect_ms);
+    let (w50, w99) = col(|s| s.width_ms);
+    let (a50, a99) = col(|s| s.attempts);
+    println!(
+        "| {store} | {fault} | {n} | {e50:.1} / {e99:.1} | {d50:.1} / {d99:.1} | {w50:.0} / {w99:.0} | {inside}/{n} | {a50:.0} / {a99:.0} |"
+    );
+}
+
+/// A random phase of the 1 s probe interval.
+async fn random_phase() {
+    tokio::time::sleep(Duration::from_millis(rand::random_range(0..1000))).await;
+}
+
+/// The agent at the built-in defaults, `target` on `url`, once up.
+async fn agent(target: &str, url: &str) -> Agent {
+    Agent::builder()
+        .target(target, url)
+        .log("info")
+        .start_up(Duration::from_secs(20))
+        .await
+}
+
+fn header() {
+    println!(
+        "| store | fault | drills | \\|estimate - truth\\| p50 / p99 ms | detection p50 / p99 ms | bound width p50 / p99 ms | truth inside bounds | attempts p50 / p99 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+}
+
+/// Runs `N` drills of one fault: `fault` does it and returns the truth.
+async fn drills(
+    store: &str,
+    fault: &str,
+    agent: &Agent,
+    target: &str,
+    first: &mut usize,
+    mut run: impl AsyncFnMut() -> (SystemTime, SystemTime),
+) {
+    let mut samples = Vec::new();
+    for _ in 0..N {
+        random_phase().await;
+        let (down, back) = run().await;
+        *first += 1;
+        samples.push(measure(agent, target, *first, down, back).await);
+        agent.wait_up(target, true, Duration::from_secs(20)).await;
+    }
+    report(store, fault, samples);
+}
+
+#[tokio::test]
+#[ignore = "benchmark: cargo test --release --test bench -- --ignored --nocapture outage_precision"]
+async fn outage_precision_per_store_and_fault() {
+    header();
+    let two = Duration::from_secs(2);
+
+    let mut redis = RedisServer::start().await;
+    let a = agent("cache", &redis.url()).await;
+    let mut n = 0;
+    drills(
+        "Redis",
+        "SIGKILL, restart 2 s later",
+        &a,
+        "cache",
+        &mut n,
+        async || {
+            let down = redis.kill();
+            tokio::time::sleep(two).await;
+            (down.wall, redis.start_again().await.wall)
+        },
+    )
+    .await;
+    drills(
+        "Redis",
+        "graceful restart",
+        &a,
+        "cache",
+        &mut n,
+        async || {
+            let down = redis.proc().signal_at(Signal::Term);
+            let _ = redis.proc_mut().wait_timeout(Duration::from_secs(10)).await;
+            redis.stopped();
+            (down.wall, redis.start_again().await.wall)
+        },
+    )
+    .await;
+    drills(
+        "Redis",
+        "CLIENT KILL of the canary",
+        &a,
+        "cache",
+        &mut n,
+        async || {
+            let id = redis.wait_canary("cache", Duration::from_secs(10)).await;
+            let at = redis.client_kill(id).await;
+            (at.wall, at.wall)
+        },
+    )
+    .await;
+    drills("Redis", "SIGSTOP 2 s", &a, "cache", &mut n, async || {
+        let down = redis.pause();
+        tokio::time::sleep(two).await;
+        (down.wall, redis.resume().wall)
+    })
+    .await;
+    drop(a);
+
+    let (user, password) = ("dbcanary", "bench-pw");
+    let mut db = MariaDb::start("mariadb", &[]).await;
+    db.create_user(user, password, None).await;
+    let a = agent("orders", &db.url(user, Some(password))).await;
+    let mut n = 0;
+    drills(
+        "MariaDB",
+        "SIGKILL, restart 2 s later",
+        &a,
+        "orders",
+        &mut n,
+        async || {
+            let down = db.kill();
+            tokio::time::sleep(two).await;
+            (down.wall, db.start_again().await.wall)
+        },
+    )
+    .await;
+    drills(
+        "MariaDB",
+        "graceful restart",
+        &a,
+        "orders",
+        &mut n,
+        async || {
+            let down = db.proc().signal_at(Signal::Term);
+            let _ = db.proc_mut().wait_timeout(Duration::from_secs(20)).await;
+            db.stopped();
+            (down.wall, db.start_again().await.wall)
+        },
+    )
+    .await;
+    drills(
+        "MariaDB",
+        "KILL CONNECTION of the canary",
+        &a,
+        "orders",
+        &mut n,
+        async || {
+            let id = db.one_session_of(user, None).await;
+            let at = db.kill_connection(id).await;
+            (at.wall, at.wall)
+        },
+    )
+    .await;
+    drills("MariaDB", "SIGSTOP 2 s", &a, "orders", &mut n, async || {
+        let down = db.pause();
+        tokio::time::sleep(two).await;
+        (down.wall, db.resume().wall)
+    })
+    .await;
+    drop(a);
+
+    let mut pg = Postgres::start("pg", &[]).await;
+    let a = agent("billing", &pg.url("postgres", None)).await;
+    let mut n = 0;
+    drills(
+        "PostgreSQL",
+        "crash (stop -m immediate), start 2 s later",
+        &a,
+        "billing",
+        &mut n,
+        async || {
+            let down = pg.crash();
+            tokio::time::sleep(two).await;
+            (down.wall, pg.start_again().await.wall)
+        },
+    )
+    .await;
+    drills(
+        "PostgreSQL",
+        "graceful restart (stop -m fast)",
+        &a,
+        "billing",
+        &mut n,
+        async || {
+            let (down, back) = pg.restart().await;
+            (down.wall, back.wall)
+        },
+    )
+    .await;
+    drills(
+        "PostgreSQL",
+        "pg_terminate_backend of the canary",
+        &a,
+        "billing",
+        &mut n,
+        async || {
+            let pid = poll_until(
+                Duration::from_secs(10),
+                "the canary's backend",
+                async || {
+                    let s = pg.sessions_named("dbcanary:billing").await;
+                    match s.as_slice() {
+                        [one] => Ok(*one),
+                        _ => Err(s),
+                    }
+                },
+            )
+            .await;
+            let at = pg.terminate(pid).await;
+            (at.wall, at.wall)
+        },
+    )
+    .await;
+    drills(
+        "PostgreSQL",
+        "SIGSTOP 2 s",
+        &a,
+        "billing",
+        &mut n,
+        async || {
+            let down = pg.pause();
+            tokio::time::sleep(two).await;
+            (down.wall, pg.resume().wall)
+        },
+    )
+    .await;
+    drop(a);
+
+    let mut m = Member::standalone("m").await;
+    let url = format!(
+        "mongodb://{}/?directConnection=true&heartbeatFrequencyMS=500",
+        m.addr()
+    );
+    let a = agent("catalog", &url).await;
+    let mut n = 0;
+    drills(
+        "MongoDB (mockupdb)",
+        "SIGKILL, restart 2 s later",
+        &a,
+        "catalog",
+        &mut n,
+        async || {
+            let down = m.kill();
+            tokio::time::sleep(two).await;
+            (down.wall, m.start().await.at)
+        },
+    )
+    .await;
+    drills(
+        "MongoDB (mockupdb)",
+        "SIGSTOP 2 s",
+        &a,
+        "catalog",
+        &mut n,
+        async || {
+            let down = m.pause();
+            tokio::time::sleep(two).await;
+            (down.wall, m.resume().wall)
+        },
+    )
+    .await;
+}
