@@ -292,7 +292,14 @@ pub fn load(file: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigError> {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "environment".to_string());
     let raw = read_raw(file, env, &file_label)?;
-    validate(raw, file.map(Path::to_path_buf), &file_label, env)
+    validate(raw, file.map(Path::to_path_buf), &file_label, env).map_err(redacted)
+}
+
+/// A refusal with every credential its reason may quote (a value echoed
+/// back, say a URL given as `agent.listen`) masked.
+fn redacted(mut e: ConfigError) -> ConfigError {
+    e.reason = crate::dburl::redact_text(&e.reason);
+    e
 }
 
 /// The largest configuration file read: a config is a few kilobytes, and a
@@ -438,9 +445,7 @@ fn yaml_size(text: &str) -> Result<(), String> {
 /// credential the message may quote (a TOML error shows the source line)
 /// redacted.
 fn from_config_error(e: config::ConfigError, label: &str) -> ConfigError {
-    let mut e = config_error(e, label);
-    e.reason = crate::dburl::redact_text(&e.reason);
-    e
+    redacted(config_error(e, label))
 }
 
 /// What a bare key reads as: the file's top level.

@@ -166,6 +166,12 @@ const REFUSED: &[(&str, &str, &str)] = &[
         "cannot parse",
     ),
     ("agnet = 1\n", "(top level)", "unknown field `agnet`"),
+    // A value echoed back in the reason has its credentials masked.
+    (
+        "[agent]\nlisten = \"redis://:hunter2@h:6379/0\"\n",
+        "agent.listen",
+        "is not an address",
+    ),
     (
         "[[target]]\nname = \"a\"\nurl = \"redis://h\"\ntimeout = [1]\n",
         "target[0].timeout",
