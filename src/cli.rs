@@ -24,6 +24,18 @@ pub struct RunArgs {
     /// Listen address for /metrics and the API (overrides agent.listen).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub shard: ShardArg,
+}
+
+/// `--shard`, for the commands that read the target list.
+#[derive(Debug, Clone, Args, Default)]
+pub struct ShardArg {
+    /// Keep only this shard's targets: "k/n", or "ordinal/n" (k from the host
+    /// name's trailing -<digits>, as a StatefulSet names its pods); overrides
+    /// agent.shard.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -46,6 +58,8 @@ pub struct RunOnly {
     /// Listen address for /metrics and the API (overrides agent.listen).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub shard: ShardArg,
 }
 
 #[derive(Debug, Args)]
@@ -56,6 +70,8 @@ pub struct CheckArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub shard: ShardArg,
 }
 
 #[derive(Debug, Args)]
@@ -83,6 +99,7 @@ pub struct WatchArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Validate the configuration and print it with secrets redacted.
-    Check,
+    /// Validate the configuration and print it with secrets redacted, and
+    /// which targets this shard keeps.
+    Check(ShardArg),
 }

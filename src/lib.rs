@@ -38,6 +38,7 @@ pub mod events;
 pub mod listener;
 pub mod model;
 pub mod settings;
+pub mod sources;
 pub mod stores;
 pub mod telemetry;
 pub mod tls;
