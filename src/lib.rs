@@ -5,8 +5,11 @@
 //! # Layout
 //!
 //! - [`config`]: the configuration file, environment overrides and target
-//!   discovery, validated into runtime types.
+//!   discovery, validated into runtime types; [`config::files`] reads the
+//!   target files, [`config::shard`] splits the target list between agents.
 //! - [`agent`]: the supervisor: one canary task per target, shutdown.
+//! - [`sources`]: the task that keeps the agent's target list current
+//!   (target files, each reloaded configuration).
 //! - [`canary`]: the one generic state machine (connect → up → down → up)
 //!   every store runs through; it only emits [`events`].
 //! - [`classify`]: identity before and after an outage → its kind.
