@@ -195,9 +195,7 @@ impl Canaries {
     fn applied(&self, split: &Split) {
         self.recorder
             .set_shard(&split.shard.to_string(), split.kept.len());
-        if split.shard.count > 1 {
-            tracing::info!(shard = %split.shard, targets = split.kept.len(), left_to_other_shards = split.left, "shard applied");
-        }
+        tracing::info!(shard = %split.shard, targets = split.kept.len(), left_to_other_shards = split.left, "target list applied");
     }
 
     /// Applies a new target list: unchanged targets keep their canary.
@@ -205,7 +203,11 @@ impl Canaries {
         let gone: Vec<String> = self
             .running
             .iter()
-            .filter(|(name, r)| targets.iter().all(|t| &t.name != *name || *t != r.target))
+            .filter(|(name, r)| {
+                targets
+                    .iter()
+                    .all(|t| &t.name != *name || !t.runs_as(&r.target))
+            })
             .map(|(name, _)| name.clone())
             .collect();
         for name in &gone {

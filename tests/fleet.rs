@@ -394,3 +394,56 @@ fn config_check_lists_what_the_shard_keeps_of_the_file_and_the_target_files() {
         "{stderr}"
     );
 }
+
+/// Moving a target from the main file to a target file (and SIGHUP) keeps
+/// its canary: only where it is configured changed.
+#[tokio::test]
+async fn a_target_moved_from_the_main_file_to_a_targets_file_keeps_its_connection() {
+    let redis = RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pattern = dir.path().join("*.toml").display().to_string();
+    let agent = Agent::builder()
+        .pacing(Pacing::FAST)
+        .discovery_toml(&format!(
+            "files = [{pattern:?}]\nrefresh_interval = \"200ms\"\n"
+        ))
+        .target("moved", &redis.url())
+        .start_up(LIMIT)
+        .await;
+    let conn = redis.wait_canary("moved", LIMIT).await;
+
+    replace(
+        &dir.path().join("moved.toml"),
+        &target_toml("moved", &redis.url()),
+    );
+    let main = agent
+        .config_text
+        .replace(&target_toml("moved", &redis.url()), "");
+    std::fs::write(&agent.config, main).unwrap();
+    // The list is applied once the target files were read again with the
+    // new main file.
+    let applied = agent.log().matches("target list applied").count();
+    signal(agent.pid(), Signal::Hup);
+    poll_until(LIMIT, "the reloaded list applied", async || {
+        let n = agent.log().matches("target list applied").count();
+        check(n > applied, n)
+    })
+    .await;
+    let m = agent.metrics().await;
+    assert_eq!(m.value("dbcanary_up", &[("target", "moved")]), Some(1.0));
+    let ids: Vec<i64> = redis
+        .canary_clients("moved")
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(ids, [conn], "the moved target keeps its connection");
+    let api = agent.target("moved").await;
+    assert_eq!(api["state"], "up", "{api}");
+    assert!(
+        !agent.log().contains("target changed"),
+        "{}",
+        support::tail_lines(&agent.log(), 20)
+    );
+}

@@ -144,6 +144,27 @@ impl Target {
         })
     }
 
+    /// Whether a canary of `other` is one of this target: the same in all
+    /// but where it is configured (a target moved from the main file to a
+    /// target file keeps its canary).
+    pub fn runs_as(&self, other: &Target) -> bool {
+        let Target {
+            name,
+            url,
+            options,
+            settings,
+            depends_on,
+            recovery_deadline,
+            source: _,
+        } = self;
+        *name == other.name
+            && *url == other.url
+            && *options == other.options
+            && *settings == other.settings
+            && *depends_on == other.depends_on
+            && *recovery_deadline == other.recovery_deadline
+    }
+
     /// The store kind.
     pub fn kind(&self) -> StoreKind {
         self.options.kind()
