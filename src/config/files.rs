@@ -77,7 +77,7 @@ pub(super) fn pattern(raw: &str, config_file: Option<&Path>) -> Result<PathBuf, 
 }
 
 /// Whether a file name matches a pattern of `*` and `?`.
-pub fn matches(pattern: &str, name: &str) -> bool {
+fn matches(pattern: &str, name: &str) -> bool {
     if name.starts_with('.') && !pattern.starts_with('.') {
         return false;
     }
@@ -428,7 +428,7 @@ fn read(
 /// The targets of one file, validated with the main configuration's
 /// defaults; their `depends_on` may name targets of the same file or of the
 /// main configuration.
-pub fn parse(
+fn parse(
     path: &Path,
     text: &str,
     main: &Config,
