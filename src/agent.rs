@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::AttemptBudget;
 use crate::canary::RunCanary;
 use crate::config::otlp::SettingError;
-use crate::config::{Config, ConfigError, OtlpSettings, ProcessEnv, Target, TargetSource};
+use crate::config::{Config, ConfigError, OtlpSettings, ProcessEnv, Split, Target, TargetSource};
 use crate::listener::{AppState, serve};
 use crate::model::TargetInfo;
 use crate::stores::with_store;
@@ -191,12 +191,23 @@ impl Canaries {
         }
     }
 
+    /// Says what the agent now watches of its shard.
+    fn applied(&self, split: &Split) {
+        self.recorder
+            .set_shard(&split.shard.to_string(), split.kept.len());
+        tracing::info!(shard = %split.shard, targets = split.kept.len(), left_to_other_shards = split.left, "target list applied");
+    }
+
     /// Applies a new target list: unchanged targets keep their canary.
     fn apply(&mut self, targets: &[Target]) {
         let gone: Vec<String> = self
             .running
             .iter()
-            .filter(|(name, r)| targets.iter().all(|t| &t.name != *name || *t != r.target))
+            .filter(|(name, r)| {
+                targets
+                    .iter()
+                    .all(|t| &t.name != *name || !t.runs_as(&r.target))
+            })
             .map(|(name, _)| name.clone())
             .collect();
         for name in &gone {
@@ -253,7 +264,8 @@ pub async fn run(
         },
         http_stop.clone(),
     ));
-    tracing::info!(%listen, tls = config.agent.tls.is_some(), basic_auth = config.agent.basic_auth.is_some(), targets = config.targets.len(), version = crate::model::VERSION, "dbcanary listening");
+    let (files, first) = crate::sources::start(&config);
+    tracing::info!(%listen, tls = config.agent.tls.is_some(), basic_auth = config.agent.basic_auth.is_some(), targets = first.kept.len(), shard = %first.shard, left_to_other_shards = first.left, version = crate::model::VERSION, "dbcanary listening");
     if config.uses_local_defaults() {
         tracing::info!("no targets configured or discovered: watching the local default ports");
     }
@@ -267,10 +279,22 @@ pub async fn run(
         running: HashMap::new(),
         leaving: HashMap::new(),
     };
-    for t in &config.targets {
+    for t in &first.kept {
         canaries.start(t);
     }
+    canaries.applied(&first);
     ready.store(true, Ordering::Release);
+    // One task keeps the target list current (target files, and each
+    // reloaded configuration): every new list it publishes is applied here.
+    let (mains, main_rx) = watch::channel(Arc::new(config.clone()));
+    let (plans_tx, mut plans) = watch::channel(Arc::new(first));
+    let mut sources = JoinSet::new();
+    sources.spawn(crate::sources::watch(
+        files,
+        main_rx,
+        plans_tx,
+        shutdown.clone(),
+    ));
     let mut current = config;
     // App recovery deadlines pass without any event: check them on a tick
     // too (events, scrapes and API reads check them as well), and only when
@@ -305,12 +329,21 @@ pub async fn run(
                         for w in &new.warnings {
                             tracing::warn!("{w}");
                         }
-                        canaries.apply(&new.targets);
                         tracing::info!(targets = new.targets.len(), "configuration reloaded");
                         current = new;
                     }
                     Err(reason) => tracing::error!(error = %reason, "configuration reload refused; the previous configuration keeps running"),
                 }
+                // Applied once the target files were read again with it.
+                mains.send_replace(Arc::new(current.clone()));
+            }
+            Ok(()) = plans.changed() => {
+                let plan = plans.borrow_and_update().clone();
+                canaries.apply(&plan.kept);
+                canaries.applied(&plan);
+            }
+            Some(ended) = sources.join_next() => {
+                tracing::error!(error = ?ended.err(), "the target list is no longer kept current (reloads and target files are not applied); restart the agent");
             }
             Some(done) = canaries.set.join_next_with_id() => {
                 match done {
@@ -323,6 +356,8 @@ pub async fn run(
 
     tracing::info!("shutting down");
     let began = std::time::Instant::now();
+    // The sources task stops on the same token.
+    let _ = tokio::time::timeout(Duration::from_secs(1), sources.join_next()).await;
     let recorder = canaries.recorder.clone();
     canaries.stop.cancel();
     if tokio::time::timeout(SHUTDOWN_GRACE, async {
@@ -356,18 +391,24 @@ pub async fn run(
 
 /// A reloaded configuration that would silently stop watching: one that
 /// falls back to the local default ports (an empty file, as a config tool
-/// that truncates before it writes leaves for a moment), or one that keeps
-/// none of the running targets. Such a change needs a restart.
+/// that truncates before it writes leaves for a moment), or one whose
+/// targets are none of those it had (another file). Such a change needs a
+/// restart. This compares the main configuration only (every shard's
+/// targets): the target files change on their own, file by file, and a
+/// main file without targets (they all come from target files) or one that
+/// gives up its own to target files is no such change.
 fn refuse_reload(current: &Config, new: Config) -> Result<Config, String> {
     if new.uses_local_defaults() && !current.uses_local_defaults() {
         return Err(
             "it configures no target (and would fall back to the local default ports); restart the agent to apply it".into(),
         );
     }
-    if !current
-        .targets
-        .iter()
-        .any(|t| new.targets.iter().any(|n| n.name == t.name))
+    if !current.targets.is_empty()
+        && !new.targets.is_empty()
+        && !current
+            .targets
+            .iter()
+            .any(|t| new.targets.iter().any(|n| n.name == t.name))
     {
         return Err(format!(
             "it keeps none of the {} running targets; restart the agent to replace them all",

@@ -25,6 +25,18 @@ pub struct RunArgs {
     /// `127.0.0.1:9838`, `[::1]:9838` or `localhost:9838`.
     #[arg(long, value_parser = crate::config::listen_addr)]
     pub listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub shard: ShardArg,
+}
+
+/// `--shard`, for the commands that read the target list.
+#[derive(Debug, Clone, Args, Default)]
+pub struct ShardArg {
+    /// Keep only this shard's targets: "k/n", or "ordinal/n" (k from the host
+    /// name's trailing -<digits>, as a StatefulSet names its pods); overrides
+    /// agent.shard.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -51,6 +63,8 @@ pub struct RunOnly {
     /// `127.0.0.1:9838`, `[::1]:9838` or `localhost:9838`.
     #[arg(long, value_parser = crate::config::listen_addr)]
     pub listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub shard: ShardArg,
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +75,8 @@ pub struct CheckArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub shard: ShardArg,
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +104,7 @@ pub struct WatchArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Validate the configuration and print it with secrets redacted.
-    Check,
+    /// Validate the configuration and print it with secrets redacted, and
+    /// which targets this shard keeps.
+    Check(ShardArg),
 }

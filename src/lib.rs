@@ -23,7 +23,11 @@
 //! - [`canary`]: the one generic state machine every store runs through;
 //!   [`apps`]: app recovery after a dependency's outage.
 //! - [`config`]: the configuration file, environment overrides, discovery
-//!   and `OTEL_*`, validated into runtime types.
+//!   and `OTEL_*`, validated into runtime types; [`config::files`] reads
+//!   the target files, [`config::shard`] splits the target list between
+//!   agents.
+//! - [`sources`]: the task that keeps the agent's target list current
+//!   (target files, each reloaded configuration).
 //! - [`telemetry`]: the recorder that turns events into series, log lines
 //!   and the API state. [`telemetry::catalogue`] declares every metric
 //!   once (Prometheus and OTel names, help, unit, instrument, label,
@@ -52,6 +56,7 @@ pub mod events;
 pub mod listener;
 pub mod model;
 pub mod settings;
+pub mod sources;
 pub mod stores;
 pub mod telemetry;
 pub mod tls;

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use dbcanary::cli::{Cli, Command, ConfigCommand};
-use dbcanary::config::{self, Config, LogFormat, ProcessEnv};
+use dbcanary::config::{self, Config, ConfigError, LogFormat, ProcessEnv, Split, TargetSource};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -35,10 +36,52 @@ fn main() -> ExitCode {
 }
 
 fn load(cli: &Cli) -> Result<Config, ExitCode> {
-    config::load(cli.run.config.as_deref(), &ProcessEnv).map_err(|e| {
+    load_with(cli.run.config.as_deref(), shard_arg(cli).as_deref()).map_err(|e| {
         eprintln!("dbcanary: configuration refused: {e}");
         ExitCode::from(2)
     })
+}
+
+/// The configuration, with the command line's `--shard` over `agent.shard`.
+fn load_with(file: Option<&Path>, shard: Option<&str>) -> Result<Config, ConfigError> {
+    let mut c = config::load(file, &ProcessEnv)?;
+    if let Some(s) = shard {
+        c.agent.shard = config::Shard::parse(s, &ProcessEnv).map_err(|reason| ConfigError {
+            file: "command line".into(),
+            key: "--shard".into(),
+            reason,
+        })?;
+    }
+    Ok(c)
+}
+
+/// The `--shard` of the command given.
+fn shard_arg(cli: &Cli) -> Option<String> {
+    match &cli.command {
+        None => cli.run.shard.shard.clone(),
+        Some(Command::Run(r)) => r.shard.shard.clone().or(cli.run.shard.shard.clone()),
+        Some(Command::Check(a)) => a.shard.shard.clone(),
+        Some(Command::Config {
+            command: ConfigCommand::Check(s),
+        }) => s.shard.clone(),
+        _ => None,
+    }
+}
+
+/// What this shard keeps of the configuration's and the target files'
+/// targets, for the commands that run once: a refused target file is a
+/// configuration error there (the agent logs it and goes on).
+fn watched(cfg: &Config) -> Result<Split, ExitCode> {
+    let mut files = config::TargetFiles::new(cfg);
+    let scan = files.scan(cfg, &ProcessEnv, true);
+    for e in &scan.errors {
+        eprintln!("dbcanary: configuration refused: {e}");
+    }
+    if scan.errors.is_empty() {
+        Ok(files.watched(cfg))
+    } else {
+        Err(ExitCode::from(2))
+    }
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (`target=level` directives, e.g.
@@ -128,10 +171,11 @@ async fn dispatch(cli: Cli) -> ExitCode {
             let (tx, rx) = tokio::sync::mpsc::channel(1);
             on_signals(token.clone(), Some(tx));
             let file = cli.run.config.clone();
+            let shard = shard_arg(&cli);
             let reloads = dbcanary::agent::Reloads {
                 requests: rx,
                 load: Box::new(move || {
-                    let mut c = config::load(file.as_deref(), &ProcessEnv)?;
+                    let mut c = load_with(file.as_deref(), shard.as_deref())?;
                     if let Some(l) = listen {
                         c.agent.listen = l;
                     }
@@ -147,7 +191,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
             }
         }
         Some(Command::Check(args)) => {
-            let cfg = match load(&cli) {
+            let mut cfg = match load(&cli) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -155,16 +199,26 @@ async fn dispatch(cli: Cli) -> ExitCode {
             for w in &cfg.warnings {
                 tracing::warn!("{w}");
             }
+            let split = match watched(&cfg) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
             if let Some(name) = &args.target
-                && !cfg.targets.iter().any(|t| &t.name == name)
+                && !split.kept.iter().any(|t| &t.name == name)
             {
-                let names: Vec<&str> = cfg.targets.iter().map(|t| t.name.as_str()).collect();
+                let names: Vec<&str> = split.kept.iter().map(|t| t.name.as_str()).collect();
+                let shard = if split.shard.count > 1 {
+                    format!(" in shard {}", split.shard)
+                } else {
+                    String::new()
+                };
                 eprintln!(
-                    "dbcanary: no target named {name:?}; the targets are: {}",
+                    "dbcanary: no target named {name:?}{shard}; the targets are: {}",
                     names.join(", ")
                 );
                 return ExitCode::from(2);
             }
+            cfg.targets = split.kept;
             let rows = dbcanary::check::check(&cfg, args.target.as_deref()).await;
             if args.json {
                 println!(
@@ -244,29 +298,49 @@ async fn dispatch(cli: Cli) -> ExitCode {
             ExitCode::from(code)
         }
         Some(Command::Config {
-            command: ConfigCommand::Check,
-        }) => match load(&cli) {
-            Ok(cfg) => {
-                print!("{}", config::effective_toml(&cfg));
-                for w in &cfg.warnings {
-                    eprintln!("dbcanary: warning: {w}");
-                }
-                for t in &cfg.targets {
-                    eprintln!(
-                        "dbcanary: target {} ({}) from {}",
-                        t.name,
-                        t.kind(),
-                        t.source
-                    );
-                }
-                let n = cfg.targets.len();
-                eprintln!(
-                    "dbcanary: configuration OK ({n} target{})",
-                    if n == 1 { "" } else { "s" }
-                );
-                ExitCode::SUCCESS
+            command: ConfigCommand::Check(_),
+        }) => {
+            let (cfg, split) = match load(&cli).and_then(|c| watched(&c).map(|s| (c, s))) {
+                Ok(both) => both,
+                Err(code) => return code,
+            };
+            // The targets files keep theirs: the TOML shows the main
+            // configuration's that this shard keeps, and reads back as it.
+            let own = split
+                .kept
+                .iter()
+                .filter(|t| !matches!(t.source, TargetSource::TargetsFile(_)));
+            let shown = Config {
+                targets: own.cloned().collect(),
+                ..cfg
+            };
+            print!("{}", config::effective_toml(&shown));
+            for w in &shown.warnings {
+                eprintln!("dbcanary: warning: {w}");
             }
-            Err(code) => code,
-        },
+            for t in &split.kept {
+                eprintln!(
+                    "dbcanary: target {} ({}) from {}",
+                    t.name,
+                    t.kind(),
+                    t.source
+                );
+            }
+            if split.shard.count > 1 {
+                eprintln!(
+                    "dbcanary: shard {} keeps {} of {} targets ({} left to the other shards)",
+                    split.shard,
+                    split.kept.len(),
+                    split.kept.len() + split.left,
+                    split.left
+                );
+            }
+            let n = split.kept.len();
+            eprintln!(
+                "dbcanary: configuration OK ({n} target{})",
+                if n == 1 { "" } else { "s" }
+            );
+            ExitCode::SUCCESS
+        }
     }
 }

@@ -18,9 +18,9 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 
 use support::app::{Behaviour, app_toml, start_app};
-use support::process::{ServerKind, ServerProcess};
+use support::prometheus::{Prometheus, values};
 use support::redis::RedisServer;
-use support::{Agent, Pacing, Proc, check, http_get, poll_until, require_binary};
+use support::{Agent, Pacing, check, poll_until, require_binary};
 
 const DASHBOARDS: [&str; 2] = ["dbcanary-overview.json", "dbcanary-target.json"];
 const RULES: &str = "dbcanary.rules.yml";
@@ -315,150 +315,45 @@ fn app_selected_queries(queries: &[Query]) -> Vec<Query> {
 // A real Prometheus
 // ---------------------------------------------------------------------------
 
-/// `prometheus` as a [`ServerKind`]: `prometheus.yml` and the TSDB in its
-/// directory, serving once `/-/ready` answers 200.
-struct PrometheusKind;
-
-impl ServerKind for PrometheusKind {
-    const READY_WITHIN: Duration = Duration::from_secs(30);
-    const LOOK_EVERY: Duration = Duration::from_millis(20);
-
-    fn command(&self, port: u16, dir: &Path) -> Command {
-        let mut cmd = Command::new(require_binary("prometheus", "prometheus"));
-        cmd.arg(format!(
-            "--config.file={}",
-            dir.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"));
-        cmd
-    }
-
-    async fn ready(&mut self, port: u16, _proc: &Proc) -> bool {
-        let r = http_get(([127, 0, 0, 1], port).into(), "/-/ready").await;
-        matches!(r, Ok(r) if r.status == 200)
-    }
+/// A `prometheus` scraping one agent every 500 ms, with the bundled rules
+/// loaded.
+async fn start_prometheus(agent: SocketAddr) -> Prometheus {
+    let config = format!(
+        "global:\n  scrape_interval: 500ms\n  scrape_timeout: 500ms\n  evaluation_interval: 500ms\n\
+         rule_files:\n  - {rules}\n\
+         scrape_configs:\n  - job_name: dbcanary\n    static_configs:\n      - targets: ['{agent}']\n",
+        rules = dashboards_dir().join(RULES).display()
+    );
+    Prometheus::start(&config, &[]).await
 }
 
-/// A `prometheus` server scraping one agent every 500 ms, with the bundled
-/// rules loaded; killed when dropped.
-struct Prometheus {
-    addr: SocketAddr,
-    server: ServerProcess<PrometheusKind>,
-}
-
-impl Prometheus {
-    async fn start(agent: SocketAddr) -> Prometheus {
-        let mut server = ServerProcess::new("prometheus", "dbcanary-prometheus-", PrometheusKind);
-        std::fs::write(
-            server.dir().join("prometheus.yml"),
-            format!(
-                "global:\n  scrape_interval: 500ms\n  scrape_timeout: 500ms\n  evaluation_interval: 500ms\n\
-                 rule_files:\n  - {rules}\n\
-                 scrape_configs:\n  - job_name: dbcanary\n    static_configs:\n      - targets: ['{agent}']\n",
-                rules = dashboards_dir().join(RULES).display()
-            ),
-        )
-        .expect("write prometheus.yml");
-        server.launch().await;
-        Prometheus {
-            addr: ([127, 0, 0, 1], server.port).into(),
-            server,
-        }
-    }
-
-    /// The last lines of what Prometheus said, for failure messages.
-    fn tail(&self) -> String {
-        self.server.proc().tail(20)
-    }
-
-    /// GETs an API path and returns its JSON answer (errors included).
-    async fn api(&self, path: &str) -> Value {
-        let r = http_get(self.addr, path)
-            .await
-            .unwrap_or_else(|e| panic!("GET {path} from prometheus: {e}\n{}", self.tail()));
-        serde_json::from_str(&r.body).unwrap_or_else(|e| {
-            panic!(
-                "GET {path}: not JSON ({e}), status {}: {}",
-                r.status, r.body
-            )
-        })
-    }
-
-    /// Runs an instant query now: the result samples, or Prometheus' error.
-    async fn query(&self, promql: &str) -> Result<Vec<Value>, String> {
-        let v = self
-            .api(&format!(
-                "/api/v1/query?query={}",
-                utf8_percent_encode(promql, NON_ALPHANUMERIC)
-            ))
-            .await;
-        if v["status"] != "success" {
-            return Err(format!("{}: {}", v["errorType"], v["error"]));
-        }
-        Ok(match &v["data"]["result"] {
-            Value::Array(samples) => samples.clone(),
-            // A scalar or string: one sample.
-            other => vec![serde_json::json!({ "metric": {}, "value": other })],
-        })
-    }
-
-    /// Waits until `promql` returns at least one sample.
-    async fn wait_for(&self, promql: &str, limit: Duration) -> Vec<Value> {
-        poll_until(
-            limit,
-            &format!("prometheus: {promql}"),
-            async || match self.query(promql).await {
-                Ok(r) if !r.is_empty() => Ok(r),
-                other => Err(other),
-            },
-        )
-        .await
-    }
-
-    /// The loaded alerting rules (name → rule), once every one of them has
-    /// been evaluated at least once.
-    async fn evaluated_rules(&self) -> BTreeMap<String, Value> {
-        poll_until(
-            Duration::from_secs(20),
-            "every rule evaluated by prometheus",
-            async || {
-                let v = self.api("/api/v1/rules").await;
-                let rules: BTreeMap<String, Value> = v["data"]["groups"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
-                    .map(|r| (r["name"].as_str().unwrap_or_default().to_string(), r))
-                    .collect();
-                let pending: Vec<_> = rules
-                    .values()
-                    .filter(|r| r["health"] == "unknown")
-                    .map(|r| r["name"].clone())
-                    .collect();
-                if rules.is_empty() || !pending.is_empty() {
-                    return Err(format!("not evaluated yet: {pending:?} of {v}"));
-                }
-                Ok(rules)
-            },
-        )
-        .await
-    }
-}
-
-fn values(samples: &[Value]) -> Vec<f64> {
-    samples
-        .iter()
-        .map(|s| {
-            s["value"][1]
-                .as_str()
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or_else(|| panic!("unreadable sample {s}"))
-        })
-        .collect()
+/// The loaded alerting rules (name → rule), once every one of them has
+/// been evaluated at least once.
+async fn evaluated_rules(prom: &Prometheus) -> BTreeMap<String, Value> {
+    poll_until(
+        Duration::from_secs(20),
+        "every rule evaluated by prometheus",
+        async || {
+            let v = prom.api("/api/v1/rules").await;
+            let rules: BTreeMap<String, Value> = v["data"]["groups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+                .map(|r| (r["name"].as_str().unwrap_or_default().to_string(), r))
+                .collect();
+            let pending: Vec<_> = rules
+                .values()
+                .filter(|r| r["health"] == "unknown")
+                .map(|r| r["name"].clone())
+                .collect();
+            if rules.is_empty() || !pending.is_empty() {
+                return Err(format!("not evaluated yet: {pending:?} of {v}"));
+            }
+            Ok(rules)
+        },
+    )
+    .await
 }
 
 fn unix_now() -> f64 {
@@ -861,7 +756,7 @@ async fn every_dashboard_and_alert_query_works_against_a_real_prometheus() {
     let t0 = std::time::Instant::now();
     let mut redis = RedisServer::start().await;
     let agent = start_agent_with_apps(&redis).await;
-    let prom = Prometheus::start(agent.listen).await;
+    let prom = start_prometheus(agent.listen).await;
     prom.wait_for(
         r#"dbcanary_up{job="dbcanary",instance!="",target="cache",store="redis"} == 1"#,
         Duration::from_secs(20),
@@ -869,7 +764,7 @@ async fn every_dashboard_and_alert_query_works_against_a_real_prometheus() {
     .await;
 
     // The rules Prometheus loaded are the ones the operations issue asks for.
-    let rules = prom.evaluated_rules().await;
+    let rules = evaluated_rules(&prom).await;
     let names: BTreeSet<&str> = rules.keys().map(String::as_str).collect();
     let expected: BTreeSet<&str> = ALERTS.iter().map(|(n, _)| *n).collect();
     assert_eq!(names, expected, "alert rules loaded by prometheus");
@@ -1032,7 +927,7 @@ async fn every_dashboard_and_alert_query_works_against_a_real_prometheus() {
     // is back (two short restarts: no failover, not flapping, not slow).
     // The stuck app is not healthy: DbcanaryAppNotRecovered must find it,
     // and only the alerts about a target that is down may.
-    let rules = prom.evaluated_rules().await;
+    let rules = evaluated_rules(&prom).await;
     let is_stuck = |s: &&Value| s["metric"]["target"] == STUCK;
     for (name, rule) in &rules {
         checked += 1;

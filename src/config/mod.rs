@@ -20,11 +20,15 @@ use crate::stores::{Options, Spec};
 use crate::tls::TlsFiles;
 
 mod discovery;
+pub mod files;
 mod http;
 pub mod otlp;
+pub mod shard;
 
 pub use discovery::discover;
+pub use files::TargetFiles;
 pub use otlp::{OtlpConfig, OtlpSettings, Transport};
+pub use shard::{Shard, Split};
 
 /// Where the agent listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9838";
@@ -59,6 +63,8 @@ pub struct AgentConfig {
     pub tls: Option<TlsFiles>,
     /// `[agent.basic_auth]`: require a user and password (all but `/healthz`).
     pub basic_auth: Option<BasicAuth>,
+    /// `shard`: the part of the target list this agent keeps.
+    pub shard: Shard,
 }
 
 /// HTTP basic authentication of the listener: a user and a bcrypt hash of
@@ -90,6 +96,8 @@ pub enum TargetSource {
     LocalDefault,
     /// The command line (`watch`).
     CommandLine,
+    /// A `[[target]]` table of a `discovery.files` file.
+    TargetsFile(PathBuf),
 }
 
 /// One validated target.
@@ -148,6 +156,29 @@ impl Target {
         })
     }
 
+    /// Whether a canary of `other` is one of this target: the same in all
+    /// but where it is configured (a target moved from the main file to a
+    /// target file keeps its canary).
+    pub fn runs_as(&self, other: &Target) -> bool {
+        let Target {
+            name,
+            url,
+            options,
+            settings,
+            depends_on,
+            recovery_deadline,
+            // Neither changes what the canary does.
+            source: _,
+            drill_url: _,
+        } = self;
+        *name == other.name
+            && *url == other.url
+            && *options == other.options
+            && *settings == other.settings
+            && *depends_on == other.depends_on
+            && *recovery_deadline == other.recovery_deadline
+    }
+
     /// The store kind.
     pub fn kind(&self) -> StoreKind {
         self.options.kind()
@@ -193,6 +224,13 @@ pub struct Config {
     pub defaults: CanarySettings,
     pub otlp: Option<OtlpConfig>,
     pub discovery_env: bool,
+    /// `discovery.files`: the patterns of the target files (absolute).
+    pub discovery_files: Vec<PathBuf>,
+    /// How often the target files are looked at.
+    pub discovery_refresh: Duration,
+    /// The targets of the file and of the environment, every shard's: the
+    /// target files add theirs and the shard splits them all (see
+    /// [`TargetFiles`] and [`Shard::split`]).
     pub targets: Vec<Target>,
     /// What loading had to say without refusing (discovery's skipped or
     /// doubtful variables): logged by `run`, printed by `config check`.
@@ -232,12 +270,15 @@ struct RawAgent {
     attempts_per_second: Option<u32>,
     tls: Option<TlsFiles>,
     basic_auth: Option<BasicAuth>,
+    shard: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDiscovery {
     env: Option<bool>,
+    files: Option<Vec<String>>,
+    refresh_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -308,7 +349,14 @@ pub fn load(file: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigError> {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "environment".to_string());
     let raw = read_raw(file, env, &file_label)?;
-    validate(raw, file.map(Path::to_path_buf), &file_label, env)
+    validate(raw, file.map(Path::to_path_buf), &file_label, env).map_err(redacted)
+}
+
+/// A refusal with every credential its reason may quote (a value echoed
+/// back, say a URL given as `agent.listen`) masked.
+fn redacted(mut e: ConfigError) -> ConfigError {
+    e.reason = crate::dburl::redact_text(&e.reason);
+    e
 }
 
 /// The largest configuration file read: a config is a few kilobytes, and a
@@ -366,14 +414,7 @@ fn read_raw(file: Option<&Path>, env: &dyn Env, label: &str) -> Result<RawConfig
             return Err(file_err("file not found".into()));
         }
         let text = read_bounded(path, MAX_FILE_SIZE).map_err(file_err)?;
-        let format = match path.extension().and_then(|e| e.to_str()) {
-            Some("yaml" | "yml") => {
-                yaml_size(&text).map_err(file_err)?;
-                config::FileFormat::Yaml
-            }
-            _ => config::FileFormat::Toml,
-        };
-        builder = builder.add_source(config::File::from_str(&text, format));
+        builder = builder.add_source(file_source(path, &text).map_err(file_err)?);
     }
     let overrides: config::Map<String, String> = env
         .vars()
@@ -391,6 +432,22 @@ fn read_raw(file: Option<&Path>, env: &dyn Env, label: &str) -> Result<RawConfig
     built
         .try_deserialize::<RawConfig>()
         .map_err(|e| from_config_error(e, label))
+}
+
+/// A file's text as a `config` source: YAML for a `.yaml` or `.yml` file
+/// (once its aliases are known to stay bounded), else TOML.
+fn file_source(
+    path: &Path,
+    text: &str,
+) -> Result<config::File<config::FileSourceString, config::FileFormat>, String> {
+    let format = match path.extension().and_then(|e| e.to_str()) {
+        Some("yaml" | "yml") => {
+            yaml_size(text)?;
+            config::FileFormat::Yaml
+        }
+        _ => config::FileFormat::Toml,
+    };
+    Ok(config::File::from_str(text, format))
 }
 
 /// Refuses a YAML text whose aliases would expand past [`MAX_YAML_NODES`]
@@ -454,9 +511,7 @@ fn yaml_size(text: &str) -> Result<(), String> {
 /// credential the message may quote (a TOML error shows the source line)
 /// redacted.
 fn from_config_error(e: config::ConfigError, label: &str) -> ConfigError {
-    let mut e = config_error(e, label);
-    e.reason = crate::dburl::redact_text(&e.reason);
-    e
+    redacted(config_error(e, label))
 }
 
 /// What a bare key reads as: the file's top level.
@@ -663,6 +718,8 @@ pub mod ranges {
     pub const DEADLINE: (Duration, Duration) = (Duration::from_millis(10), DAY);
     /// `[otlp] timeout` and `export_interval`.
     pub const OTLP: (Duration, Duration) = (Duration::from_millis(10), DAY);
+    /// `discovery.refresh_interval`.
+    pub const REFRESH: (Duration, Duration) = (Duration::from_millis(100), HOUR);
 }
 
 /// A listen address: `127.0.0.1:9838`, `[::1]:9838`, or a host name with a
@@ -736,6 +793,10 @@ fn validate(
             ));
         }
     }
+    let shard = match &raw.agent.shard {
+        Some(text) => Shard::parse(text, env).map_err(|reason| ctx.err("agent.shard", reason))?,
+        None => Shard::default(),
+    };
     let attempts_per_second = raw
         .agent
         .attempts_per_second
@@ -774,6 +835,21 @@ fn validate(
     }
     let discovery_env = raw.discovery.env.unwrap_or(true);
     let mut warnings = Vec::new();
+    let discovery_files = raw
+        .discovery
+        .files
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, p)| {
+            files::pattern(p, file.as_deref())
+                .map_err(|reason| ctx.err(format!("discovery.files[{i}]"), reason))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let discovery_refresh = match &raw.discovery.refresh_interval {
+        Some(v) => ctx.ranged("discovery.refresh_interval", v, ranges::REFRESH)?,
+        None => files::DEFAULT_REFRESH,
+    };
     if discovery_env {
         let (found, said) = discover(env, defaults);
         warnings.extend(said);
@@ -788,26 +864,15 @@ fn validate(
             }
         }
     }
-    for (i, t) in targets.iter().enumerate() {
-        for dep in &t.depends_on {
-            if !names.contains(dep) {
-                return Err(ctx.err(
-                    format!("target[{i}].depends_on"),
-                    format!(
-                        "target {:?} depends on {dep:?}, which is not a configured target",
-                        t.name
-                    ),
-                ));
-            }
-            if dep == &t.name {
-                return Err(ctx.err(
-                    format!("target[{i}].depends_on"),
-                    format!("target {:?} cannot depend on itself", t.name),
-                ));
-            }
-        }
-    }
-    if targets.is_empty() {
+    check_depends_on(
+        &ctx,
+        &targets,
+        |dep| names.contains(dep),
+        "not a configured target",
+    )?;
+    // Target files may be empty for now (a ConfigMap not filled yet): an
+    // agent told to read them never falls back to the local ports.
+    if targets.is_empty() && discovery_files.is_empty() {
         targets = local_defaults(defaults);
     }
     Ok(Config {
@@ -818,13 +883,43 @@ fn validate(
             attempts_per_second,
             tls: raw.agent.tls,
             basic_auth: raw.agent.basic_auth,
+            shard,
         },
         defaults,
         otlp: raw.otlp,
         discovery_env,
+        discovery_files,
+        discovery_refresh,
         targets,
         warnings,
     })
+}
+
+/// Every `depends_on` of `targets` names another target `known` knows
+/// (else it is `missing`, in the reason's words).
+fn check_depends_on(
+    ctx: &Ctx<'_>,
+    targets: &[Target],
+    known: impl Fn(&str) -> bool,
+    missing: &str,
+) -> Result<(), ConfigError> {
+    for (i, t) in targets.iter().enumerate() {
+        for dep in &t.depends_on {
+            if !known(dep) {
+                return Err(ctx.err(
+                    format!("target[{i}].depends_on"),
+                    format!("target {:?} depends on {dep:?}, which is {missing}", t.name),
+                ));
+            }
+            if dep == &t.name {
+                return Err(ctx.err(
+                    format!("target[{i}].depends_on"),
+                    format!("target {:?} cannot depend on itself", t.name),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn validate_target(
@@ -987,6 +1082,7 @@ impl fmt::Display for TargetSource {
             Self::Env(var) => write!(f, "environment variable {var}"),
             Self::LocalDefault => f.write_str("local default"),
             Self::CommandLine => f.write_str("command line"),
+            Self::TargetsFile(path) => write!(f, "targets file {}", path.display()),
         }
     }
 }
@@ -1048,6 +1144,7 @@ pub fn effective_toml(c: &Config) -> String {
         t.insert("password_hash".into(), Value::String("***".into()));
         agent.insert("basic_auth".into(), Value::Table(t));
     }
+    agent.insert("shard".into(), Value::String(c.agent.shard.to_string()));
     root.insert("agent".into(), Value::Table(agent));
     root.insert("defaults".into(), Value::Table(settings(&c.defaults)));
     root.insert(
@@ -1056,6 +1153,18 @@ pub fn effective_toml(c: &Config) -> String {
     );
     let mut disc = Table::new();
     disc.insert("env".into(), Value::Boolean(c.discovery_env));
+    if !c.discovery_files.is_empty() {
+        let files = c.discovery_files.iter();
+        disc.insert(
+            "files".into(),
+            Value::Array(
+                files
+                    .map(|p| Value::String(p.display().to_string()))
+                    .collect(),
+            ),
+        );
+        disc.insert("refresh_interval".into(), dur(c.discovery_refresh));
+    }
     root.insert("discovery".into(), Value::Table(disc));
     let targets = c
         .targets

@@ -166,6 +166,12 @@ const REFUSED: &[(&str, &str, &str)] = &[
         "cannot parse",
     ),
     ("agnet = 1\n", "(top level)", "unknown field `agnet`"),
+    // A value echoed back in the reason has its credentials masked.
+    (
+        "[agent]\nlisten = \"redis://:hunter2@h:6379/0\"\n",
+        "agent.listen",
+        "is not an address",
+    ),
     (
         "[[target]]\nname = \"a\"\nurl = \"redis://h\"\ntimeout = [1]\n",
         "target[0].timeout",
@@ -333,6 +339,48 @@ const REFUSED: &[(&str, &str, &str)] = &[
         "[[target]]\nname = \"cache\"\nurl = \"redis://h\"\ndrill_url_env = \"CACHE_DRILL_URL\"\n",
         "target[0].drill_url_env",
         "environment variable CACHE_DRILL_URL is not set",
+    ),
+    // Sharding and target files.
+    (
+        "[agent]\nshard = \"3/3\"\n",
+        "agent.shard",
+        "k must be below n",
+    ),
+    ("[agent]\nshard = \"0/0\"\n", "agent.shard", "at least 1"),
+    (
+        "[agent]\nshard = \"two/3\"\n",
+        "agent.shard",
+        "is not a shard",
+    ),
+    (
+        "[discovery]\nfiles = [\"/etc/*/targets.toml\"]\n",
+        "discovery.files[0]",
+        "in the file name only",
+    ),
+    (
+        "[discovery]\nfiles = [\"/etc/t.toml\", \"\"]\n",
+        "discovery.files[1]",
+        "must not be empty",
+    ),
+    (
+        "[discovery]\nfiles = [\"/etc/dbcanary/\"]\n",
+        "discovery.files[0]",
+        "names no file",
+    ),
+    (
+        "[discovery]\nfiles = [\"/etc/dbcanary/[ab].toml\"]\n",
+        "discovery.files[0]",
+        "only * and ? are wildcards",
+    ),
+    (
+        "[discovery]\nfiles = \"/etc/dbcanary/*.toml\"\n",
+        "discovery.files",
+        "invalid type",
+    ),
+    (
+        "[discovery]\nfiles = [\"/etc/t.toml\"]\nrefresh_interval = \"1ms\"\n",
+        "discovery.refresh_interval",
+        "out of range",
     ),
 ];
 
@@ -788,4 +836,36 @@ fn a_relative_password_file_is_a_systemd_credential() {
     assert_eq!(c.targets[0].url.password(), Some("s3cret"));
     let (_, r) = load_text(text, &[]);
     assert!(r.unwrap_err().reason.contains("cannot read cache"));
+}
+
+#[test]
+fn an_ordinal_shard_comes_from_the_host_name() {
+    let text = "[agent]\nshard = \"ordinal/3\"\n[[target]]\nname = \"a\"\nurl = \"redis://h\"\n";
+    let (_, r) = load_text(text, &[("HOSTNAME", "dbcanary-2")]);
+    let c = r.unwrap();
+    assert_eq!(c.agent.shard, Shard { index: 2, count: 3 });
+    assert!(effective_toml(&c).contains("shard = \"2/3\""));
+    for (host, reason) in [
+        ("dbcanary", "does not end in -<digits>"),
+        ("dbcanary-7", "ordinal 7, which is not below n = 3"),
+    ] {
+        let (path, r) = load_text(text, &[("HOSTNAME", host)]);
+        let e = r.unwrap_err();
+        assert_eq!(e.file, path.display().to_string());
+        assert_eq!(e.key, "agent.shard");
+        assert!(e.reason.contains(reason), "{host}: {e}");
+    }
+}
+
+#[test]
+fn target_files_are_relative_to_the_config_and_replace_the_local_defaults() {
+    let (path, r) = load_text("[discovery]\nfiles = [\"targets.d/*.toml\"]\n", &[]);
+    let c = r.unwrap();
+    assert!(c.targets.is_empty(), "no local defaults: {:?}", c.targets);
+    let dir = path.parent().unwrap();
+    assert_eq!(c.discovery_files, [dir.join("targets.d/*.toml")]);
+    assert_eq!(c.discovery_refresh, files::DEFAULT_REFRESH);
+    let shown = effective_toml(&c);
+    assert!(shown.contains("refresh_interval = \"5s\""), "{shown}");
+    assert!(shown.contains("shard = \"0/1\""), "{shown}");
 }

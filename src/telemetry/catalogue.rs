@@ -434,6 +434,18 @@ pub const OTLP_DROPPED: AgentMetric = AgentMetric {
     help: "Spans and metric streams OTLP export dropped (queue full or collector failing), by signal",
 };
 
+/// This agent's place in a fleet (1), by `shard` (`k/n`).
+pub const AGENT_INFO: AgentMetric = AgentMetric {
+    name: "agent_info",
+    help: "This agent: its shard, k/n (1)",
+};
+
+/// How many targets this agent watches: those its shard kept.
+pub const AGENT_TARGETS: AgentMetric = AgentMetric {
+    name: "agent_targets",
+    help: "Targets this agent watches (those its shard kept of the target list)",
+};
+
 /// 1 from the first connection until it is lost (kept while the canary
 /// stops: the last thing it knew).
 fn up(st: &TargetState, _: Instant) -> Option<f64> {
@@ -476,7 +488,7 @@ mod tests {
                 assert!(names.insert(otel), "{otel} twice");
             }
         }
-        for a in [&BUILD_INFO, &OTLP_DROPPED] {
+        for a in [&BUILD_INFO, &OTLP_DROPPED, &AGENT_INFO, &AGENT_TARGETS] {
             assert!(names.insert(a.name), "{} twice", a.name);
         }
     }

@@ -27,6 +27,7 @@ mod measure;
 pub mod otlp;
 mod process;
 mod prometheus;
+mod shard;
 pub mod state;
 
 use catalogue::LabelSpace;
@@ -42,6 +43,8 @@ pub struct Recorder {
     otlp: Option<Otlp>,
     /// Applications and the drills of their dependencies.
     apps: Mutex<AppTracker>,
+    /// This agent's shard and how many targets it kept.
+    agent: shard::AgentSeries,
 }
 
 impl Default for Recorder {
@@ -69,6 +72,7 @@ impl Recorder {
         registry.register_collector(Box::new(process::ProcessCollector));
         let ours = registry.sub_registry_with_prefix(catalogue::PREFIX);
         prometheus::register(ours, &states, &series);
+        let agent = shard::AgentSeries::register(ours);
         let otlp = otlp
             .map(|settings| Otlp::build(settings, &states, ours))
             .transpose()?;
@@ -78,7 +82,14 @@ impl Recorder {
             series,
             otlp,
             apps: Mutex::default(),
+            agent,
         })
+    }
+
+    /// Says which shard this agent is (`k/n`) and how many targets it
+    /// watches (`dbcanary_agent_info`, `dbcanary_agent_targets`).
+    pub fn set_shard(&self, shard: &str, targets: usize) {
+        self.agent.set(shard, targets);
     }
 
     /// Flushes and stops OTLP export within `budget` (blocking; outage spans

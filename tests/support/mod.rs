@@ -21,6 +21,7 @@ pub mod mongo;
 pub mod mysql_hostile;
 pub mod postgres;
 pub mod process;
+pub mod prometheus;
 pub mod redis;
 
 use std::collections::{BTreeMap, HashSet};
@@ -663,6 +664,8 @@ pub struct AgentBuilder {
     body: String,
     /// Lines of the `[agent]` table beyond `listen`.
     agent: String,
+    /// Lines of the `[discovery]` table beyond `env = false`.
+    discovery: String,
     targets: Vec<String>,
     log_filter: String,
     env: Vec<(String, String)>,
@@ -672,6 +675,12 @@ impl AgentBuilder {
     /// Adds keys to the `[agent]` table (`attempts_per_second = 500`).
     pub fn agent_toml(mut self, text: &str) -> Self {
         self.agent.push_str(text);
+        self
+    }
+
+    /// Adds keys to the `[discovery]` table (`files = [...]`).
+    pub fn discovery_toml(mut self, text: &str) -> Self {
+        self.discovery.push_str(text);
         self
     }
 
@@ -727,8 +736,8 @@ impl AgentBuilder {
         let listen: SocketAddr = ([127, 0, 0, 1], server.port).into();
         let config = server.dir().join(AgentKind::CONFIG);
         let text = format!(
-            "[agent]\nlisten = \"{listen}\"\n{}\n[discovery]\nenv = false\n\n{}",
-            self.agent, self.body
+            "[agent]\nlisten = \"{listen}\"\n{}\n[discovery]\nenv = false\n{}\n{}",
+            self.agent, self.discovery, self.body
         );
         std::fs::write(&config, &text).expect("write config");
         server.launch().await;
@@ -800,6 +809,7 @@ impl Agent {
         AgentBuilder {
             body: String::new(),
             agent: String::new(),
+            discovery: String::new(),
             targets: Vec::new(),
             log_filter: "dbcanary=debug,info".into(),
             env: Vec::new(),
