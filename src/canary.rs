@@ -26,8 +26,10 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::{AttemptBudget, Backoff};
 use crate::classify::classify;
 use crate::events::{Bounds, Event, EventSink, OutageReport};
+use crate::lag::SchedulingLag;
 use crate::model::{
-    ConnectResult, DisconnectCause, FailoverSource, Identity, OutageKind, ProbeResult, TargetInfo,
+    AttemptResult, ConnectResult, DisconnectCause, FailoverSource, Identity, OutageKind,
+    ProbeResult, TargetInfo,
 };
 use crate::settings::CanarySettings;
 use crate::stores::{Announcement, CloseSignal, ConnectError, Connected, Store, UseStore, attempt};
@@ -153,6 +155,7 @@ pub struct Canary<S: Store> {
     settings: CanarySettings,
     sink: Arc<dyn EventSink>,
     budget: Option<Arc<AttemptBudget>>,
+    lag: Option<Arc<SchedulingLag>>,
 }
 
 impl<S: Store> Canary<S> {
@@ -168,7 +171,27 @@ impl<S: Store> Canary<S> {
             settings,
             sink,
             budget: None,
+            lag: None,
         }
+    }
+
+    /// Asks `lag` before taking a timeout for the store's: a probe that
+    /// timed out while the agent itself was late waits one more timeout
+    /// for its answer, and a connect attempt is made again at once,
+    /// before a loss is declared.
+    pub fn with_lag(mut self, lag: Arc<SchedulingLag>) -> Self {
+        self.lag = Some(lag);
+        self
+    }
+
+    /// Whether a timeout of what started at `since` (due at `due`) is the
+    /// agent's own doing; counts it when it is.
+    fn late(&self, since: Instant, due: Instant) -> bool {
+        let late = self.lag.as_ref().is_some_and(|l| l.was_late(since, due));
+        if late && let Some(l) = &self.lag {
+            l.retried();
+        }
+        late
     }
 
     /// Draws every connection attempt from the agent-wide `budget`.
@@ -275,6 +298,9 @@ impl<S: Store> Canary<S> {
         ann: &mut mpsc::Receiver<Announcement>,
         shutdown: &CancellationToken,
     ) -> State<S::Conn> {
+        // A timed-out attempt while the agent was late goes again at once,
+        // once in a row, before it opens an outage or waits the backoff.
+        let mut late_retry = false;
         loop {
             if shutdown.is_cancelled() {
                 return State::Stopped;
@@ -316,6 +342,23 @@ impl<S: Store> Canary<S> {
                 }
                 Err(e) => {
                     let result = e.result;
+                    let timed_out = result == AttemptResult::Connect(ConnectResult::Timeout);
+                    if timed_out
+                        && !late_retry
+                        && self.late(attempt_start, attempt_start + self.settings.timeout)
+                    {
+                        late_retry = true;
+                        self.emit(Event::ConnectAttempt {
+                            result,
+                            duration,
+                            error: Some(format!(
+                                "{} (the agent itself was late: trying again at once)",
+                                e.message
+                            )),
+                        });
+                        continue;
+                    }
+                    late_retry = false;
                     let o = outage.get_or_insert_with(|| {
                         // Never answered since the canary started: an outage
                         // whose true start is unknown.
@@ -467,10 +510,19 @@ impl<S: Store> Canary<S> {
         }
     }
 
-    /// One probe; `Some` when it lost the connection.
+    /// One probe; `Some` when it lost the connection. A probe that timed
+    /// out while the agent itself was late gets one more timeout to answer
+    /// (the same request: its answer may be waiting in the socket).
     async fn probe(&self, conn: &mut S::Conn, health: &mut Health) -> Option<UpEnd> {
         let sent = Instant::now();
-        let r = timeout(self.settings.timeout, self.store.probe(conn)).await;
+        let limit = self.settings.timeout;
+        let r = {
+            let mut answer = std::pin::pin!(self.store.probe(conn));
+            match timeout(limit, &mut answer).await {
+                Err(_) if self.late(sent, sent + limit) => timeout(limit, &mut answer).await,
+                r => r,
+            }
+        };
         let duration = sent.elapsed();
         match r {
             Ok(Ok(())) => {
@@ -606,6 +658,8 @@ pub struct RunCanary {
     pub sink: Arc<dyn EventSink>,
     /// The agent-wide attempt budget.
     pub budget: Arc<AttemptBudget>,
+    /// The agent's own lateness.
+    pub lag: Arc<SchedulingLag>,
     pub shutdown: CancellationToken,
 }
 
@@ -615,6 +669,7 @@ impl UseStore for RunCanary {
     async fn run<S: Store>(self, store: S) {
         Canary::new(store, self.info, self.settings, self.sink)
             .with_budget(self.budget)
+            .with_lag(self.lag)
             .run(self.shutdown)
             .await
     }

@@ -11,6 +11,8 @@
 //!   every store runs through; it only emits [`events`].
 //! - [`classify`]: identity before and after an outage → its kind.
 //! - [`backoff`]: exponential backoff with full jitter.
+//! - [`lag`]: the agent's own lateness, so that a timeout while the agent
+//!   was late is not taken for the store's.
 //! - [`stores`]: one module per store behind the [`stores::Store`] trait.
 //! - [`telemetry`]: the recorder that turns events into series, log lines
 //!   and the API state. [`telemetry::catalogue`] declares every metric
@@ -20,7 +22,8 @@
 //!   [`telemetry::state`] is the `/api/v1/targets` view; `log` writes each
 //!   event's line; [`telemetry::otlp`] exports over OTLP (`export`
 //!   pipelines, `metrics` built from the catalogue, `traces`).
-//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets`.
+//! - [`listener`]: `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets`,
+//!   with its timeouts and connection limit.
 //! - [`dburl`]: database URLs with several hosts, and their redaction.
 //! - [`cli`], [`check`], [`watch`]: the command line.
 #![forbid(unsafe_code)]
@@ -35,6 +38,7 @@ pub mod cli;
 pub mod config;
 pub mod dburl;
 pub mod events;
+pub mod lag;
 pub mod listener;
 pub mod model;
 pub mod settings;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::dburl::DbUrl;
-use crate::model::{StoreKind, TargetInfo};
+use crate::model::{MetricDetail, StoreKind, TargetInfo};
 use crate::settings::CanarySettings;
 use crate::stores::http::StatusMatch;
 use crate::stores::{Options, Spec};
@@ -160,6 +160,7 @@ impl Target {
             endpoint: self.url.endpoint(),
             own_results: self.options.own_results(),
             instance: INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            detail: self.settings.metrics,
         })
     }
 }
@@ -232,6 +233,7 @@ struct RawSettings {
     timeout: Option<String>,
     backoff: Option<RawBackoff>,
     identity_every: Option<f64>,
+    metrics: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -255,6 +257,7 @@ struct RawTarget {
     timeout: Option<String>,
     backoff: Option<RawBackoff>,
     identity_every: Option<f64>,
+    metrics: Option<String>,
     depends_on: Option<Vec<String>>,
     recovery_deadline: Option<String>,
     expected_status: Option<http::RawStatuses>,
@@ -617,6 +620,14 @@ impl Ctx<'_> {
             }
             s.identity_every = n as u32;
         }
+        if let Some(v) = raw.metrics {
+            s.metrics = MetricDetail::parse(v).ok_or_else(|| {
+                self.err(
+                    format!("{prefix}metrics"),
+                    format!("unknown value {:?}: use \"basic\" (at most 40 series per target) or \"detailed\" (per-kind outage buckets, probe and connect latency histograms)", crate::dburl::redact_text(v)),
+                )
+            })?;
+        }
         Ok(s)
     }
 }
@@ -626,6 +637,7 @@ struct RawSettingsRef<'a> {
     timeout: Option<&'a str>,
     backoff: Option<&'a RawBackoff>,
     identity_every: Option<f64>,
+    metrics: Option<&'a str>,
 }
 
 /// The range of every duration key.
@@ -649,8 +661,12 @@ pub mod ranges {
 
 /// Parses `"500ms"`, `"1s"`, `"2m"`.
 pub fn parse_duration(v: &str) -> Result<Duration, String> {
-    humantime::parse_duration(v.trim())
-        .map_err(|e| format!("invalid duration {v:?} ({e}); write e.g. \"500ms\", \"1s\", \"2m\""))
+    humantime::parse_duration(v.trim()).map_err(|e| {
+        format!(
+            "invalid duration {:?} ({e}); write e.g. \"500ms\", \"1s\", \"2m\"",
+            crate::dburl::redact_text(v)
+        )
+    })
 }
 
 /// Whether a target name is acceptable (`[a-z0-9_-]+`).
@@ -672,7 +688,11 @@ fn validate(
     let listen: SocketAddr = listen.parse().map_err(|_| {
         ctx.err(
             "agent.listen",
-            format!("{listen:?} is not an address like \"127.0.0.1:9838\""),
+            // Redacted: a URL pasted into the wrong key may carry a password.
+            format!(
+                "{:?} is not an address like \"127.0.0.1:9838\"",
+                crate::dburl::redact_text(listen)
+            ),
         )
     })?;
     let log_format = match raw.agent.log_format.as_deref().unwrap_or("text") {
@@ -681,7 +701,10 @@ fn validate(
         other => {
             return Err(ctx.err(
                 "agent.log_format",
-                format!("must be \"text\" or \"json\", got {other:?}"),
+                format!(
+                    "must be \"text\" or \"json\", got {:?}",
+                    crate::dburl::redact_text(other)
+                ),
             ));
         }
     };
@@ -720,6 +743,7 @@ fn validate(
             timeout: raw.defaults.timeout.as_deref(),
             backoff: raw.defaults.backoff.as_ref(),
             identity_every: raw.defaults.identity_every,
+            metrics: raw.defaults.metrics.as_deref(),
         },
         CanarySettings::default(),
     )?;
@@ -841,6 +865,7 @@ fn validate_target(
             timeout: t.timeout.as_deref(),
             backoff: t.backoff.as_ref(),
             identity_every: t.identity_every,
+            metrics: t.metrics.as_deref(),
         },
         defaults,
     )?;
@@ -927,6 +952,7 @@ pub fn effective_toml(c: &Config) -> String {
             "identity_every".into(),
             Value::Integer(s.identity_every.into()),
         );
+        t.insert("metrics".into(), Value::String(s.metrics.as_str().into()));
         t
     };
     let mut root = Table::new();
