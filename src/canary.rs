@@ -38,6 +38,10 @@ use crate::stores::{Announcement, CloseSignal, ConnectError, Connected, Store, U
 /// last probe's round trip: the agent's own delay in waking up to it.
 pub const TRANSPORT_SLACK: Duration = Duration::from_millis(10);
 
+/// How many more timeouts a probe gets while the agent stays late: a stall
+/// of the whole process (a CPU-starved host) can outlast one.
+pub const LATE_EXTENSIONS: u32 = 3;
+
 /// The two clocks at one moment: events carry wall-clock times, all
 /// measuring is monotonic.
 #[derive(Debug, Clone, Copy)]
@@ -177,8 +181,9 @@ impl<S: Store> Canary<S> {
 
     /// Asks `lag` before taking a timeout for the store's: a probe that
     /// timed out while the agent itself was late waits one more timeout
-    /// for its answer, and a connect attempt is made again at once,
-    /// before a loss is declared.
+    /// for its answer (up to [`LATE_EXTENSIONS`] times while the agent
+    /// stays late), and a connect attempt is made again at once, before a
+    /// loss is declared.
     pub fn with_lag(mut self, lag: Arc<SchedulingLag>) -> Self {
         self.lag = Some(lag);
         self
@@ -304,6 +309,13 @@ impl<S: Store> Canary<S> {
         loop {
             if shutdown.is_cancelled() {
                 return State::Stopped;
+            }
+            // The first attempt after a loss goes at once, but after the
+            // other canaries woken by the same event (a server that took
+            // thousands of connections with it) have seen theirs: detection
+            // first, reconnects after.
+            if outage.as_ref().is_some_and(|o| o.attempts == 0) {
+                tokio::task::yield_now().await;
             }
             if let Some(budget) = &self.budget
                 && budget.take().await
@@ -518,9 +530,16 @@ impl<S: Store> Canary<S> {
         let limit = self.settings.timeout;
         let r = {
             let mut answer = std::pin::pin!(self.store.probe(conn));
-            match timeout(limit, &mut answer).await {
-                Err(_) if self.late(sent, sent + limit) => timeout(limit, &mut answer).await,
-                r => r,
+            // Each wait is judged by the agent's lateness during it alone.
+            let (mut since, mut extensions) = (sent, 0);
+            loop {
+                match timeout(limit, &mut answer).await {
+                    Err(_) if extensions < LATE_EXTENSIONS && self.late(since, since + limit) => {
+                        extensions += 1;
+                        since = Instant::now();
+                    }
+                    r => break r,
+                }
             }
         };
         let duration = sent.elapsed();

@@ -536,7 +536,9 @@ impl Ctx<'_> {
         ConfigError {
             file: self.file.to_string(),
             key: key.into(),
-            reason: reason.into(),
+            // Reasons quote values, and a URL pasted into the wrong key
+            // (a name, a duration, the listen address) may carry a password.
+            reason: crate::dburl::redact_text(&reason.into()),
         }
     }
 
@@ -624,7 +626,7 @@ impl Ctx<'_> {
             s.metrics = MetricDetail::parse(v).ok_or_else(|| {
                 self.err(
                     format!("{prefix}metrics"),
-                    format!("unknown value {:?}: use \"basic\" (at most 40 series per target) or \"detailed\" (per-kind outage buckets, probe and connect latency histograms)", crate::dburl::redact_text(v)),
+                    format!("unknown value {v:?}: use \"basic\" (at most 40 series per target) or \"detailed\" (per-kind outage buckets, probe and connect latency histograms)"),
                 )
             })?;
         }
@@ -688,11 +690,7 @@ fn validate(
     let listen: SocketAddr = listen.parse().map_err(|_| {
         ctx.err(
             "agent.listen",
-            // Redacted: a URL pasted into the wrong key may carry a password.
-            format!(
-                "{:?} is not an address like \"127.0.0.1:9838\"",
-                crate::dburl::redact_text(listen)
-            ),
+            format!("{listen:?} is not an address like \"127.0.0.1:9838\""),
         )
     })?;
     let log_format = match raw.agent.log_format.as_deref().unwrap_or("text") {
@@ -701,10 +699,7 @@ fn validate(
         other => {
             return Err(ctx.err(
                 "agent.log_format",
-                format!(
-                    "must be \"text\" or \"json\", got {:?}",
-                    crate::dburl::redact_text(other)
-                ),
+                format!("must be \"text\" or \"json\", got {other:?}"),
             ));
         }
     };

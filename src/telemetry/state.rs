@@ -258,7 +258,9 @@ impl TargetState {
             last_outage: None,
             outages: 0,
             dependencies: BTreeMap::new(),
-            events: VecDeque::with_capacity(EVENTS_KEPT),
+            // Grown as events come: most targets keep a few, and 50
+            // preallocated events cost 12 KiB a target.
+            events: VecDeque::new(),
         }
     }
 
