@@ -38,8 +38,9 @@ use crate::stores::{Announcement, CloseSignal, ConnectError, Connected, Store, U
 /// last probe's round trip: the agent's own delay in waking up to it.
 pub const TRANSPORT_SLACK: Duration = Duration::from_millis(10);
 
-/// How many more timeouts a probe gets while the agent stays late: a stall
-/// of the whole process (a CPU-starved host) can outlast one.
+/// How many more timeouts a probe gets, and how many more attempts a
+/// connect, while the agent stays late: a stall of the whole process (a
+/// CPU-starved host) can outlast one.
 pub const LATE_EXTENSIONS: u32 = 3;
 
 /// The two clocks at one moment: events carry wall-clock times, all
@@ -181,9 +182,9 @@ impl<S: Store> Canary<S> {
 
     /// Asks `lag` before taking a timeout for the store's: a probe that
     /// timed out while the agent itself was late waits one more timeout
-    /// for its answer (up to [`LATE_EXTENSIONS`] times while the agent
-    /// stays late), and a connect attempt is made again at once, before a
-    /// loss is declared.
+    /// for its answer, and a connect attempt is made again at once (each
+    /// up to [`LATE_EXTENSIONS`] times while the agent stays late), before
+    /// a loss is declared or an outage opened.
     pub fn with_lag(mut self, lag: Arc<SchedulingLag>) -> Self {
         self.lag = Some(lag);
         self
@@ -303,9 +304,10 @@ impl<S: Store> Canary<S> {
         ann: &mut mpsc::Receiver<Announcement>,
         shutdown: &CancellationToken,
     ) -> State<S::Conn> {
-        // A timed-out attempt while the agent was late goes again at once,
-        // once in a row, before it opens an outage or waits the backoff.
-        let mut late_retry = false;
+        // A timed-out attempt while the agent was late goes again at once
+        // (up to [`LATE_EXTENSIONS`] times in a row), before it opens an
+        // outage or waits the backoff.
+        let mut late_retries = 0;
         loop {
             if shutdown.is_cancelled() {
                 return State::Stopped;
@@ -356,10 +358,10 @@ impl<S: Store> Canary<S> {
                     let result = e.result;
                     let timed_out = result == AttemptResult::Connect(ConnectResult::Timeout);
                     if timed_out
-                        && !late_retry
+                        && late_retries < LATE_EXTENSIONS
                         && self.late(attempt_start, attempt_start + self.settings.timeout)
                     {
-                        late_retry = true;
+                        late_retries += 1;
                         self.emit(Event::ConnectAttempt {
                             result,
                             duration,
@@ -370,7 +372,7 @@ impl<S: Store> Canary<S> {
                         });
                         continue;
                     }
-                    late_retry = false;
+                    late_retries = 0;
                     let o = outage.get_or_insert_with(|| {
                         // Never answered since the canary started: an outage
                         // whose true start is unknown.

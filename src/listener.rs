@@ -5,7 +5,7 @@
 //!
 //! Two promises shape it. The canaries come first: encoding `/metrics` or
 //! the API's JSON for thousands of targets takes CPU-time, so it runs on
-//! the blocking pool (at most [`HEAVY_AT_ONCE`] at a time) and never on
+//! threads of its own (at most [`HEAVY_AT_ONCE`] at a time) and never on
 //! the runtime's workers, where it would make the probes' timers fire late.
 //! And the listener cannot be held: a connection that has not sent a whole
 //! request header within [`Limits::header_read`] (also the wait for the next
@@ -35,7 +35,7 @@ use rustls::ServerConfig;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
@@ -54,11 +54,14 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
 }
 
-/// The handlers' state: the agent's, and the turns of the heavy work.
+/// The handlers' state: the agent's, the threads of the heavy work, and
+/// the size of the last `/metrics` (the next one's buffer is made that big
+/// at once, rather than grown and copied).
 #[derive(Clone)]
 struct Shared {
     app: AppState,
-    heavy: Arc<Semaphore>,
+    encoders: Arc<Encoders>,
+    metrics_size: Arc<AtomicUsize>,
 }
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -66,8 +69,8 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 /// A client gets this long to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How many `/metrics` or API encodings run at once (each one a thread of
-/// the blocking pool); more scrapers wait their turn.
+/// How many `/metrics` or API encodings run at once (each on a thread of
+/// its own); more scrapers wait their turn.
 pub const HEAVY_AT_ONCE: usize = 2;
 
 /// File descriptors the agent keeps for itself beyond its canaries and the
@@ -146,7 +149,8 @@ fn raise_file_limit() -> u64 {
 pub fn router(state: AppState, auth: Option<BasicAuth>) -> Router {
     let shared = Shared {
         app: state,
-        heavy: Arc::new(Semaphore::new(HEAVY_AT_ONCE)),
+        encoders: Arc::new(Encoders::start()),
+        metrics_size: Arc::default(),
     };
     let mut protected = Router::new()
         .route("/metrics", get(metrics))
@@ -511,28 +515,74 @@ fn wants_openmetrics(headers: &HeaderMap) -> bool {
         .any(|v| v.contains("application/openmetrics-text"))
 }
 
-/// Runs `work` on the blocking pool in its turn: heavy encodings never
-/// run on the runtime's workers, where the canaries' timers are.
+/// Runs `work` on an encoding thread: heavy encodings never run on the
+/// runtime's workers, where the canaries' timers are.
 async fn heavy<T: Send + 'static>(
     s: &Shared,
     work: impl FnOnce(&Recorder) -> T + Send + 'static,
 ) -> Option<T> {
-    let _turn = s.heavy.acquire().await.ok()?;
     let recorder = s.app.recorder.clone();
-    tokio::task::spawn_blocking(move || work(&recorder))
-        .await
-        .ok()
+    s.encoders.run(move || work(&recorder)).await
+}
+
+/// A piece of heavy work and where its answer goes.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// [`HEAVY_AT_ONCE`] threads of their own for the heavy encodings, fed by
+/// one queue. Rather than tokio's blocking pool: the same few threads
+/// reuse the memory of the last scrape (the allocator keeps what a thread
+/// freed for that thread's next use), where new pool threads would each
+/// keep their own.
+struct Encoders {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl Encoders {
+    fn start() -> Self {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for _ in 0..HEAVY_AT_ONCE {
+            let queue = queue.clone();
+            let spawned = std::thread::Builder::new()
+                .name("dbcanary-encode".into())
+                .spawn(move || {
+                    // Ends when the router (the sender) is gone.
+                    while let Ok(job) = { queue.lock().expect("encoder queue").recv() } {
+                        // A panicking encoding fails its request, not the thread.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start an encoding thread");
+            }
+        }
+        Self { jobs }
+    }
+
+    /// Runs `f` on an encoding thread, in its turn.
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = tx.send(f());
+            }))
+            .ok()?;
+        rx.await.ok()
+    }
 }
 
 async fn metrics(State(s): State<Shared>, headers: HeaderMap) -> Response {
     let open = wants_openmetrics(&headers);
+    let size = s.metrics_size.clone();
     let encoded = heavy(&s, move |recorder| {
-        let mut body = String::new();
+        let last = size.load(Ordering::Relaxed);
+        let mut body = String::with_capacity(last + last / 8);
         let r = if open {
             prometheus_client::encoding::text::encode(&mut body, recorder.registry())
         } else {
             prometheus_client::encoding::prometheus_text::encode(&mut body, recorder.registry())
         };
+        size.store(body.len(), Ordering::Relaxed);
         r.map(|()| body)
     })
     .await;
@@ -611,9 +661,7 @@ async fn targets(
         if summary {
             serde_json::to_vec(&recorder.summary(Instant::now()))
         } else {
-            serde_json::to_vec(&serde_json::json!({
-                "targets": recorder.targets_matching(&filter)
-            }))
+            recorder.targets_json(&filter)
         }
     })
     .await;

@@ -111,33 +111,42 @@ impl Recorder {
         &self.registry
     }
 
-    /// A snapshot of every target's state.
-    pub fn targets(&self) -> Vec<TargetState> {
-        self.targets_matching(&Filter::default())
-    }
-
-    /// A snapshot of the targets `filter` selects, in name order. Each
-    /// target is locked alone, briefly: the canaries go on meanwhile.
-    pub fn targets_matching(&self, filter: &Filter) -> Vec<TargetState> {
+    /// `{"targets": [...]}` for the targets `filter` selects, in name
+    /// order, as JSON. Each target is locked alone while it is written (no
+    /// copy of every state): the canaries go on meanwhile.
+    pub fn targets_json(&self, filter: &Filter) -> serde_json::Result<Vec<u8>> {
         self.check_apps();
         let handles = match &filter.target {
             Some(name) => self.states.get(name).into_iter().collect(),
             None => self.states.handles(),
         };
-        let mut out: Vec<TargetState> = handles
-            .iter()
-            .filter_map(|h| {
-                let st = state::lock(h);
-                filter.selects(&st).then(|| st.clone())
-            })
-            .collect();
-        let apps = self.apps.lock().expect("apps lock");
-        for st in &mut out {
-            if apps.is_app(&st.name) {
-                st.dependencies = apps.drills(&st.name);
+        let mut out = Vec::with_capacity(64 + handles.len() * 512);
+        out.extend_from_slice(b"{\"targets\":[");
+        let mut first = true;
+        for h in &handles {
+            let st = state::lock(h);
+            if !filter.selects(&st) {
+                continue;
+            }
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
+            let drills = {
+                let apps = self.apps.lock().expect("apps lock");
+                apps.is_app(&st.name).then(|| apps.drills(&st.name))
+            };
+            match drills {
+                // An application shows its dependencies' last drills.
+                Some(dependencies) => {
+                    let mut app = st.clone();
+                    app.dependencies = dependencies;
+                    serde_json::to_writer(&mut out, &app)?;
+                }
+                None => serde_json::to_writer(&mut out, &*st)?,
             }
         }
-        out
+        out.extend_from_slice(b"]}");
+        Ok(out)
     }
 
     /// Counts per state and store, and the targets down now.
