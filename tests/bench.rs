@@ -10,6 +10,9 @@
 //!   detected it (the `detected_at` of its `disconnected` event).
 //! - `footprint_four_redis_targets`: the agent's resident memory and CPU use
 //!   with four healthy Redis targets at the default 1 s probe interval.
+//! - `ten_thousand_redis_targets`: 10,000 targets on one agent (start-up,
+//!   memory, CPU, `/metrics` and API times, false outages, a mass loss);
+//!   run it with `ulimit -n 20000` (see README, Benchmarks).
 
 mod support;
 
