@@ -20,7 +20,8 @@ use crate::backoff::AttemptBudget;
 use crate::canary::RunCanary;
 use crate::config::otlp::SettingError;
 use crate::config::{Config, ConfigError, OtlpSettings, ProcessEnv, Split, Target, TargetSource};
-use crate::listener::{AppState, serve};
+use crate::lag::SchedulingLag;
+use crate::listener::{AppState, Limits, serve};
 use crate::model::TargetInfo;
 use crate::stores::with_store;
 use crate::telemetry::Recorder;
@@ -87,6 +88,8 @@ struct Canaries {
     recorder: Arc<Recorder>,
     /// Every canary's connection attempts draw from it.
     budget: Arc<AttemptBudget>,
+    /// The agent's own lateness, which every canary asks about.
+    lag: Arc<SchedulingLag>,
     /// Parent of every canary's own token.
     stop: CancellationToken,
     set: JoinSet<()>,
@@ -132,6 +135,7 @@ impl Canaries {
             settings: t.settings,
             sink: self.recorder.clone(),
             budget: self.budget.clone(),
+            lag: self.lag.clone(),
             shutdown: stop.clone(),
         };
         let t = t.clone();
@@ -262,8 +266,17 @@ pub async fn run(
             recorder: recorder.clone(),
             ready: ready.clone(),
         },
+        Limits::for_targets(config.targets.len()),
         http_stop.clone(),
     ));
+    let lag = recorder.lag();
+    http.spawn({
+        let (lag, stop) = (lag.clone(), http_stop.clone());
+        async move {
+            lag.run(stop).await;
+            Ok(())
+        }
+    });
     let (files, first) = crate::sources::start(&config);
     tracing::info!(%listen, tls = config.agent.tls.is_some(), basic_auth = config.agent.basic_auth.is_some(), targets = first.kept.len(), shard = %first.shard, left_to_other_shards = first.left, version = crate::model::VERSION, "dbcanary listening");
     if config.uses_local_defaults() {
@@ -273,6 +286,7 @@ pub async fn run(
     let mut canaries = Canaries {
         recorder,
         budget: Arc::new(AttemptBudget::new(config.agent.attempts_per_second)),
+        lag,
         stop: CancellationToken::new(),
         set: JoinSet::new(),
         by_task: HashMap::new(),

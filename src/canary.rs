@@ -26,8 +26,10 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::{AttemptBudget, Backoff};
 use crate::classify::classify;
 use crate::events::{Bounds, Event, EventSink, OutageReport};
+use crate::lag::SchedulingLag;
 use crate::model::{
-    ConnectResult, DisconnectCause, FailoverSource, Identity, OutageKind, ProbeResult, TargetInfo,
+    AttemptResult, ConnectResult, DisconnectCause, FailoverSource, Identity, OutageKind,
+    ProbeResult, TargetInfo,
 };
 use crate::settings::CanarySettings;
 use crate::stores::{Announcement, CloseSignal, ConnectError, Connected, Store, UseStore, attempt};
@@ -35,6 +37,11 @@ use crate::stores::{Announcement, CloseSignal, ConnectError, Connected, Store, U
 /// What the start bound of a transport-reported close allows beyond the
 /// last probe's round trip: the agent's own delay in waking up to it.
 pub const TRANSPORT_SLACK: Duration = Duration::from_millis(10);
+
+/// How many more timeouts a probe gets, and how many more attempts a
+/// connect, while the agent stays late: a stall of the whole process (a
+/// CPU-starved host) can outlast one.
+pub const LATE_EXTENSIONS: u32 = 3;
 
 /// The two clocks at one moment: events carry wall-clock times, all
 /// measuring is monotonic.
@@ -153,6 +160,7 @@ pub struct Canary<S: Store> {
     settings: CanarySettings,
     sink: Arc<dyn EventSink>,
     budget: Option<Arc<AttemptBudget>>,
+    lag: Option<Arc<SchedulingLag>>,
 }
 
 impl<S: Store> Canary<S> {
@@ -168,7 +176,28 @@ impl<S: Store> Canary<S> {
             settings,
             sink,
             budget: None,
+            lag: None,
         }
+    }
+
+    /// Asks `lag` before taking a timeout for the store's: a probe that
+    /// timed out while the agent itself was late waits one more timeout
+    /// for its answer, and a connect attempt is made again at once (each
+    /// up to [`LATE_EXTENSIONS`] times while the agent stays late), before
+    /// a loss is declared or an outage opened.
+    pub fn with_lag(mut self, lag: Arc<SchedulingLag>) -> Self {
+        self.lag = Some(lag);
+        self
+    }
+
+    /// Whether a timeout of what started at `since` (due at `due`) is the
+    /// agent's own doing; counts it when it is.
+    fn late(&self, since: Instant, due: Instant) -> bool {
+        let late = self.lag.as_ref().is_some_and(|l| l.was_late(since, due));
+        if late && let Some(l) = &self.lag {
+            l.retried();
+        }
+        late
     }
 
     /// Draws every connection attempt from the agent-wide `budget`.
@@ -275,9 +304,20 @@ impl<S: Store> Canary<S> {
         ann: &mut mpsc::Receiver<Announcement>,
         shutdown: &CancellationToken,
     ) -> State<S::Conn> {
+        // A timed-out attempt while the agent was late goes again at once
+        // (up to [`LATE_EXTENSIONS`] times in a row), before it opens an
+        // outage or waits the backoff.
+        let mut late_retries = 0;
         loop {
             if shutdown.is_cancelled() {
                 return State::Stopped;
+            }
+            // The first attempt after a loss goes at once, but after the
+            // other canaries woken by the same event (a server that took
+            // thousands of connections with it) have seen theirs: detection
+            // first, reconnects after.
+            if outage.as_ref().is_some_and(|o| o.attempts == 0) {
+                tokio::task::yield_now().await;
             }
             if let Some(budget) = &self.budget
                 && budget.take().await
@@ -316,6 +356,23 @@ impl<S: Store> Canary<S> {
                 }
                 Err(e) => {
                     let result = e.result;
+                    let timed_out = result == AttemptResult::Connect(ConnectResult::Timeout);
+                    if timed_out
+                        && late_retries < LATE_EXTENSIONS
+                        && self.late(attempt_start, attempt_start + self.settings.timeout)
+                    {
+                        late_retries += 1;
+                        self.emit(Event::ConnectAttempt {
+                            result,
+                            duration,
+                            error: Some(format!(
+                                "{} (the agent itself was late: trying again at once)",
+                                e.message
+                            )),
+                        });
+                        continue;
+                    }
+                    late_retries = 0;
                     let o = outage.get_or_insert_with(|| {
                         // Never answered since the canary started: an outage
                         // whose true start is unknown.
@@ -467,10 +524,26 @@ impl<S: Store> Canary<S> {
         }
     }
 
-    /// One probe; `Some` when it lost the connection.
+    /// One probe; `Some` when it lost the connection. A probe that timed
+    /// out while the agent itself was late gets one more timeout to answer
+    /// (the same request: its answer may be waiting in the socket).
     async fn probe(&self, conn: &mut S::Conn, health: &mut Health) -> Option<UpEnd> {
         let sent = Instant::now();
-        let r = timeout(self.settings.timeout, self.store.probe(conn)).await;
+        let limit = self.settings.timeout;
+        let r = {
+            let mut answer = std::pin::pin!(self.store.probe(conn));
+            // Each wait is judged by the agent's lateness during it alone.
+            let (mut since, mut extensions) = (sent, 0);
+            loop {
+                match timeout(limit, &mut answer).await {
+                    Err(_) if extensions < LATE_EXTENSIONS && self.late(since, since + limit) => {
+                        extensions += 1;
+                        since = Instant::now();
+                    }
+                    r => break r,
+                }
+            }
+        };
         let duration = sent.elapsed();
         match r {
             Ok(Ok(())) => {
@@ -606,6 +679,8 @@ pub struct RunCanary {
     pub sink: Arc<dyn EventSink>,
     /// The agent-wide attempt budget.
     pub budget: Arc<AttemptBudget>,
+    /// The agent's own lateness.
+    pub lag: Arc<SchedulingLag>,
     pub shutdown: CancellationToken,
 }
 
@@ -615,6 +690,7 @@ impl UseStore for RunCanary {
     async fn run<S: Store>(self, store: S) {
         Canary::new(store, self.info, self.settings, self.sink)
             .with_budget(self.budget)
+            .with_lag(self.lag)
             .run(self.shutdown)
             .await
     }

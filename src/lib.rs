@@ -17,7 +17,9 @@
 //!   [`tls`]: every rustls configuration, and "is this a TLS error".
 //! - [`events`]: what canaries report, the only thing telemetry sees.
 //! - [`classify`]: identity before and after an outage → its kind;
-//!   [`backoff`]: reconnect pacing and the agent-wide attempt budget.
+//!   [`backoff`]: reconnect pacing and the agent-wide attempt budget;
+//!   [`lag`]: the agent's own lateness, so that a timeout while the agent
+//!   was late is not taken for the store's.
 //! - [`stores`]: the [`stores::Store`] trait, one module per store, and
 //!   the one dispatch ([`stores::Options`], [`stores::with_store`]).
 //! - [`canary`]: the one generic state machine every store runs through;
@@ -36,7 +38,8 @@
 //!   [`telemetry::state`] is the `/api/v1/targets` view; `log` writes each
 //!   event's line; [`telemetry::otlp`] exports over OTLP (`export`
 //!   pipelines, `metrics` built from the catalogue, `traces`).
-//! - [`listener`]: `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets`.
+//! - [`listener`]: `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets`,
+//!   with its timeouts and connection limit.
 //! - [`agent`]: the supervisor (one canary task per target, reload,
 //!   shutdown); [`cli`], [`check`], [`watch`], [`drill`]: the command line
 //!   ([`drill`] also holds the drill core the agent can call).
@@ -53,6 +56,7 @@ pub mod config;
 pub mod dburl;
 pub mod drill;
 pub mod events;
+pub mod lag;
 pub mod listener;
 pub mod model;
 pub mod settings;

@@ -220,6 +220,38 @@ pub struct TargetInfo {
     /// starts a new canary under the same name, and the old one's last
     /// events (and its end) must not touch the new one's series.
     pub instance: u64,
+    /// How many series the target has on `/metrics`.
+    pub detail: MetricDetail,
+}
+
+/// How much a target exports on `/metrics` (the `metrics` key of a target
+/// and of `[defaults]`): `basic` keeps a target within 40 series, so that
+/// one agent can watch thousands; `detailed` adds per-kind outage buckets
+/// and the probe and connect latency histograms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricDetail {
+    #[default]
+    Basic,
+    Detailed,
+}
+
+impl MetricDetail {
+    /// Every value, as the config spells it.
+    pub const ALL: [Self; 2] = [Self::Basic, Self::Detailed];
+
+    /// The config value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Basic => "basic",
+            Self::Detailed => "detailed",
+        }
+    }
+
+    /// The value the config spells `s`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.as_str() == s)
+    }
 }
 
 /// Result of one connection attempt (SPEC "reconnect attempt"), as every

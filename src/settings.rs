@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::model::MetricDetail;
+
 /// How a canary paces itself.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CanarySettings {
@@ -13,6 +15,9 @@ pub struct CanarySettings {
     pub backoff: BackoffConfig,
     /// Re-read the identity every this many probes (0 = never).
     pub identity_every: u32,
+    /// What the target exports on `/metrics` (`metrics = "basic"` or
+    /// `"detailed"`).
+    pub metrics: MetricDetail,
 }
 
 impl Default for CanarySettings {
@@ -23,6 +28,7 @@ impl Default for CanarySettings {
             timeout: Duration::from_millis(500),
             backoff: BackoffConfig::default(),
             identity_every: 10,
+            metrics: MetricDetail::Basic,
         }
     }
 }

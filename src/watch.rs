@@ -15,6 +15,7 @@ use crate::canary::RunCanary;
 use crate::config::{Target, TargetSource};
 use crate::dburl::DbUrl;
 use crate::events::{Event, EventSink, OutageReport};
+use crate::lag::SchedulingLag;
 use crate::model::{DisconnectCause, StoreKind, TargetInfo};
 use crate::settings::{CanarySettings, DEFAULT_ATTEMPTS_PER_SECOND};
 use crate::stores::with_store;
@@ -444,6 +445,11 @@ pub async fn run(
 ) -> String {
     let mut set = JoinSet::new();
     let budget = Arc::new(AttemptBudget::new(DEFAULT_ATTEMPTS_PER_SECOND));
+    let lag = Arc::new(SchedulingLag::new());
+    set.spawn({
+        let (lag, stop) = (lag.clone(), shutdown.clone());
+        async move { lag.run(stop).await }
+    });
     for t in targets {
         sink.track_app(&t);
         let run = RunCanary {
@@ -451,6 +457,7 @@ pub async fn run(
             settings: t.settings,
             sink: sink.clone(),
             budget: budget.clone(),
+            lag: lag.clone(),
             shutdown: shutdown.clone(),
         };
         set.spawn(async move { with_store(t.spec(), &t.options, run).await });

@@ -16,6 +16,9 @@
 //!   with four healthy Redis targets at the default 1 s probe interval.
 //! - `outages::outage_precision_per_store_and_fault`: every store's outage
 //!   estimate against the truth, per fault (see `bench/outages.rs`).
+//! - `ten_thousand_redis_targets`: 10,000 targets on one agent (start-up,
+//!   memory, CPU, `/metrics` and API times, false outages, a mass loss);
+//!   run it with `ulimit -n 20000` (see README, Benchmarks).
 
 mod support;
 
@@ -273,4 +276,251 @@ async fn footprint_four_redis_targets() {
         sched_s / elapsed * 100.0
     );
     println!("  probes ok so far     {probes}");
+}
+
+/// The summary view of the API.
+async fn summary(agent: &Agent) -> Value {
+    let r = agent.get("/api/v1/targets?view=summary").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    serde_json::from_str(&r.body).expect("summary JSON")
+}
+
+fn count(summary: &Value, state: &str) -> u64 {
+    summary["states"][state].as_u64().unwrap_or(0)
+}
+
+/// A GET of the agent, timed: `(milliseconds, body bytes)`.
+async fn timed(agent: &Agent, path: &str) -> (f64, usize) {
+    let t = std::time::Instant::now();
+    let r = agent.get(path).await;
+    assert_eq!(r.status, 200, "{path}: {}", r.body);
+    (t.elapsed().as_secs_f64() * 1000.0, r.body.len())
+}
+
+/// How many targets the scale benchmark runs (`DBCANARY_BENCH_TARGETS`,
+/// default 10,000), spread over four redis-servers.
+fn scale_targets() -> usize {
+    std::env::var("DBCANARY_BENCH_TARGETS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
+}
+
+/// 10,000 Redis targets at the default 1 s probe interval over four
+/// redis-servers, on one agent: start-up until every target is up, memory
+/// and CPU with a scrape every 10 s and the API polled every second,
+/// `/metrics` and API answer times and sizes, false outages (there must be
+/// none), then one server killed (a quarter of the targets lost at once)
+/// and started again: how long until the API shows them all down, and all
+/// up again, and the attempt rate meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: cargo test --release --test bench -- --ignored --nocapture ten_thousand"]
+async fn ten_thousand_redis_targets() {
+    let n = scale_targets();
+    let per = n / 4;
+    let maxclients = (per + 1000).to_string();
+    let mut servers = Vec::new();
+    for i in 0..4 {
+        servers.push(
+            RedisServer::start_with(&format!("redis{i}"), &["--maxclients", &maxclients], None)
+                .await,
+        );
+    }
+    let mut b = Agent::builder().log("warn");
+    for i in 0..n {
+        b = b.target(&format!("t{i:05}"), &servers[i % 4].url());
+    }
+    let t0 = std::time::Instant::now();
+    let agent = b.start().await;
+    let ready_s = t0.elapsed().as_secs_f64();
+    let up_s = poll_until(Duration::from_secs(120), "every target up", async || {
+        let s = summary(&agent).await;
+        if count(&s, "up") == n as u64 {
+            Ok(t0.elapsed().as_secs_f64())
+        } else {
+            Err(s["states"].clone())
+        }
+    })
+    .await;
+    for s in &servers {
+        let ours = s
+            .clients()
+            .await
+            .expect("CLIENT LIST")
+            .iter()
+            .filter(|c| c.name.starts_with("dbcanary:"))
+            .count();
+        assert_eq!(ours, per, "one connection per target on {}", s.name);
+    }
+    let rss_up = proc_status_kib(agent.pid(), "VmRSS") as f64 / 1024.0;
+    let started = agent.metrics().await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    // Steady state: a scrape every 10 s, the API polled every second.
+    let pid = agent.pid();
+    let window = Duration::from_secs(30);
+    let (ticks0, w0) = (cpu_ticks(pid), std::time::Instant::now());
+    let (mut scrapes, mut polls) = (Vec::new(), Vec::new());
+    let mut full = (0.0, 0);
+    let mut one = 0.0f64;
+    let mut i = 0;
+    while w0.elapsed() < window {
+        if i % 10 == 0 {
+            scrapes.push(timed(&agent, "/metrics").await);
+            full = timed(&agent, "/api/v1/targets").await;
+        }
+        for path in [
+            "/api/v1/targets?state=down",
+            "/api/v1/targets?view=summary",
+            "/api/v1/targets?store=redis&state=connecting",
+        ] {
+            polls.push(timed(&agent, path).await.0);
+        }
+        one = one.max(
+            timed(&agent, &format!("/api/v1/targets?target=t{:05}", i % n))
+                .await
+                .0,
+        );
+        i += 1;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let cpu = (cpu_ticks(pid) - ticks0) as f64 / clock_ticks_per_sec() / w0.elapsed().as_secs_f64();
+    let rss = proc_status_kib(pid, "VmRSS") as f64 / 1024.0;
+    let hwm = proc_status_kib(pid, "VmHWM") as f64 / 1024.0;
+    let steady = summary(&agent).await;
+    let m = agent.metrics().await;
+    let lag = m.value_or_zero("dbcanary_agent_scheduling_lag_seconds", &[]);
+    let retried = m.value_or_zero("dbcanary_agent_late_timeouts_total", &[]);
+    let disconnects = m.sum("dbcanary_disconnects_total", &[]);
+    let per_target = m.samples.len() as f64 / n as f64;
+
+    // A quarter of the targets lost at once, and back.
+    let mut lost = servers.remove(0);
+    let killed = lost.kill();
+    let seen_down_ms = poll_until(
+        Duration::from_secs(30),
+        "the lost targets down",
+        async || {
+            let s = summary(&agent).await;
+            if count(&s, "down") >= per as u64 {
+                Ok(secs_between(killed.wall, std::time::SystemTime::now()) * 1000.0)
+            } else {
+                Err(s["states"].clone())
+            }
+        },
+    )
+    .await;
+    let down: Value = serde_json::from_str(&agent.get("/api/v1/targets?state=down").await.body)
+        .expect("down targets");
+    let detected_ms = down["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| secs_between(killed.wall, parse_time(&t["current_outage"]["since"])) * 1000.0)
+        .fold(0.0f64, f64::max);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let back = lost.start_again().await;
+    let all_up_ms = poll_until(
+        Duration::from_secs(60),
+        "every target up again",
+        async || {
+            let s = summary(&agent).await;
+            if count(&s, "up") == n as u64 {
+                Ok(secs_between(back.wall, std::time::SystemTime::now()) * 1000.0)
+            } else {
+                Err(s["states"].clone())
+            }
+        },
+    )
+    .await;
+    let api: Value = serde_json::from_str(&agent.get("/api/v1/targets?store=redis").await.body)
+        .expect("targets");
+    let reports: Vec<&Value> = api["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["last_outage"].as_object().map(|_| &t["last_outage"]))
+        .collect();
+    let restored_ms = reports
+        .iter()
+        .map(|r| secs_between(back.wall, parse_time(&r["ended_at"])) * 1000.0)
+        .fold(0.0f64, f64::max);
+    let attempts: u64 = reports
+        .iter()
+        .map(|r| r["attempts"].as_u64().unwrap())
+        .sum();
+    // Attempts go on until the last target is back.
+    let outage_s = (secs_between(killed.wall, back.wall) + restored_ms / 1000.0).max(0.001);
+    let after = summary(&agent).await;
+
+    println!("{n} Redis targets at 1 s over 4 redis-servers, one agent (release):");
+    println!("  /readyz after            {ready_s:.2} s");
+    println!("  every target up after    {up_s:.2} s");
+    println!(
+        "  VmRSS                    {rss_up:.1} MiB once up (before any scrape), {rss:.1} MiB after the window (peak VmHWM {hwm:.1} MiB)"
+    );
+    let causes = |m: &support::Metrics| {
+        ["closed", "reset", "timeout", "error", "unreachable"]
+            .map(|c| {
+                format!(
+                    "{c} {}",
+                    m.sum("dbcanary_disconnects_total", &[("cause", c)])
+                )
+            })
+            .join(", ")
+    };
+    println!("  disconnects by start-up   {}", causes(&started));
+    let results = [
+        "refused",
+        "timeout",
+        "dns",
+        "tls",
+        "auth",
+        "not_ready",
+        "protocol",
+        "io",
+    ]
+    .map(|r| {
+        format!(
+            "{r} {}",
+            started.sum("dbcanary_connect_attempts_total", &[("result", r)])
+        )
+    })
+    .join(", ");
+    println!("  failed attempts by start-up {results}");
+    println!("  disconnects by the end    {}", causes(&m));
+    println!(
+        "  CPU                      {:.1} % of one core",
+        cpu * 100.0
+    );
+    let (ms, bytes): (Vec<f64>, Vec<usize>) = scrapes.iter().copied().unzip();
+    report("/metrics", ms);
+    println!(
+        "  /metrics size            {:.1} MB, {per_target:.1} series per target",
+        *bytes.iter().max().unwrap() as f64 / 1e6
+    );
+    report("/api/v1/targets (filters, summary)", polls);
+    println!("  /api/v1/targets?target=  max {one:.1} ms");
+    println!(
+        "  /api/v1/targets (all)    {:.0} ms, {:.1} MB",
+        full.0,
+        full.1 as f64 / 1e6
+    );
+    println!(
+        "  false outages            {} ended, {} down, {disconnects} disconnects; lag max {:.0} ms, {retried} late timeouts retried",
+        steady["outages"],
+        count(&steady, "down"),
+        lag * 1000.0
+    );
+    println!(
+        "  mass loss of {per}: all down on the API {seen_down_ms:.0} ms after the kill (detected within {detected_ms:.0} ms)"
+    );
+    println!(
+        "  all up on the API {all_up_ms:.0} ms after the server served again (last restored {restored_ms:.0} ms)"
+    );
+    println!(
+        "  {attempts} attempts for the lost targets in {outage_s:.2} s (kill to the last restore) = {:.0}/s (budget 10000/s); outages ended overall {}",
+        attempts as f64 / outage_s,
+        after["outages"]
+    );
 }

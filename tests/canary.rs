@@ -13,9 +13,10 @@ use dbcanary::backoff::AttemptBudget;
 use dbcanary::canary::{Canary, TRANSPORT_SLACK};
 use dbcanary::dburl::DbUrl;
 use dbcanary::events::{Event, EventSink, OutageReport};
+use dbcanary::lag::SchedulingLag;
 use dbcanary::model::{
-    AttemptResult, ConnectResult, DisconnectCause, FailoverSource, Identity, OutageKind, Role,
-    StoreKind, TargetInfo,
+    AttemptResult, ConnectResult, DisconnectCause, FailoverSource, Identity, OutageKind,
+    ProbeResult, Role, StoreKind, TargetInfo,
 };
 use dbcanary::settings::{BackoffConfig, CanarySettings};
 use dbcanary::stores::{
@@ -33,6 +34,10 @@ struct World {
     refuse_auth: u32,
     /// Probes never answer.
     hang: bool,
+    /// The next probe answers after this long, the next connect attempt
+    /// takes this long (then they are quick again).
+    slow_probe: Option<Duration>,
+    slow_connect: Option<Duration>,
     kill: Option<oneshot::Sender<DisconnectCause>>,
     connects: u32,
     /// Where the store's announcements go, once the canary listens.
@@ -53,6 +58,8 @@ impl Fake {
             down_until: None,
             refuse_auth: 0,
             hang: false,
+            slow_probe: None,
+            slow_connect: None,
             kill: None,
             connects: 0,
             announcer: None,
@@ -115,6 +122,9 @@ impl Store for Fake {
     }
 
     async fn connect(&self, _t: Duration) -> Result<Connected<()>, ConnectError> {
+        if let Some(d) = self.with(|w| w.slow_connect.take()) {
+            tokio::time::sleep(d).await;
+        }
         let (tx, rx) = oneshot::channel();
         self.with(|w| {
             w.connects += 1;
@@ -139,6 +149,9 @@ impl Store for Fake {
     async fn probe(&self, _c: &mut ()) -> Result<(), ProbeError> {
         if self.with(|w| w.hang) {
             std::future::pending::<()>().await;
+        }
+        if let Some(d) = self.with(|w| w.slow_probe.take()) {
+            tokio::time::sleep(d).await;
         }
         Ok(())
     }
@@ -221,6 +234,7 @@ fn settings() -> CanarySettings {
             ..BackoffConfig::default()
         },
         identity_every: 3,
+        metrics: Default::default(),
     }
 }
 
@@ -234,6 +248,16 @@ fn start_with(
     sink: &Arc<Collect>,
     budget: Option<Arc<AttemptBudget>>,
 ) -> CancellationToken {
+    start_lagging(fake, sink, budget, None)
+}
+
+/// Starts a canary that asks `lag` about the agent's own lateness.
+fn start_lagging(
+    fake: &Fake,
+    sink: &Arc<Collect>,
+    budget: Option<Arc<AttemptBudget>>,
+    lag: Option<Arc<SchedulingLag>>,
+) -> CancellationToken {
     let token = CancellationToken::new();
     let info = Arc::new(TargetInfo {
         name: "t".into(),
@@ -241,11 +265,15 @@ fn start_with(
         endpoint: "fake:1".into(),
         own_results: &[],
         instance: 1,
+        detail: Default::default(),
     });
     let s: Arc<dyn EventSink> = sink.clone();
     let mut canary = Canary::new(fake.clone(), info, settings(), s);
     if let Some(b) = budget {
         canary = canary.with_budget(b);
+    }
+    if let Some(l) = lag {
+        canary = canary.with_lag(l);
     }
     let t = token.clone();
     tokio::spawn(async move { canary.run(t).await });
@@ -592,4 +620,81 @@ async fn the_agent_wide_budget_holds_every_canary_to_its_rate() {
         "{attempts} attempts against a budget of 100/s"
     );
     assert!(r.iter().all(|o| o.budget_limited), "every report says so");
+}
+
+fn is_lost(e: &Event) -> bool {
+    matches!(e, Event::Disconnected { .. })
+}
+
+/// The agent's ticker woke `late` after it was due, just now.
+fn stalled(lag: &SchedulingLag, late: Duration) {
+    let now = Instant::now();
+    lag.record(now - late, now);
+}
+
+/// A probe answered after its timeout, because the agent itself was late
+/// to read the answer (its ticker woke 300 ms late meanwhile), is no
+/// outage: it gets one more timeout. The same slow answer while the agent
+/// was on time is one.
+#[tokio::test(start_paused = true)]
+async fn a_probe_that_timed_out_while_the_agent_was_late_is_not_an_outage() {
+    for agent_late in [true, false] {
+        let (fake, sink) = (Fake::new(), Arc::new(Collect::default()));
+        let lag = Arc::new(SchedulingLag::new());
+        let _stop = start_lagging(&fake, &sink, None, Some(lag.clone()));
+        sink.until(is_connected).await;
+        // The next probe goes out in 1 s and answers 700 ms later (its
+        // timeout is 500 ms); the agent stalls 200 ms after it was sent.
+        fake.with(|w| w.slow_probe = Some(Duration::from_millis(700)));
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        if agent_late {
+            stalled(&lag, Duration::from_millis(300));
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        if agent_late {
+            assert_eq!(sink.count(is_lost), 0, "{:?}", sink.0.lock().unwrap());
+            assert_eq!(lag.retries(), 1);
+            let timed_out = sink.count(|e| {
+                matches!(
+                    e,
+                    Event::Probe {
+                        result: ProbeResult::Timeout,
+                        ..
+                    }
+                )
+            });
+            assert_eq!(timed_out, 0);
+        } else {
+            assert_eq!(sink.count(is_lost), 1, "the store was slow: an outage");
+            assert_eq!(lag.retries(), 0);
+        }
+    }
+}
+
+/// A first connect attempt that timed out while the agent was late goes
+/// again at once and opens no outage; on time, it opens one (unreachable
+/// since the start).
+#[tokio::test(start_paused = true)]
+async fn a_connect_that_timed_out_while_the_agent_was_late_opens_no_outage() {
+    for agent_late in [true, false] {
+        let (fake, sink) = (Fake::new(), Arc::new(Collect::default()));
+        let lag = Arc::new(SchedulingLag::new());
+        fake.with(|w| w.slow_connect = Some(Duration::from_secs(2)));
+        let _stop = start_lagging(&fake, &sink, None, Some(lag.clone()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if agent_late {
+            stalled(&lag, Duration::from_millis(100));
+        }
+        sink.until(is_connected).await;
+        let lost = sink.count(is_lost);
+        assert_eq!(
+            lost,
+            usize::from(!agent_late),
+            "{:?}",
+            sink.0.lock().unwrap()
+        );
+        assert_eq!(lag.retries(), u64::from(agent_late));
+        let attempts = sink.count(|e| matches!(e, Event::ConnectAttempt { .. }));
+        assert_eq!(attempts, 2, "the timed-out one and the one that connected");
+    }
 }

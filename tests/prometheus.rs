@@ -28,6 +28,14 @@ const RULES_TESTS: &str = "dbcanary.rules.test.yml";
 
 /// The dashboards' row of application panels.
 const APPS_ROW: &str = "Applications";
+/// The drill's second Redis target, at the default `metrics = "basic"`: every
+/// query that needs no opt-in series returns data for it too.
+const PLAIN: &str = "plain";
+/// Series only a target at `metrics = "detailed"` has.
+const DETAILED_ONLY: [&str; 2] = [
+    "dbcanary_probe_duration_seconds",
+    "dbcanary_connect_duration_seconds",
+];
 /// The drill's application that reconnects to Redis after each restart.
 const APP: &str = "shop";
 /// The drill's application that never reconnects: not recovered after the
@@ -311,6 +319,26 @@ fn app_selected_queries(queries: &[Query]) -> Vec<Query> {
         .collect()
 }
 
+/// The queries once more with the basic target [`PLAIN`] selected, but for
+/// those of the Applications row (no app depends on it), the annotations
+/// (they mark moments) and those of series only `detailed` targets have.
+fn plain_selected_queries(queries: &[Query]) -> Vec<Query> {
+    queries
+        .iter()
+        .filter(|q| {
+            !q.app_selected
+                && q.row.as_deref() != Some(APPS_ROW)
+                && q.origin != Origin::Annotation
+                && !DETAILED_ONLY.iter().any(|m| q.raw.contains(m))
+        })
+        .map(|q| Query {
+            what: format!("{} (basic target {PLAIN} selected)", q.what),
+            promql: q.promql.replace("\"cache\"", &format!("\"{PLAIN}\"")),
+            ..q.clone()
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------------------
 // A real Prometheus
 // ---------------------------------------------------------------------------
@@ -395,7 +423,8 @@ async fn restart_and_see_restored(redis: &mut RedisServer, prom: &Prometheus, n:
     .await;
 }
 
-/// An agent watching `redis` as target `cache`, and the two applications
+/// An agent watching `redis` as target `cache` (at `metrics = "detailed"`)
+/// and as target [`PLAIN`] (at the default, `basic`), and the two applications
 /// of the drill depending on it: [`APP`] reconnects, [`STUCK`] never does
 /// (its `recovery_deadline` is short, to be declared not recovered soon).
 async fn start_agent_with_apps(redis: &RedisServer) -> Agent {
@@ -403,12 +432,13 @@ async fn start_agent_with_apps(redis: &RedisServer) -> Agent {
     let stuck = start_app(Behaviour::NeverReconnects, &redis.url()).await;
     let agent = Agent::builder()
         .pacing(Pacing::FAST)
-        .target("cache", &redis.url())
+        .target_with("cache", &redis.url(), "metrics = \"detailed\"")
+        .target(PLAIN, &redis.url())
         .toml(&app_toml(APP, &shop, &["cache"], "10s"))
         .toml(&app_toml(STUCK, &stuck, &["cache"], "2s"))
         .start()
         .await;
-    for t in ["cache", APP, STUCK] {
+    for t in ["cache", PLAIN, APP, STUCK] {
         agent.wait_up(t, true, Duration::from_secs(10)).await;
     }
     agent
@@ -849,6 +879,13 @@ async fn every_dashboard_and_alert_query_works_against_a_real_prometheus() {
             app_selected.len()
         );
         queries.extend(app_selected);
+        let plain = plain_selected_queries(&queries);
+        assert!(
+            plain.len() > 10,
+            "{name}: only {} basic-mode queries",
+            plain.len()
+        );
+        queries.extend(plain);
         for q in queries {
             checked += 1;
             if q.promql.contains('$') {

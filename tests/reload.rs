@@ -68,7 +68,7 @@ async fn sighup_applies_added_removed_and_unchanged_targets() {
     let m = agent.metrics().await;
     assert_eq!(
         m.value(
-            "dbcanary_outage_duration_seconds_count",
+            "dbcanary_outages_total",
             &[("target", "keep"), ("kind", "network")]
         ),
         Some(1.0),

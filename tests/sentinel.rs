@@ -92,7 +92,7 @@ async fn sentinel_failover_moves_the_canary_to_the_new_master() {
     );
     assert_eq!(
         m.value(
-            "dbcanary_outage_duration_seconds_count",
+            "dbcanary_outages_total",
             &[("target", "sessions"), ("kind", "failover")]
         ),
         Some(1.0)

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::dburl::DbUrl;
-use crate::model::{StoreKind, TargetInfo};
+use crate::model::{MetricDetail, StoreKind, TargetInfo};
 use crate::settings::CanarySettings;
 use crate::stores::http::StatusMatch;
 use crate::stores::{Options, Spec};
@@ -203,6 +203,7 @@ impl Target {
             endpoint: self.url.endpoint(),
             own_results: self.options.own_results(),
             instance: INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            detail: self.settings.metrics,
         })
     }
 }
@@ -288,6 +289,7 @@ struct RawSettings {
     timeout: Option<String>,
     backoff: Option<RawBackoff>,
     identity_every: Option<f64>,
+    metrics: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -311,6 +313,7 @@ struct RawTarget {
     timeout: Option<String>,
     backoff: Option<RawBackoff>,
     identity_every: Option<f64>,
+    metrics: Option<String>,
     depends_on: Option<Vec<String>>,
     recovery_deadline: Option<String>,
     expected_status: Option<http::RawStatuses>,
@@ -606,6 +609,8 @@ impl Ctx<'_> {
         ConfigError {
             file: self.file.to_string(),
             key: key.into(),
+            // Reasons quote values, and a URL pasted into the wrong key
+            // (a name, a duration, the listen address) may carry a password.
             reason: crate::dburl::redact_text(&reason.into()),
         }
     }
@@ -690,6 +695,14 @@ impl Ctx<'_> {
             }
             s.identity_every = n as u32;
         }
+        if let Some(v) = raw.metrics {
+            s.metrics = MetricDetail::parse(v).ok_or_else(|| {
+                self.err(
+                    format!("{prefix}metrics"),
+                    format!("unknown value {v:?}: use \"basic\" (at most 40 series per target) or \"detailed\" (per-kind outage buckets, probe and connect latency histograms)"),
+                )
+            })?;
+        }
         Ok(s)
     }
 }
@@ -699,6 +712,7 @@ struct RawSettingsRef<'a> {
     timeout: Option<&'a str>,
     backoff: Option<&'a RawBackoff>,
     identity_every: Option<f64>,
+    metrics: Option<&'a str>,
 }
 
 /// The range of every duration key.
@@ -744,8 +758,12 @@ pub fn listen_addr(text: &str) -> Result<SocketAddr, String> {
 
 /// Parses `"500ms"`, `"1s"`, `"2m"`.
 pub fn parse_duration(v: &str) -> Result<Duration, String> {
-    humantime::parse_duration(v.trim())
-        .map_err(|e| format!("invalid duration {v:?} ({e}); write e.g. \"500ms\", \"1s\", \"2m\""))
+    humantime::parse_duration(v.trim()).map_err(|e| {
+        format!(
+            "invalid duration {:?} ({e}); write e.g. \"500ms\", \"1s\", \"2m\"",
+            crate::dburl::redact_text(v)
+        )
+    })
 }
 
 /// Whether a target name is acceptable (`[a-z0-9_-]+`).
@@ -814,6 +832,7 @@ fn validate(
             timeout: raw.defaults.timeout.as_deref(),
             backoff: raw.defaults.backoff.as_ref(),
             identity_every: raw.defaults.identity_every,
+            metrics: raw.defaults.metrics.as_deref(),
         },
         CanarySettings::default(),
     )?;
@@ -978,6 +997,7 @@ fn validate_target(
             timeout: t.timeout.as_deref(),
             backoff: t.backoff.as_ref(),
             identity_every: t.identity_every,
+            metrics: t.metrics.as_deref(),
         },
         defaults,
     )?;
@@ -1107,6 +1127,7 @@ pub fn effective_toml(c: &Config) -> String {
             "identity_every".into(),
             Value::Integer(s.identity_every.into()),
         );
+        t.insert("metrics".into(), Value::String(s.metrics.as_str().into()));
         t
     };
     let mut root = Table::new();

@@ -138,6 +138,16 @@ const REFUSED: &[(&str, &str, &str)] = &[
         "whole number",
     ),
     (
+        "[defaults]\nmetrics = \"full\"\n",
+        "defaults.metrics",
+        "use \"basic\" (at most 40 series per target) or \"detailed\"",
+    ),
+    (
+        "[[target]]\nname = \"a\"\nurl = \"redis://h\"\nmetrics = \"Detailed\"\n",
+        "target[0].metrics",
+        "unknown value \"Detailed\"",
+    ),
+    (
         "[agent]\nattempts_per_second = 0\n",
         "agent.attempts_per_second",
         "out of range",
@@ -489,6 +499,32 @@ fn defaults_overrides_and_password_file() {
     assert!(shown.contains("redis://:***@127.0.0.1:6380"), "{shown}");
 }
 
+/// `metrics` is basic unless `[defaults]` or the target says otherwise; a
+/// target's own value wins, and `config check` shows the effective one.
+#[test]
+fn metric_detail_is_basic_by_default_and_inherited_from_defaults() {
+    let target = |name: &str, extra: &str| {
+        format!("[[target]]\nname = \"{name}\"\nurl = \"redis://h\"\n{extra}")
+    };
+    let detail =
+        |c: &Config| -> Vec<MetricDetail> { c.targets.iter().map(|t| t.info().detail).collect() };
+    let plain = format!(
+        "{}{}",
+        target("a", ""),
+        target("b", "metrics = \"detailed\"\n")
+    );
+    let c = load_text(&plain, &[]).1.unwrap();
+    assert_eq!(detail(&c), [MetricDetail::Basic, MetricDetail::Detailed]);
+    let text = format!(
+        "[defaults]\nmetrics = \"detailed\"\n{}{}",
+        target("a", ""),
+        target("b", "metrics = \"basic\"\n")
+    );
+    let c = load_text(&text, &[]).1.unwrap();
+    assert_eq!(detail(&c), [MetricDetail::Detailed, MetricDetail::Basic]);
+    assert!(effective_toml(&c).contains("metrics = \"detailed\""));
+}
+
 #[test]
 fn http_checks_are_read_and_their_secrets_redacted() {
     let dir = tempfile::tempdir().unwrap();
@@ -757,6 +793,7 @@ mod properties {
             "timeout",
             "backoff",
             "identity_every",
+            "metrics",
             "depends_on",
             "recovery_deadline",
             "expected_status",

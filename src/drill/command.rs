@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::AttemptBudget;
 use crate::canary::RunCanary;
 use crate::config::{self, Env};
+use crate::lag::SchedulingLag;
 use crate::settings::DEFAULT_ATTEMPTS_PER_SECOND;
 use crate::stores::with_store;
 
@@ -88,13 +89,19 @@ pub async fn command(
     ));
     let canaries = shutdown.child_token();
     let budget = Arc::new(AttemptBudget::new(DEFAULT_ATTEMPTS_PER_SECOND));
+    let lag = Arc::new(SchedulingLag::new());
     let mut set = JoinSet::new();
+    set.spawn({
+        let (lag, stop) = (lag.clone(), canaries.clone());
+        async move { lag.run(stop).await }
+    });
     for t in std::iter::once(&plan.store).chain(&plan.apps).cloned() {
         let run = RunCanary {
             info: t.info(),
             settings: t.settings,
             sink: observer.clone(),
             budget: budget.clone(),
+            lag: lag.clone(),
             shutdown: canaries.clone(),
         };
         set.spawn(async move { with_store(t.spec(), &t.options, run).await });

@@ -298,6 +298,7 @@ mod tests {
             endpoint: "127.0.0.1:1".into(),
             own_results: &[],
             instance: 1,
+            detail: crate::model::MetricDetail::Basic,
         }
     }
 

@@ -14,7 +14,9 @@ use std::collections::BTreeSet;
 use tokio::time::Instant;
 
 use super::state::{Phase, TargetState};
-use crate::model::{ConnectResult, DisconnectCause, FailoverSource, OutageKind, ProbeResult};
+use crate::model::{
+    ConnectResult, DisconnectCause, FailoverSource, MetricDetail, OutageKind, ProbeResult,
+};
 
 /// What every Prometheus name starts with (`dbcanary_`).
 pub const PREFIX: &str = "dbcanary";
@@ -24,6 +26,13 @@ pub const OUTAGE_BUCKETS: [f64; 17] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
     120.0, 300.0,
 ];
+
+/// Outage buckets of a target at `metrics = "basic"`, chosen from what
+/// outages measure here: a dropped connection the canary reconnects at once
+/// (1-10 ms), a restart (10 ms-1 s), a failover (1-10 s, where the latency
+/// alert's threshold sits) and an outage nobody should wait for (up to
+/// 5 min).
+pub const BASIC_OUTAGE_BUCKETS: [f64; 6] = [0.001, 0.01, 0.1, 1.0, 10.0, 300.0];
 
 /// Probe and connect buckets: 100 µs to 10 s.
 pub const LATENCY_BUCKETS: [f64; 16] = [
@@ -47,6 +56,7 @@ pub enum Id {
     ConnectAttempts,
     Disconnects,
     OutageDuration,
+    Outages,
     OutageInProgress,
     Failovers,
     Restarts,
@@ -81,6 +91,63 @@ pub struct Metric {
     pub instrument: Instrument,
     pub label: Label,
     pub seed: Seed,
+    /// What a target at `metrics = "basic"` has of it (`detailed` has
+    /// `label` and `instrument` as declared).
+    pub basic: Basic,
+}
+
+/// A metric at `metrics = "basic"`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Basic {
+    /// As declared.
+    Same,
+    /// Not exported.
+    Absent,
+    /// A histogram with these fewer buckets and this label instead (the
+    /// outage histogram drops `kind`: `dbcanary_outages_total{kind}` counts
+    /// the outages of each kind).
+    Coarse {
+        label: Label,
+        buckets: &'static [f64],
+    },
+}
+
+/// The label and buckets a target's series of a metric have.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Form {
+    pub label: Label,
+    /// Empty for counters and gauges.
+    pub buckets: &'static [f64],
+}
+
+impl Metric {
+    /// What a target at `detail` has of this metric; none: no series.
+    pub fn form(&self, detail: MetricDetail) -> Option<Form> {
+        let declared = Form {
+            label: self.label,
+            buckets: match self.instrument {
+                Instrument::Histogram { buckets, .. } => buckets,
+                Instrument::Counter | Instrument::Gauge(_) => &[],
+            },
+        };
+        match (detail, self.basic) {
+            (MetricDetail::Detailed, _) | (MetricDetail::Basic, Basic::Same) => Some(declared),
+            (MetricDetail::Basic, Basic::Absent) => None,
+            (MetricDetail::Basic, Basic::Coarse { label, buckets }) => {
+                Some(Form { label, buckets })
+            }
+        }
+    }
+
+    /// Whether the series of label value `value` exists from the moment
+    /// the target is added.
+    pub fn seeded(&self, value: Option<&str>) -> bool {
+        match self.seed {
+            Seed::Zero => true,
+            Seed::ZeroFor(values) => value.is_some_and(|v| values.contains(&v)),
+            Seed::FirstMeasurement | Seed::State(_) => false,
+        }
+    }
 }
 
 /// The unit of a metric's values.
@@ -228,14 +295,21 @@ pub enum Seed {
     /// first sample) and dashboards show every target at once. Over OTLP a
     /// histogram cannot be seeded: it starts with its first observation.
     Zero,
+    /// These label values at zero (as [`Seed::Zero`]), the others from
+    /// their first measurement: the ones an alert or a rate must see from
+    /// the first event, without a series per rare value for every target.
+    ZeroFor(&'static [&'static str]),
     /// Each series from its first measurement.
     FirstMeasurement,
     /// Read from the target's state when scraped or collected, not stored.
     State(Read),
 }
 
+/// How many target metrics there are.
+pub const COUNT: usize = 18;
+
 /// Every target metric, in exposition order (SPEC "Metrics" order).
-pub static CATALOGUE: [Metric; 17] = [
+pub static CATALOGUE: [Metric; COUNT] = [
     Metric {
         id: Id::Up,
         name: "up",
@@ -245,6 +319,7 @@ pub static CATALOGUE: [Metric; 17] = [
         instrument: Instrument::Gauge(Number::Int),
         label: Label::None,
         seed: Seed::State(up),
+        basic: Basic::Same,
     },
     Metric {
         id: Id::ProbeDuration,
@@ -255,6 +330,7 @@ pub static CATALOGUE: [Metric; 17] = [
         instrument: LATENCY,
         label: Label::None,
         seed: Seed::FirstMeasurement,
+        basic: Basic::Absent,
     },
     Metric {
         id: Id::Probes,
@@ -264,7 +340,8 @@ pub static CATALOGUE: [Metric; 17] = [
         unit: None,
         instrument: Instrument::Counter,
         label: Label::ProbeResult,
-        seed: Seed::Zero,
+        seed: Seed::ZeroFor(&["ok"]),
+        basic: Basic::Same,
     },
     Metric {
         id: Id::ConnectDuration,
@@ -275,6 +352,7 @@ pub static CATALOGUE: [Metric; 17] = [
         instrument: LATENCY,
         label: Label::None,
         seed: Seed::FirstMeasurement,
+        basic: Basic::Absent,
     },
     Metric {
         id: Id::ConnectAttempts,
@@ -284,7 +362,8 @@ pub static CATALOGUE: [Metric; 17] = [
         unit: None,
         instrument: Instrument::Counter,
         label: Label::AttemptResult,
-        seed: Seed::Zero,
+        seed: Seed::ZeroFor(&["ok"]),
+        basic: Basic::Same,
     },
     Metric {
         id: Id::Disconnects,
@@ -294,13 +373,15 @@ pub static CATALOGUE: [Metric; 17] = [
         unit: None,
         instrument: Instrument::Counter,
         label: Label::Cause,
-        seed: Seed::Zero,
+        // `unreachable` happens once per canary at most: not seeded.
+        seed: Seed::ZeroFor(&["closed", "reset", "timeout", "error"]),
+        basic: Basic::Same,
     },
     Metric {
         id: Id::OutageDuration,
         name: "outage_duration",
         otel: Some("dbcanary.outage.duration"),
-        help: "Reconnect latency per outage (detection to first successful probe), by kind",
+        help: "Reconnect latency per outage (detection to first successful probe), by kind at metrics = detailed",
         unit: Some(Unit::Seconds),
         instrument: Instrument::Histogram {
             buckets: &OUTAGE_BUCKETS,
@@ -308,6 +389,23 @@ pub static CATALOGUE: [Metric; 17] = [
         },
         label: Label::Kind,
         seed: Seed::Zero,
+        basic: Basic::Coarse {
+            label: Label::None,
+            buckets: &BASIC_OUTAGE_BUCKETS,
+        },
+    },
+    Metric {
+        id: Id::Outages,
+        name: "outages",
+        otel: Some("dbcanary.outages"),
+        help: "Ended outages, by kind",
+        unit: None,
+        instrument: Instrument::Counter,
+        label: Label::Kind,
+        // The outage histogram (seeded) counts every outage from the first;
+        // this one tells their kinds apart.
+        seed: Seed::FirstMeasurement,
+        basic: Basic::Same,
     },
     Metric {
         id: Id::OutageInProgress,
@@ -318,6 +416,7 @@ pub static CATALOGUE: [Metric; 17] = [
         instrument: Instrument::Gauge(Number::Float),
         label: Label::None,
         seed: Seed::State(outage_in_progress),
+        basic: Basic::Same,
     },
     Metric {
         id: Id::Failovers,
@@ -328,6 +427,7 @@ pub static CATALOGUE: [Metric; 17] = [
         instrument: Instrument::Counter,
         label: Label::Source,
         seed: Seed::Zero,
+        basic: Basic::Same,
     },
     Metric {
         id: Id::Restarts,
@@ -338,6 +438,7 @@ pub static CATALOGUE: [Metric; 17] = [
         instrument: Instrument::Counter,
         label: Label::None,
         seed: Seed::Zero,
+        basic: Basic::Same,
     },
     Metric {
         id: Id::ServerInfo,
@@ -348,6 +449,7 @@ pub static CATALOGUE: [Metric; 17] = [
         instrument: Instrument::Gauge(Number::Int),
         label: Label::Server,
         seed: Seed::State(server_info),
+        basic: Basic::Same,
     },
     Metric {
         id: Id::ConnectionAge,
@@ -358,6 +460,7 @@ pub static CATALOGUE: [Metric; 17] = [
         instrument: Instrument::Gauge(Number::Float),
         label: Label::None,
         seed: Seed::State(connection_age),
+        basic: Basic::Same,
     },
     Metric {
         id: Id::LastOutageEnd,
@@ -368,6 +471,7 @@ pub static CATALOGUE: [Metric; 17] = [
         instrument: Instrument::Gauge(Number::Float),
         label: Label::None,
         seed: Seed::FirstMeasurement,
+        basic: Basic::Same,
     },
     Metric {
         id: Id::CanaryRestarts,
@@ -377,7 +481,8 @@ pub static CATALOGUE: [Metric; 17] = [
         unit: None,
         instrument: Instrument::Counter,
         label: Label::None,
-        seed: Seed::Zero,
+        seed: Seed::FirstMeasurement,
+        basic: Basic::Same,
     },
     Metric {
         id: Id::AppRecoveryLag,
@@ -391,6 +496,10 @@ pub static CATALOGUE: [Metric; 17] = [
         },
         label: Label::Dependency,
         seed: Seed::Zero,
+        basic: Basic::Coarse {
+            label: Label::Dependency,
+            buckets: &BASIC_OUTAGE_BUCKETS,
+        },
     },
     Metric {
         id: Id::AppNotRecovered,
@@ -401,6 +510,7 @@ pub static CATALOGUE: [Metric; 17] = [
         instrument: Instrument::Gauge(Number::Int),
         label: Label::Dependency,
         seed: Seed::Zero,
+        basic: Basic::Same,
     },
     Metric {
         id: Id::AppUnrecovered,
@@ -411,6 +521,7 @@ pub static CATALOGUE: [Metric; 17] = [
         instrument: Instrument::Counter,
         label: Label::Dependency,
         seed: Seed::Zero,
+        basic: Basic::Same,
     },
 ];
 
@@ -426,6 +537,19 @@ pub struct AgentMetric {
 pub const BUILD_INFO: AgentMetric = AgentMetric {
     name: "build_info",
     help: "The agent itself (1)",
+};
+
+/// The agent's own lateness: how late its scheduling ticker woke, the
+/// most in the last [`crate::lag::WINDOW`].
+pub const SCHEDULING_LAG: AgentMetric = AgentMetric {
+    name: "agent_scheduling_lag",
+    help: "How late the agent's own ticker woke up, the most in the last 10 s: when it is high, probes and connects time out because of the agent, not the store",
+};
+
+/// Timeouts that the agent retried at once because it was late itself.
+pub const LATE_RETRIES: AgentMetric = AgentMetric {
+    name: "agent_late_timeouts",
+    help: "Probe and connect timeouts retried at once, not counted as the store's, because the agent itself was late",
 };
 
 /// What OTLP export lost, by `signal`.
@@ -488,7 +612,14 @@ mod tests {
                 assert!(names.insert(otel), "{otel} twice");
             }
         }
-        for a in [&BUILD_INFO, &OTLP_DROPPED, &AGENT_INFO, &AGENT_TARGETS] {
+        for a in [
+            &BUILD_INFO,
+            &OTLP_DROPPED,
+            &AGENT_INFO,
+            &AGENT_TARGETS,
+            &SCHEDULING_LAG,
+            &LATE_RETRIES,
+        ] {
             assert!(names.insert(a.name), "{} twice", a.name);
         }
     }
@@ -508,6 +639,45 @@ mod tests {
             } = m.instrument
             {
                 assert!(m.otel.is_some(), "{}: exemplars are trace ids", m.name);
+            }
+        }
+    }
+
+    /// The most series a target can have at `detail` (every label value
+    /// seen once), as the README's Metrics section lists them.
+    fn worst_case(detail: MetricDetail, space: &LabelSpace) -> usize {
+        CATALOGUE
+            .iter()
+            .filter_map(|m| m.form(detail))
+            .map(|f| {
+                let per_value = if f.buckets.is_empty() {
+                    1
+                } else {
+                    f.buckets.len() + 3
+                };
+                f.label.count(space) * per_value
+            })
+            .sum()
+    }
+
+    #[test]
+    fn a_basic_store_target_has_at_most_40_series() {
+        let store = LabelSpace::new(&[], &[]);
+        assert_eq!(worst_case(MetricDetail::Basic, &store), 40);
+        assert!(worst_case(MetricDetail::Detailed, &store) > 100);
+        // An application adds its own results and 11 per dependency.
+        let app = LabelSpace::new(&["status", "body"], &["db".to_string()]);
+        assert_eq!(worst_case(MetricDetail::Basic, &app), 40 + 2 + 11);
+        for m in &CATALOGUE {
+            if let Seed::ZeroFor(values) = m.seed {
+                let space = LabelSpace::default();
+                for v in values {
+                    assert!(
+                        m.label.values(&space).any(|l| l == Some(*v)),
+                        "{}: {v}",
+                        m.name
+                    );
+                }
             }
         }
     }

@@ -79,6 +79,7 @@ pub fn event(event: &Event) -> Vec<Change<'_>> {
                 Some(r.kind.as_str()),
                 Op::Observe(r.duration.as_secs_f64()),
             )];
+            changes.push(Change::new(Id::Outages, Some(r.kind.as_str()), Op::Add(1)));
             if r.kind == OutageKind::Restart {
                 changes.push(Change::new(Id::Restarts, None, Op::Add(1)));
             }

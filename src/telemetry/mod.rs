@@ -9,8 +9,7 @@
 //! view), `log` (the log line of each event), [`otlp`] (export) and
 //! `process` (the `process_*` metrics).
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
@@ -19,6 +18,7 @@ use tokio::time::Instant;
 use crate::apps::{AppTracker, Outcome};
 use crate::config::OtlpSettings;
 use crate::events::{Event, EventSink};
+use crate::lag::SchedulingLag;
 use crate::model::TargetInfo;
 
 pub mod catalogue;
@@ -32,13 +32,15 @@ pub mod state;
 
 use catalogue::LabelSpace;
 use otlp::{Otlp, OtlpError};
-use state::{States, TargetState};
+use state::{Filter, States, Summary, TargetState};
 
 /// Turns events into series, logs and API state.
 pub struct Recorder {
     registry: Registry,
     states: States,
     series: Arc<prometheus::Table>,
+    /// The agent's own lateness (exported with the series).
+    lag: Arc<SchedulingLag>,
     /// The OTLP consumer, when export is configured.
     otlp: Option<Otlp>,
     /// Applications and the drills of their dependencies.
@@ -68,10 +70,11 @@ impl Recorder {
     fn build(otlp: Option<&OtlpSettings>) -> Result<Self, OtlpError> {
         let states = States::default();
         let series = Arc::<prometheus::Table>::default();
+        let lag = Arc::new(SchedulingLag::new());
         let mut registry = Registry::default();
         registry.register_collector(Box::new(process::ProcessCollector));
         let ours = registry.sub_registry_with_prefix(catalogue::PREFIX);
-        prometheus::register(ours, &states, &series);
+        prometheus::register(ours, &states, &series, &lag);
         let agent = shard::AgentSeries::register(ours);
         let otlp = otlp
             .map(|settings| Otlp::build(settings, &states, ours))
@@ -80,6 +83,7 @@ impl Recorder {
             registry,
             states,
             series,
+            lag,
             otlp,
             apps: Mutex::default(),
             agent,
@@ -100,6 +104,12 @@ impl Recorder {
         }
     }
 
+    /// The agent's own lateness, which the canaries ask about and
+    /// `/metrics` exports.
+    pub fn lag(&self) -> Arc<SchedulingLag> {
+        self.lag.clone()
+    }
+
     /// Whether OTLP export is configured.
     pub fn exports(&self) -> bool {
         self.otlp.is_some()
@@ -112,17 +122,52 @@ impl Recorder {
         &self.registry
     }
 
-    /// A snapshot of every target's state.
-    pub fn targets(&self) -> Vec<TargetState> {
+    /// `{"targets": [...]}` for the targets `filter` selects, in name
+    /// order, as JSON. Each target is locked alone while it is written (no
+    /// copy of every state): the canaries go on meanwhile.
+    pub fn targets_json(&self, filter: &Filter) -> serde_json::Result<Vec<u8>> {
         self.check_apps();
-        let mut out: Vec<TargetState> = self.lock_states().values().cloned().collect();
-        let apps = self.apps.lock().expect("apps lock");
-        for st in &mut out {
-            if apps.is_app(&st.name) {
-                st.dependencies = apps.drills(&st.name);
+        let handles = match &filter.target {
+            Some(name) => self.states.get(name).into_iter().collect(),
+            None => self.states.handles(),
+        };
+        let mut out = Vec::with_capacity(64 + handles.len() * 512);
+        out.extend_from_slice(b"{\"targets\":[");
+        let mut first = true;
+        for h in &handles {
+            let st = state::lock(h);
+            if !filter.selects(&st) {
+                continue;
+            }
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
+            let drills = {
+                let apps = self.apps.lock().expect("apps lock");
+                apps.is_app(&st.name).then(|| apps.drills(&st.name))
+            };
+            match drills {
+                // An application shows its dependencies' last drills.
+                Some(dependencies) => {
+                    let mut app = st.clone();
+                    app.dependencies = dependencies;
+                    serde_json::to_writer(&mut out, &app)?;
+                }
+                None => serde_json::to_writer(&mut out, &*st)?,
             }
         }
-        out
+        out.extend_from_slice(b"]}");
+        Ok(out)
+    }
+
+    /// Counts per state and store, and the targets down now.
+    pub fn summary(&self, now: Instant) -> Summary {
+        self.check_apps();
+        let mut summary = Summary::default();
+        for h in self.states.handles() {
+            summary.add(&state::lock(&h), now);
+        }
+        summary.finish()
     }
 
     /// Whether any application target depends on another target.
@@ -148,23 +193,22 @@ impl Recorder {
     /// count.
     pub fn add_target(&self, t: &TargetInfo, depends_on: &[String], deadline: Duration) {
         let labels = LabelSpace::new(t.own_results, depends_on);
-        let kept = {
-            let mut states = self.lock_states();
-            match states.get_mut(&t.name) {
-                Some(st)
-                    if st.store == t.store
-                        && self.series.labels_of(&t.name).as_ref() == Some(&labels) =>
-                {
+        let kept = match self.states.get(&t.name) {
+            Some(h) => {
+                let mut st = state::lock(&h);
+                let same = st.store == t.store
+                    && self.series.layout_of(&t.name).as_ref() == Some(&(labels.clone(), t.detail));
+                if same {
                     st.instance = t.instance;
                     st.endpoint.clone_from(&t.endpoint);
-                    true
                 }
-                _ => {
-                    states.insert(t.name.clone(), TargetState::new(t));
-                    false
-                }
+                same
             }
+            None => false,
         };
+        if !kept {
+            self.states.insert(TargetState::new(t));
+        }
         {
             let mut apps = self.apps.lock().expect("apps lock");
             apps.remove(&t.name);
@@ -192,25 +236,19 @@ impl Recorder {
     /// Removes a target's state and every series it had, unless another
     /// canary of it took over since (see [`Recorder::add_target`]).
     pub fn remove_target(&self, t: &TargetInfo) {
+        if self
+            .states
+            .get(&t.name)
+            .is_some_and(|h| state::lock(&h).instance != t.instance)
         {
-            let mut states = self.lock_states();
-            if states
-                .get(&t.name)
-                .is_some_and(|st| st.instance != t.instance)
-            {
-                return;
-            }
-            states.remove(&t.name);
+            return;
         }
+        self.states.remove(&t.name);
         self.apps.lock().expect("apps lock").remove(&t.name);
         self.series.remove(&t.name);
         if let Some(o) = &self.otlp {
             o.remove_target(t);
         }
-    }
-
-    fn lock_states(&self) -> MutexGuard<'_, BTreeMap<String, TargetState>> {
-        self.states.lock().expect("state lock")
     }
 
     /// Turns app recovery outcomes into series, log lines, API events and
@@ -225,8 +263,8 @@ impl Recorder {
             let Some(message) = log::outcome(&o) else {
                 continue;
             };
-            if let Some(st) = self.lock_states().get_mut(app) {
-                st.remember(&Event::Notice { message });
+            if let Some(h) = self.states.get(app) {
+                state::lock(&h).remember(&Event::Notice { message });
             }
         }
     }
@@ -236,11 +274,10 @@ impl EventSink for Recorder {
     fn emit(&self, t: &TargetInfo, event: &Event) {
         // Events of a target no longer registered, or of a canary another
         // one replaced, are dropped.
-        if self
-            .lock_states()
-            .get(&t.name)
-            .is_none_or(|st| st.instance != t.instance)
-        {
+        let Some(handle) = self.states.get(&t.name) else {
+            return;
+        };
+        if state::lock(&handle).instance != t.instance {
             return;
         }
         let changes = measure::event(event);
@@ -252,11 +289,12 @@ impl EventSink for Recorder {
             .as_ref()
             .and_then(|o| o.on_event(t, event, &changes));
         self.series.apply(&t.name, &changes, trace_id.as_deref());
-        let first = self
-            .lock_states()
-            .get_mut(&t.name)
-            .is_some_and(|st| st.apply(event));
-        log::event(t, event, first);
+        // A probe changes neither the state nor the log: the most frequent
+        // event stays cheap.
+        if !matches!(event, Event::Probe { .. }) {
+            let first = state::lock(&handle).apply(event);
+            log::event(t, event, first);
+        }
         let outcomes = {
             let mut apps = self.apps.lock().expect("apps lock");
             let outcomes = apps.on_event(&t.name, event, Instant::now());

@@ -25,11 +25,13 @@ use prometheus_client::registry::{self, Registry};
 use tokio::time::Instant;
 
 use super::catalogue::{
-    BUILD_INFO, CATALOGUE, Id, Instrument, Label, LabelSpace, Metric, Number, Read, Seed, Unit,
+    BUILD_INFO, CATALOGUE, COUNT, Form, Instrument, LATE_RETRIES, Label, LabelSpace, Metric,
+    Number, Read, SCHEDULING_LAG, Seed, Unit,
 };
 use super::measure::{Change, Op};
-use super::state::{States, TargetState};
-use crate::model::{REVISION, TargetInfo, VERSION};
+use super::state::{self, Shared, States, TargetState};
+use crate::lag::SchedulingLag;
+use crate::model::{MetricDetail, REVISION, TargetInfo, VERSION};
 
 /// The exemplar of an observation: its span's trace.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -43,9 +45,14 @@ struct BuildLabels {
     revision: String,
 }
 
-/// Registers the build info and the collector of every target series
-/// in `registry` (the `dbcanary_` one).
-pub fn register(registry: &mut Registry, states: &States, table: &Arc<Table>) {
+/// Registers the build info, the agent's own lateness and the collector
+/// of every target series in `registry` (the `dbcanary_` one).
+pub fn register(
+    registry: &mut Registry,
+    states: &States,
+    table: &Arc<Table>,
+    lag: &Arc<SchedulingLag>,
+) {
     let build = Family::<BuildLabels, Gauge>::default();
     build
         .get_or_create(&BuildLabels {
@@ -54,10 +61,34 @@ pub fn register(registry: &mut Registry, states: &States, table: &Arc<Table>) {
         })
         .set(1);
     registry.register(BUILD_INFO.name, BUILD_INFO.help, build);
+    registry.register_collector(Box::new(AgentLag(lag.clone())));
     registry.register_collector(Box::new(Exposition {
         states: states.clone(),
         table: table.clone(),
     }));
+}
+
+/// The agent's own lateness and the timeouts it retried because of it.
+#[derive(Debug)]
+struct AgentLag(Arc<SchedulingLag>);
+
+impl Collector for AgentLag {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let lag = encoder.encode_descriptor(
+            SCHEDULING_LAG.name,
+            &format!("{}.", SCHEDULING_LAG.help),
+            Some(&SECONDS),
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.0.recent_max().as_secs_f64()).encode(lag)?;
+        let retries = encoder.encode_descriptor(
+            LATE_RETRIES.name,
+            &format!("{}.", LATE_RETRIES.help),
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.0.retries()).encode(retries)
+    }
 }
 
 /// Where a stored metric's values live in a [`Series`].
@@ -70,18 +101,12 @@ enum Kept {
     Exemplars,
 }
 
-/// Where the values of a metric come from on `/metrics`.
-#[derive(Clone, Copy)]
-enum Source {
-    Kept(Kept),
-    Read(Read),
-}
-
-fn source(m: &Metric) -> Source {
-    if let Seed::State(read) = m.seed {
-        return Source::Read(read);
+/// How a metric is kept, when it is kept rather than read from the state.
+fn kept(m: &Metric) -> Option<Kept> {
+    if let Seed::State(_) = m.seed {
+        return None;
     }
-    Source::Kept(match m.instrument {
+    Some(match m.instrument {
         Instrument::Counter => Kept::Counter,
         Instrument::Gauge(_) => Kept::Gauge,
         Instrument::Histogram {
@@ -93,20 +118,7 @@ fn source(m: &Metric) -> Source {
     })
 }
 
-/// Whether `m` is kept as `kind`.
-fn kept_as(m: &Metric, kind: Kept) -> bool {
-    matches!(source(m), Source::Kept(k) if k == kind)
-}
-
-/// The bucket bounds of a histogram metric (none for other instruments).
-fn bounds(m: &Metric) -> &'static [f64] {
-    match m.instrument {
-        Instrument::Histogram { buckets, .. } => buckets,
-        Instrument::Counter | Instrument::Gauge(_) => &[],
-    }
-}
-
-/// A histogram's counts; its bounds are the catalogue's. The buckets are
+/// A histogram's counts; its bounds are its form's. The buckets are
 /// allocated with the first observation.
 #[derive(Debug, Default)]
 struct Hist {
@@ -139,12 +151,25 @@ fn encode_hist(mut enc: MetricEncoder, bounds: &[f64], h: &Hist) -> Result<(), s
     enc.encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)
 }
 
+/// Where a target's values of one metric are: how they are kept, where
+/// they start, and the label and buckets they have at the target's detail.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    kind: Kept,
+    base: usize,
+    form: Form,
+}
+
 /// One target's stored series.
 #[derive(Debug)]
 struct Series {
     target: String,
     store: &'static str,
     labels: LabelSpace,
+    detail: MetricDetail,
+    /// By catalogue entry; none: read from the state, or no series at
+    /// this detail.
+    slots: [Option<Slot>; COUNT],
     counters: Box<[u64]>,
     /// None: not set yet (no series).
     gauges: Box<[Option<f64>]>,
@@ -155,61 +180,69 @@ struct Series {
 
 impl Series {
     fn new(t: &TargetInfo, labels: LabelSpace) -> Self {
-        let len = |kind| -> usize {
-            CATALOGUE
-                .iter()
-                .filter(|m| kept_as(m, kind))
-                .map(|m| m.label.count(&labels))
-                .sum()
-        };
+        let mut slots = [None; COUNT];
+        let mut lens = [0usize; 4];
+        for m in &CATALOGUE {
+            let (Some(kind), Some(form)) = (kept(m), m.form(t.detail)) else {
+                continue;
+            };
+            let len = &mut lens[kind as usize];
+            slots[m.id as usize] = Some(Slot {
+                kind,
+                base: *len,
+                form,
+            });
+            *len += form.label.count(&labels);
+        }
         let mut s = Self {
             target: t.name.clone(),
             store: t.store.label(),
-            counters: vec![0; len(Kept::Counter)].into(),
-            gauges: vec![None; len(Kept::Gauge)].into(),
+            detail: t.detail,
+            slots,
+            counters: vec![0; lens[Kept::Counter as usize]].into(),
+            gauges: vec![None; lens[Kept::Gauge as usize]].into(),
             histograms: iter::repeat_with(Hist::default)
-                .take(len(Kept::Histogram))
+                .take(lens[Kept::Histogram as usize])
                 .collect(),
             exemplars: iter::repeat_with(|| None)
-                .take(len(Kept::Exemplars))
+                .take(lens[Kept::Exemplars as usize])
                 .collect(),
             labels,
         };
-        for m in CATALOGUE.iter().filter(|m| matches!(m.seed, Seed::Zero)) {
-            if kept_as(m, Kept::Gauge) {
-                let base = s.base(m.id, Kept::Gauge);
-                let n = m.label.count(&s.labels);
-                s.gauges[base..base + n].fill(Some(0.0));
+        for m in &CATALOGUE {
+            let Some(slot) = s.slots[m.id as usize].filter(|s| s.kind == Kept::Gauge) else {
+                continue;
+            };
+            for (i, value) in slot.form.label.values(&s.labels).enumerate() {
+                if m.seeded(value) {
+                    s.gauges[slot.base + i] = Some(0.0);
+                }
             }
         }
         s
     }
 
-    /// Where the values of `id` start among those kept as `kind`.
-    fn base(&self, id: Id, kind: Kept) -> usize {
-        CATALOGUE[..id as usize]
-            .iter()
-            .filter(|m| kept_as(m, kind))
-            .map(|m| m.label.count(&self.labels))
-            .sum()
-    }
-
     fn apply(&mut self, c: &Change, exemplar: Option<&str>) {
-        let m = c.metric.metric();
-        let Source::Kept(kind) = source(m) else {
+        let Some(slot) = self.slots[c.metric as usize] else {
             return;
         };
-        // A label value the target does not have (none is ever emitted).
-        let Some(i) = m.label.values(&self.labels).position(|v| v == c.label) else {
-            return;
+        // The value's place: a label the form dropped takes every change
+        // in its one series; a value the target does not have is none.
+        let i = match slot.form.label {
+            Label::None => 0,
+            label => match label.values(&self.labels).position(|v| v == c.label) {
+                Some(i) => i,
+                None => return,
+            },
         };
-        let i = self.base(m.id, kind) + i;
-        match (kind, c.op) {
+        let i = slot.base + i;
+        let bounds = slot.form.buckets;
+        match (slot.kind, c.op) {
             (Kept::Counter, Op::Add(n)) => self.counters[i] += n,
             (Kept::Gauge, Op::Set(v)) => self.gauges[i] = Some(v),
-            (Kept::Histogram, Op::Observe(v)) => self.histograms[i].observe(bounds(m), v),
+            (Kept::Histogram, Op::Observe(v)) => self.histograms[i].observe(bounds, v),
             (Kept::Exemplars, Op::Observe(v)) => self.exemplars[i]
-                .get_or_insert_with(|| HistogramWithExemplars::new(bounds(m).iter().copied()))
+                .get_or_insert_with(|| HistogramWithExemplars::new(bounds.iter().copied()))
                 .observe(
                     v,
                     exemplar.map(|t| TraceLabels {
@@ -222,49 +255,58 @@ impl Series {
         }
     }
 
-    /// Whether the `i`th value kept as `kind` is a series now.
-    fn present(&self, m: &Metric, kind: Kept, i: usize) -> bool {
-        let seeded = matches!(m.seed, Seed::Zero);
-        match kind {
-            Kept::Counter => seeded || self.counters[i] > 0,
-            Kept::Gauge => self.gauges[i].is_some(),
-            Kept::Histogram => seeded || self.histograms[i].count > 0,
-            Kept::Exemplars => seeded || self.exemplars[i].is_some(),
+    /// Whether the `i`th value of `slot` (label value `value`) is a
+    /// series now.
+    fn present(&self, m: &Metric, slot: Slot, i: usize, value: Option<&str>) -> bool {
+        let seeded = m.seeded(value);
+        let j = slot.base + i;
+        match slot.kind {
+            Kept::Counter => seeded || self.counters[j] > 0,
+            Kept::Gauge => self.gauges[j].is_some(),
+            Kept::Histogram => seeded || self.histograms[j].count > 0,
+            Kept::Exemplars => seeded || self.exemplars[j].is_some(),
         }
     }
 
-    fn any(&self, m: &Metric, kind: Kept) -> bool {
-        let base = self.base(m.id, kind);
-        (base..base + m.label.count(&self.labels)).any(|i| self.present(m, kind, i))
+    fn any(&self, m: &Metric) -> bool {
+        let Some(slot) = self.slots[m.id as usize] else {
+            return false;
+        };
+        slot.form
+            .label
+            .values(&self.labels)
+            .enumerate()
+            .any(|(i, v)| self.present(m, slot, i, v))
     }
 
     /// Encodes this target's series of `m` into its family.
-    fn encode(
-        &self,
-        m: &Metric,
-        kind: Kept,
-        family: &mut MetricEncoder,
-    ) -> Result<(), std::fmt::Error> {
-        let base = self.base(m.id, kind);
-        for (i, value) in m.label.values(&self.labels).enumerate() {
-            let i = base + i;
-            if !self.present(m, kind, i) {
+    fn encode(&self, m: &Metric, family: &mut MetricEncoder) -> Result<(), std::fmt::Error> {
+        let Some(slot) = self.slots[m.id as usize] else {
+            return Ok(());
+        };
+        for (i, value) in slot.form.label.values(&self.labels).enumerate() {
+            if !self.present(m, slot, i, value) {
                 continue;
             }
+            let j = slot.base + i;
             let pairs = [
                 ("target", self.target.as_str()),
                 ("store", self.store),
-                (m.label.key().unwrap_or_default(), value.unwrap_or_default()),
+                (
+                    slot.form.label.key().unwrap_or_default(),
+                    value.unwrap_or_default(),
+                ),
             ];
             let labels = &pairs[..if value.is_some() { 3 } else { 2 }];
             let enc = family.encode_family(&labels)?;
-            match kind {
-                Kept::Counter => ConstCounter::new(self.counters[i]).encode(enc)?,
-                Kept::Gauge => encode_gauge(m, self.gauges[i].unwrap_or_default(), enc)?,
-                Kept::Histogram => encode_hist(enc, bounds(m), &self.histograms[i])?,
-                Kept::Exemplars => match &self.exemplars[i] {
+            let bounds = slot.form.buckets;
+            match slot.kind {
+                Kept::Counter => ConstCounter::new(self.counters[j]).encode(enc)?,
+                Kept::Gauge => encode_gauge(m, self.gauges[j].unwrap_or_default(), enc)?,
+                Kept::Histogram => encode_hist(enc, bounds, &self.histograms[j])?,
+                Kept::Exemplars => match &self.exemplars[j] {
                     Some(h) => h.encode(enc)?,
-                    None => encode_hist(enc, bounds(m), &Hist::default())?,
+                    None => encode_hist(enc, bounds, &Hist::default())?,
                 },
             }
         }
@@ -294,11 +336,11 @@ impl Table {
             .insert(t.name.clone(), Arc::new(Mutex::new(Series::new(t, labels))));
     }
 
-    /// The label values a target's series were made for.
-    pub fn labels_of(&self, name: &str) -> Option<LabelSpace> {
+    /// The label values and the detail a target's series were made for.
+    pub fn layout_of(&self, name: &str) -> Option<(LabelSpace, MetricDetail)> {
         let series = self.lock().get(name).cloned()?;
-        let labels = lock(&series).labels.clone();
-        Some(labels)
+        let s = lock(&series);
+        Some((s.labels.clone(), s.detail))
     }
 
     /// Drops every series of a target.
@@ -357,37 +399,37 @@ impl Exposition {
     fn encode_stored(
         encoder: &mut DescriptorEncoder,
         m: &Metric,
-        kind: Kept,
         series: &[Arc<Mutex<Series>>],
     ) -> Result<(), std::fmt::Error> {
-        if !series.iter().any(|s| lock(s).any(m, kind)) {
+        if !series.iter().any(|s| lock(s).any(m)) {
             return Ok(());
         }
         let mut family = descriptor(encoder, m)?;
         for s in series {
-            lock(s).encode(m, kind, &mut family)?;
+            lock(s).encode(m, &mut family)?;
         }
         Ok(())
     }
 
+    /// The gauges read from the states: each target is locked alone while
+    /// its line is written.
     fn encode_read(
-        &self,
         encoder: &mut DescriptorEncoder,
         m: &Metric,
         read: Read,
+        states: &[Shared],
         now: Instant,
     ) -> Result<(), std::fmt::Error> {
-        let states = self.states.lock().expect("state lock");
-        let mut rows = states
-            .values()
-            .filter_map(|st| read(st, now).map(|v| (st, v)))
-            .peekable();
-        if rows.peek().is_none() {
+        if !states.iter().any(|h| read(&state::lock(h), now).is_some()) {
             return Ok(());
         }
         let mut family = descriptor(encoder, m)?;
-        for (st, v) in rows {
-            let (pairs, n) = read_labels(m.label, st);
+        for h in states {
+            let st = state::lock(h);
+            let Some(v) = read(&st, now) else {
+                continue;
+            };
+            let (pairs, n) = read_labels(m.label, &st);
             let labels = &pairs[..n];
             encode_gauge(m, v, family.encode_family(&labels)?)?;
         }
@@ -422,10 +464,11 @@ impl Collector for Exposition {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let now = Instant::now();
         let series: Vec<Arc<Mutex<Series>>> = self.table.lock().values().cloned().collect();
+        let states = self.states.handles();
         for m in &CATALOGUE {
-            match source(m) {
-                Source::Read(read) => self.encode_read(&mut encoder, m, read, now)?,
-                Source::Kept(kind) => Self::encode_stored(&mut encoder, m, kind, &series)?,
+            match m.seed {
+                Seed::State(read) => Self::encode_read(&mut encoder, m, read, &states, now)?,
+                _ => Self::encode_stored(&mut encoder, m, &series)?,
             }
         }
         Ok(())
@@ -441,31 +484,41 @@ mod tests {
     use super::*;
     use crate::events::{Event, OutageReport};
     use crate::model::{DisconnectCause, Identity, OutageKind, ProbeResult, StoreKind};
-    use crate::telemetry::catalogue::PREFIX;
+    use crate::telemetry::catalogue::{BASIC_OUTAGE_BUCKETS, Id, PREFIX};
     use crate::telemetry::measure;
 
-    fn target(name: &str, store: StoreKind) -> TargetInfo {
+    fn target(name: &str, store: StoreKind, detail: MetricDetail) -> TargetInfo {
         TargetInfo {
             name: name.into(),
             store,
             endpoint: "127.0.0.1:1".into(),
             own_results: &[],
             instance: 1,
+            detail,
         }
     }
 
-    /// A registry with a connected Redis target that had one outage, and an
-    /// app depending on it; the OpenMetrics text of it.
+    /// A registry with two connected Redis targets that had one outage
+    /// each (`cache` at `metrics = "detailed"`, whose canary also panicked
+    /// once, and `plain` at `basic`), and an app depending on `cache`; the
+    /// OpenMetrics text of it.
     fn exposition(exemplar: Option<&str>) -> String {
         let (states, table) = (States::default(), Arc::<Table>::default());
         let mut registry = Registry::default();
-        register(registry.sub_registry_with_prefix(PREFIX), &states, &table);
-        let (cache, shop) = (
-            target("cache", StoreKind::Redis),
-            target("shop", StoreKind::Http),
+        let lag = Arc::new(SchedulingLag::new());
+        register(
+            registry.sub_registry_with_prefix(PREFIX),
+            &states,
+            &table,
+            &lag,
+        );
+        let (cache, plain, shop) = (
+            target("cache", StoreKind::Redis, MetricDetail::Detailed),
+            target("plain", StoreKind::Redis, MetricDetail::Basic),
+            target("shop", StoreKind::Http, MetricDetail::Basic),
         );
         let deps = ["cache".to_string()];
-        for (t, deps) in [(&cache, &[][..]), (&shop, &deps[..])] {
+        for (t, deps) in [(&cache, &[][..]), (&plain, &[][..]), (&shop, &deps[..])] {
             let mut st = TargetState::new(t);
             st.apply(&Event::Connected {
                 identity: Identity {
@@ -473,7 +526,7 @@ mod tests {
                     ..Default::default()
                 },
             });
-            states.lock().unwrap().insert(t.name.clone(), st);
+            states.insert(st);
             table.add(t, LabelSpace::new(t.own_results, deps));
         }
         let restored = Event::Restored(Box::new(OutageReport {
@@ -500,7 +553,9 @@ mod tests {
         };
         for e in [&restored, &probe, &connect] {
             table.apply("cache", &measure::event(e), exemplar);
+            table.apply("plain", &measure::event(e), exemplar);
         }
+        table.apply("cache", &[measure::CANARY_RESTART], None);
         let mut text = String::new();
         encode(&mut text, &registry).unwrap();
         text
@@ -548,9 +603,19 @@ mod tests {
                 .count()
         };
         let outages = Id::OutageDuration.metric();
-        assert_eq!(count(outages, "shop"), OutageKind::ALL.len(), "{text}");
+        assert_eq!(count(outages, "cache"), OutageKind::ALL.len(), "{text}");
+        // At basic, one histogram for every kind, and the kinds counted.
+        assert_eq!(count(outages, "shop"), 1, "{text}");
+        let outages_total = Id::Outages.metric();
+        assert_eq!(count(outages_total, "plain"), 1, "{text}");
+        assert_eq!(count(outages_total, "shop"), 0, "{text}");
         assert_eq!(count(Id::ProbeDuration.metric(), "shop"), 0);
+        assert_eq!(count(Id::ProbeDuration.metric(), "plain"), 0);
         assert_eq!(count(Id::ProbeDuration.metric(), "cache"), 1);
+        assert_eq!(count(Id::CanaryRestarts.metric(), "plain"), 0);
+        assert_eq!(count(Id::CanaryRestarts.metric(), "cache"), 1);
+        let attempts = Id::ConnectAttempts.metric();
+        assert_eq!(count(attempts, "plain"), 1, "only ok is seeded: {text}");
         assert_eq!(count(Id::LastOutageEnd.metric(), "shop"), 0);
         assert_eq!(count(Id::AppNotRecovered.metric(), "shop"), 1);
         assert_eq!(count(Id::AppNotRecovered.metric(), "cache"), 0);
@@ -559,6 +624,30 @@ mod tests {
             Id::ServerInfo.metric().name
         );
         assert!(text.contains(&who), "{text}");
+    }
+
+    #[test]
+    fn a_basic_target_has_few_series_and_its_outage_buckets_no_kind() {
+        let text = exposition(None);
+        let plain: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("target=\"plain\""))
+            .collect();
+        assert!(plain.len() <= 40, "{}", plain.join("\n"));
+        let buckets: Vec<&&str> = plain
+            .iter()
+            .filter(|l| l.starts_with("dbcanary_outage_duration_seconds_bucket"))
+            .collect();
+        assert_eq!(buckets.len(), BASIC_OUTAGE_BUCKETS.len() + 1, "{buckets:?}");
+        assert!(buckets.iter().all(|l| !l.contains("kind=")), "{buckets:?}");
+        assert!(
+            plain.contains(
+                &"dbcanary_outages_total{target=\"plain\",store=\"redis\",kind=\"network\"} 1"
+            ),
+            "{plain:?}"
+        );
+        assert!(text.contains("# TYPE dbcanary_agent_scheduling_lag_seconds gauge\n"));
+        assert!(text.contains("# TYPE dbcanary_agent_late_timeouts counter\n"));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! the outage in progress, who answers) are read from here when exported.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -19,7 +19,60 @@ use crate::model::{AttemptResult, DisconnectCause, Identity, StoreKind, TargetIn
 pub const EVENTS_KEPT: usize = 50;
 
 /// Every target's state, by name.
-pub type States = Arc<Mutex<BTreeMap<String, TargetState>>>;
+pub type States = Arc<StateMap>;
+
+/// One target's state, locked on its own.
+pub type Shared = Arc<Mutex<TargetState>>;
+
+/// Every target's state, each behind its own lock: a canary's event locks
+/// its target alone, and a scrape or an API read takes the handles and
+/// then each target in turn, so that neither holds every canary up while
+/// it encodes thousands of targets.
+#[derive(Debug, Default)]
+pub struct StateMap {
+    targets: Mutex<BTreeMap<String, Shared>>,
+}
+
+impl StateMap {
+    fn map(&self) -> MutexGuard<'_, BTreeMap<String, Shared>> {
+        self.targets.lock().expect("state map lock")
+    }
+
+    /// The state of `name`.
+    pub fn get(&self, name: &str) -> Option<Shared> {
+        self.map().get(name).cloned()
+    }
+
+    /// Adds (or replaces) a target's state.
+    pub fn insert(&self, st: TargetState) {
+        self.map().insert(st.name.clone(), Arc::new(Mutex::new(st)));
+    }
+
+    /// Removes the state of `name`.
+    pub fn remove(&self, name: &str) {
+        self.map().remove(name);
+    }
+
+    /// Every target's state, in name order.
+    pub fn handles(&self) -> Vec<Shared> {
+        self.map().values().cloned().collect()
+    }
+
+    /// How many targets there are.
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    /// Whether there is no target.
+    pub fn is_empty(&self) -> bool {
+        self.map().is_empty()
+    }
+}
+
+/// Locks one target's state.
+pub fn lock(st: &Shared) -> MutexGuard<'_, TargetState> {
+    st.lock().expect("state lock")
+}
 
 /// Where a target stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -32,6 +85,107 @@ pub enum Phase {
     /// An outage is in progress.
     Down,
     Stopped,
+}
+
+impl Phase {
+    /// Every phase, as the API spells them.
+    pub const ALL: [Self; 4] = [Self::Connecting, Self::Up, Self::Down, Self::Stopped];
+
+    /// The API's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connecting => "connecting",
+            Self::Up => "up",
+            Self::Down => "down",
+            Self::Stopped => "stopped",
+        }
+    }
+
+    /// The phase the API calls `s`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+/// Which targets an API read selects (`?target=`, `?state=`, `?store=`);
+/// every one when empty.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filter {
+    pub target: Option<String>,
+    pub state: Option<Phase>,
+    /// A `store` label value (`redis` selects Sentinel targets too).
+    pub store: Option<String>,
+}
+
+impl Filter {
+    /// Whether `st` is selected.
+    pub fn selects(&self, st: &TargetState) -> bool {
+        self.target.as_ref().is_none_or(|n| *n == st.name)
+            && self.state.is_none_or(|p| p == st.state)
+            && self.store.as_ref().is_none_or(|k| k == st.store.label())
+    }
+}
+
+/// `?view=summary`: how many targets are in each state, per store too, and
+/// the targets in an outage now, the longest first, so that a UI need not
+/// fetch every target.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    pub targets: usize,
+    /// Targets per state (every state, zeros included).
+    pub states: BTreeMap<&'static str, usize>,
+    /// Targets per store and state.
+    pub stores: BTreeMap<&'static str, BTreeMap<&'static str, usize>>,
+    /// Ended outages of every target since the agent started.
+    pub outages: u64,
+    pub down: Vec<DownTarget>,
+}
+
+/// A target in an outage now, in the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct DownTarget {
+    pub name: String,
+    #[serde(serialize_with = "ser_store")]
+    pub store: StoreKind,
+    pub state: Phase,
+    /// The outage so far, in seconds.
+    pub outage_s: f64,
+    #[serde(flatten)]
+    pub outage: CurrentOutage,
+}
+
+impl Summary {
+    /// Counts `st` in.
+    pub fn add(&mut self, st: &TargetState, now: Instant) {
+        if self.states.is_empty() {
+            self.states = Phase::ALL.iter().map(|p| (p.as_str(), 0)).collect();
+        }
+        self.targets += 1;
+        *self.states.entry(st.state.as_str()).or_default() += 1;
+        let per_store = self
+            .stores
+            .entry(st.store.label())
+            .or_insert_with(|| Phase::ALL.iter().map(|p| (p.as_str(), 0)).collect());
+        *per_store.entry(st.state.as_str()).or_default() += 1;
+        self.outages += st.outages;
+        if let Some(o) = &st.current_outage
+            && st.state != Phase::Stopped
+        {
+            self.down.push(DownTarget {
+                name: st.name.clone(),
+                store: st.store,
+                state: st.state,
+                outage_s: now.saturating_duration_since(o.since_mono).as_secs_f64(),
+                outage: o.clone(),
+            });
+        }
+    }
+
+    /// Puts the longest outages first, once every target is counted.
+    pub fn finish(mut self) -> Self {
+        self.down.sort_by_key(|d| d.outage.since_mono);
+        self
+    }
 }
 
 /// An outage in progress, as the API shows it.
@@ -104,7 +258,9 @@ impl TargetState {
             last_outage: None,
             outages: 0,
             dependencies: BTreeMap::new(),
-            events: VecDeque::with_capacity(EVENTS_KEPT),
+            // Grown as events come: most targets keep a few, and 50
+            // preallocated events cost 12 KiB a target.
+            events: VecDeque::new(),
         }
     }
 

@@ -502,8 +502,8 @@ impl Counter {
     }
 }
 
-/// Ended outages by `kind` (the outage histogram's counts).
-pub const OUTAGES: Counter = Counter::by("dbcanary_outage_duration_seconds_count", "kind");
+/// Ended outages by `kind`.
+pub const OUTAGES: Counter = Counter::by("dbcanary_outages_total", "kind");
 /// Connection attempts by `result`.
 pub const ATTEMPTS: Counter = Counter::by("dbcanary_connect_attempts_total", "result");
 /// Lost connections by `cause`.
@@ -521,7 +521,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Outages of `target` so far, of any kind (the outage histogram counts).
+    /// Outages of `target` so far, of any kind.
     pub fn outages(&self, target: &str) -> f64 {
         self.sum(OUTAGES.name, &[("target", target)])
     }

@@ -44,10 +44,10 @@ impl Instruments {
     /// cannot be seeded: it starts with its first observation).
     pub(super) fn seed(&self, target: &str, store: StoreKind, labels: &LabelSpace) {
         for (m, instrument) in CATALOGUE.iter().zip(&self.by_id) {
-            let (Seed::Zero, Some(instrument)) = (m.seed, instrument) else {
+            let Some(instrument) = instrument else {
                 continue;
             };
-            for value in m.label.values(labels) {
+            for value in m.label.values(labels).filter(|v| m.seeded(*v)) {
                 let a = attrs(target, store, m, value);
                 match instrument {
                     Instrument::Counter(i) => i.add(0, &a),
@@ -143,9 +143,12 @@ fn build(meter: &Meter, m: &'static Metric, name: &'static str, states: &States)
 /// longer observed) and hands each value on with its attributes.
 fn observe(states: &States, read: Read, mut f: impl FnMut(f64, &[KeyValue])) {
     let now = Instant::now();
-    let states = states.lock().expect("state lock");
-    for st in states.values().filter(|s| s.state != Phase::Stopped) {
-        if let Some(v) = read(st, now) {
+    for h in states.handles() {
+        let st = crate::telemetry::state::lock(&h);
+        if st.state == Phase::Stopped {
+            continue;
+        }
+        if let Some(v) = read(&st, now) {
             f(v, &attributes::target(&st.name, st.store));
         }
     }
@@ -283,11 +286,9 @@ mod tests {
             endpoint: "127.0.0.1:1".into(),
             own_results: &[],
             instance: 1,
+            detail: Default::default(),
         };
-        states
-            .lock()
-            .unwrap()
-            .insert(t.name.clone(), TargetState::new(&t));
+        states.insert(TargetState::new(&t));
         let m = Instruments::new(&provider.meter("test"), &states);
         m.seed(
             &t.name,
@@ -319,6 +320,7 @@ mod tests {
         for e in [&restored, &probe, &connect] {
             m.apply(&t.name, t.store, &measure::event(e));
         }
+        m.apply(&t.name, t.store, &[measure::CANARY_RESTART]);
         let recovered = Outcome::Recovered {
             app: t.name.clone(),
             dependency: "cache".into(),

@@ -400,6 +400,7 @@ mod tests {
             endpoint: "10.0.0.1:6379".into(),
             own_results: &[],
             instance: 1,
+            detail: Default::default(),
         }
     }
 
