@@ -90,6 +90,9 @@ struct Outage {
     /// When the last failed attempt ended.
     last_failed_end: Option<Instant>,
     budget_limited: bool,
+    /// An attempt was refused: nothing listened on the port (evidence of a
+    /// restart when the uptimes cannot tell).
+    refused: bool,
 }
 
 /// Where the canary stands.
@@ -290,6 +293,7 @@ impl<S: Store> Canary<S> {
             attempts: 0,
             last_failed_end: None,
             budget_limited: false,
+            refused: false,
         }
     }
 
@@ -390,6 +394,7 @@ impl<S: Store> Canary<S> {
                     });
                     o.attempts += 1;
                     o.last_failed_end = Some(attempt_end);
+                    o.refused |= result == ConnectResult::Refused;
                     let into_outage = attempt_end - o.loss.at;
                     let until = backoff.next_attempt(result, attempt_start, into_outage);
                     loop {
@@ -426,7 +431,7 @@ impl<S: Store> Canary<S> {
             .map_or(Duration::ZERO, |e| loss.latest.saturating_duration_since(e));
         let end_width = end - end_earliest;
         let longest = loss.earliest.map(|e| end.saturating_duration_since(e));
-        let c = classify(before, after, longest.unwrap_or(duration));
+        let c = classify(before, after, longest.unwrap_or(duration), o.refused);
         let wall = |t| o.anchor.wall(t);
         let report = OutageReport {
             started_at: wall(loss.at),

@@ -29,7 +29,14 @@ fn class(kind: OutageKind, reason: impl Into<String>) -> Classification {
 /// same server still running → network; else unknown.
 ///
 /// `before` is `None` when the canary never had a connection before.
-pub fn classify(before: Option<&Identity>, after: &Identity, outage: Duration) -> Classification {
+/// `refused` says a reconnect attempt during the outage was refused: the
+/// port had no listener, so the server process (or its listener) was gone.
+pub fn classify(
+    before: Option<&Identity>,
+    after: &Identity,
+    outage: Duration,
+    refused: bool,
+) -> Classification {
     let Some(before) = before else {
         return class(OutageKind::Unknown, "no identity before the outage");
     };
@@ -50,7 +57,7 @@ pub fn classify(before: Option<&Identity>, after: &Identity, outage: Duration) -
             format!("role changed from {} to {}", b.as_str(), a.as_str()),
         );
     }
-    if started_during(before, after, outage) {
+    if started_during(before, after, outage, refused) {
         return class(OutageKind::Restart, "the server started during the outage");
     }
     if let (Some(b), Some(a)) = (&before.server_id, &after.server_id)
@@ -85,7 +92,7 @@ fn slack(id: &Identity) -> Duration {
 /// `run_id`, a connection sequence that went back) or a start time implied
 /// by the uptimes (`read_at - uptime`, each within its slack) that moved
 /// forward.
-fn started_during(before: &Identity, after: &Identity, outage: Duration) -> bool {
+fn started_during(before: &Identity, after: &Identity, outage: Duration, refused: bool) -> bool {
     if let Some(up) = after.uptime {
         if up > outage + slack(after) {
             return false;
@@ -102,6 +109,13 @@ fn started_during(before: &Identity, after: &Identity, outage: Duration) -> bool
         if let (Some(b), Some(a)) = (before.connection_seq, after.connection_seq)
             && a <= b
         {
+            return true;
+        }
+        // Young enough, and its port refused connections meanwhile: the
+        // process that had it open went away, so this one started since
+        // (whole-second uptimes cannot tell a server restarted within a
+        // second of its start from one that kept running).
+        if refused && same_address {
             return true;
         }
         // A young server that merely lost a connection is still as old as
@@ -146,6 +160,7 @@ mod tests {
             Some(&id("a", Role::Replica, 100)),
             &id("a", Role::Primary, 0),
             OUTAGE,
+            false,
         );
         assert_eq!(c.kind, OutageKind::Failover);
         assert!(c.reason.contains("role changed"));
@@ -157,6 +172,7 @@ mod tests {
             Some(&id("a", Role::Primary, 100)),
             &id("b", Role::Primary, 0),
             OUTAGE,
+            false,
         );
         assert_eq!(c.kind, OutageKind::Restart);
     }
@@ -169,6 +185,7 @@ mod tests {
             Some(&id("a", Role::Primary, 0)),
             &id("b", Role::Primary, 0),
             Duration::from_millis(1100),
+            false,
         );
         assert_eq!(c.kind, OutageKind::Restart);
     }
@@ -177,7 +194,7 @@ mod tests {
     fn young_server_at_another_address_is_failover() {
         let mut after = id("b", Role::Primary, 1);
         after.address = Some("127.0.0.1:6380".into());
-        let c = classify(Some(&id("a", Role::Primary, 1)), &after, OUTAGE);
+        let c = classify(Some(&id("a", Role::Primary, 1)), &after, OUTAGE, false);
         assert_eq!(c.kind, OutageKind::Failover);
     }
 
@@ -187,6 +204,7 @@ mod tests {
             Some(&id("a", Role::Primary, 100)),
             &id("b", Role::Primary, 5000),
             OUTAGE,
+            false,
         );
         assert_eq!(c.kind, OutageKind::Failover);
     }
@@ -197,6 +215,7 @@ mod tests {
             Some(&id("a", Role::Primary, 100)),
             &id("a", Role::Primary, 101),
             OUTAGE,
+            false,
         );
         assert_eq!(c.kind, OutageKind::Network);
     }
@@ -207,6 +226,7 @@ mod tests {
             Some(&id("a", Role::Primary, 1)),
             &id("a", Role::Primary, 1),
             Duration::from_millis(100),
+            false,
         );
         assert_eq!(c.kind, OutageKind::Network);
     }
@@ -217,7 +237,10 @@ mod tests {
         b.epoch = Some("7".into());
         let mut a = id("a", Role::Primary, 101);
         a.epoch = Some("8".into());
-        assert_eq!(classify(Some(&b), &a, OUTAGE).kind, OutageKind::Failover);
+        assert_eq!(
+            classify(Some(&b), &a, OUTAGE, false).kind,
+            OutageKind::Failover
+        );
     }
 
     #[test]
@@ -230,28 +253,28 @@ mod tests {
             ..Identity::default()
         };
         assert_eq!(
-            classify(Some(&mk("p1")), &mk("p2"), OUTAGE).kind,
+            classify(Some(&mk("p1")), &mk("p2"), OUTAGE, false).kind,
             OutageKind::Restart
         );
         assert_eq!(
-            classify(Some(&mk("p1")), &mk("p1"), OUTAGE).kind,
+            classify(Some(&mk("p1")), &mk("p1"), OUTAGE, false).kind,
             OutageKind::Network
         );
     }
 
     #[test]
     fn missing_fields_are_unknown_and_say_which() {
-        let c = classify(None, &id("a", Role::Primary, 1), OUTAGE);
+        let c = classify(None, &id("a", Role::Primary, 1), OUTAGE, false);
         assert_eq!(c.kind, OutageKind::Unknown);
         let bare = Identity::default();
-        let c = classify(Some(&bare), &bare, OUTAGE);
+        let c = classify(Some(&bare), &bare, OUTAGE, false);
         assert_eq!(c.kind, OutageKind::Unknown);
         assert!(c.reason.contains("server id"), "{}", c.reason);
         let no_uptime = Identity {
             server_id: Some("a".into()),
             ..Identity::default()
         };
-        let c = classify(Some(&no_uptime), &no_uptime, OUTAGE);
+        let c = classify(Some(&no_uptime), &no_uptime, OUTAGE, false);
         assert!(c.reason.contains("uptime"), "{}", c.reason);
     }
 
@@ -270,7 +293,7 @@ mod tests {
             &before,
             Duration::from_millis(700),
         );
-        let c = classify(Some(&before), &after, Duration::from_millis(300));
+        let c = classify(Some(&before), &after, Duration::from_millis(300), false);
         assert_eq!(c.kind, OutageKind::Restart, "{}", c.reason);
     }
 
@@ -286,17 +309,25 @@ mod tests {
             Duration::from_millis(800),
         );
         after.connection_seq = Some(3);
-        let c = classify(Some(&before), &after, Duration::from_millis(400));
+        let c = classify(Some(&before), &after, Duration::from_millis(400), false);
         assert_eq!(c.kind, OutageKind::Restart, "{}", c.reason);
         // Without that evidence, whole seconds can still tell once the
         // implied start moved by more than a second...
         after.connection_seq = None;
         before.connection_seq = None;
         let far = later(after.clone(), &before, Duration::from_millis(2500));
-        let c = classify(Some(&before), &far, Duration::from_millis(400));
+        let c = classify(Some(&before), &far, Duration::from_millis(400), false);
         assert_eq!(c.kind, OutageKind::Restart, "{}", c.reason);
-        // ...and not within it: the same server may have kept running.
-        let c = classify(Some(&before), &after, Duration::from_millis(400));
+        // ...and not within it: the same server may have kept running...
+        let c = classify(Some(&before), &after, Duration::from_millis(400), false);
+        assert_eq!(c.kind, OutageKind::Network, "{}", c.reason);
+        // ...unless its port refused connections meanwhile: nothing listened.
+        let c = classify(Some(&before), &after, Duration::from_millis(400), true);
+        assert_eq!(c.kind, OutageKind::Restart, "{}", c.reason);
+        // A long-running server whose port refused (a firewall) is not.
+        let old = id("hash", Role::Primary, 100);
+        let kept = later(id("hash", Role::Primary, 101), &old, Duration::from_secs(1));
+        let c = classify(Some(&old), &kept, Duration::from_millis(400), true);
         assert_eq!(c.kind, OutageKind::Network, "{}", c.reason);
     }
 
@@ -315,10 +346,10 @@ mod tests {
         };
         let before = exact(500);
         let after = later(exact(100), &before, Duration::from_millis(900));
-        let c = classify(Some(&before), &after, Duration::from_millis(400));
+        let c = classify(Some(&before), &after, Duration::from_millis(400), false);
         assert_eq!(c.kind, OutageKind::Restart, "{}", c.reason);
         let kept = later(exact(1400), &before, Duration::from_millis(900));
-        let c = classify(Some(&before), &kept, Duration::from_millis(400));
+        let c = classify(Some(&before), &kept, Duration::from_millis(400), false);
         assert_eq!(c.kind, OutageKind::Network, "{}", c.reason);
     }
 }

@@ -420,7 +420,7 @@ mod tests {
         assert!(id.details["missing"].contains("pg_control_system"));
         // Without a server id, an outage of a server that kept running
         // cannot be told from a failover: unknown, naming the field.
-        let c = crate::classify::classify(Some(&id), &id, Duration::from_millis(100));
+        let c = crate::classify::classify(Some(&id), &id, Duration::from_millis(100), false);
         assert_eq!(c.kind, crate::model::OutageKind::Unknown);
         assert!(c.reason.contains("server id"), "{}", c.reason);
     }
