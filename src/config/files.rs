@@ -25,9 +25,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
+use super::read::{file_source, from_config_error};
 use super::{
     Config, ConfigError, Ctx, Env, MAX_FILE_SIZE, RawTarget, Split, Target, TargetSource,
-    check_depends_on, file_source, from_config_error, read_bounded, redacted, validate_target,
+    check_depends_on, read_bounded, redacted, validate_target,
 };
 
 /// How often target files are looked at unless `discovery.refresh_interval`

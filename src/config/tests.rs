@@ -5,6 +5,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use super::*;
+use crate::model::MetricDetail;
+use crate::stores::http::StatusMatch;
 
 struct MapEnv(HashMap<String, String>);
 
