@@ -406,7 +406,8 @@ pub async fn run(
 /// A reloaded configuration that would silently stop watching: one that
 /// falls back to the local default ports (an empty file, as a config tool
 /// that truncates before it writes leaves for a moment), or one whose
-/// targets are none of those it had (another file). Such a change needs a
+/// targets are none of those it had (another file), unless those were the
+/// local defaults. Such a change needs a
 /// restart. This compares the main configuration only (every shard's
 /// targets): the target files change on their own, file by file, and a
 /// main file without targets (they all come from target files) or one that
@@ -417,7 +418,10 @@ fn refuse_reload(current: &Config, new: Config) -> Result<Config, String> {
             "it configures no target (and would fall back to the local default ports); restart the agent to apply it".into(),
         );
     }
+    // The local defaults give way to the first real targets (the file of a
+    // fresh install, filled in).
     if !current.targets.is_empty()
+        && !current.uses_local_defaults()
         && !new.targets.is_empty()
         && !current
             .targets

@@ -185,3 +185,33 @@ async fn a_reload_that_drops_every_target_is_refused() {
         "a refused reload touches nothing"
     );
 }
+
+/// A fresh install watches the local default ports; the first real targets
+/// written into its file are applied by a reload (they replace the
+/// defaults, which is no "keeps none of the running targets").
+#[tokio::test]
+async fn a_reload_replaces_the_local_defaults_with_the_first_targets() {
+    let a = RedisServer::start().await;
+    let mut agent = Agent::builder().pacing(Pacing::FAST).start().await;
+    poll_until(LIMIT, "the local defaults watched", async || {
+        let m = agent.metrics().await;
+        check(m.text.contains("target=\"redis\""), m.text.len())
+    })
+    .await;
+    let text = format!("{}{}", agent.config_text, target_toml("cache", &a.url()));
+    std::fs::write(&agent.config, text).unwrap();
+    signal(agent.pid(), Signal::Hup);
+    agent.wait_up("cache", true, LIMIT).await;
+    let m = agent.metrics().await;
+    assert!(
+        !m.text.contains("target=\"redis\""),
+        "the local defaults are gone: {}",
+        m.text
+    );
+    agent.assert_alive();
+    assert!(
+        !agent.log().contains("configuration reload refused"),
+        "{}",
+        agent.log()
+    );
+}
