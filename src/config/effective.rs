@@ -100,6 +100,10 @@ pub fn effective_toml(c: &Config) -> String {
         disc.insert("refresh_interval".into(), dur(c.discovery_refresh));
     }
     root.insert("discovery".into(), Value::Table(disc));
+    let mut drills = Table::new();
+    drills.insert("enabled".into(), Value::Boolean(c.drills.enabled));
+    drills.insert("allow_exec".into(), Value::Boolean(c.drills.allow_exec));
+    root.insert("drills".into(), Value::Table(drills));
     let targets = c
         .targets
         .iter()

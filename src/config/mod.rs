@@ -224,6 +224,16 @@ fn scheme_list(items: &[&str]) -> String {
     }
 }
 
+/// `[drills]`: drills started through the agent's API.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DrillsConfig {
+    /// `POST /api/v1/drills` runs drills (it needs `agent.basic_auth`).
+    pub enabled: bool,
+    /// Such a drill may run an `exec` command (a shell command from an
+    /// HTTP request, run as the agent's user).
+    pub allow_exec: bool,
+}
+
 /// The whole validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -237,6 +247,7 @@ pub struct Config {
     pub discovery_files: Vec<PathBuf>,
     /// How often the target files are looked at.
     pub discovery_refresh: Duration,
+    pub drills: DrillsConfig,
     /// The targets of the file and of the environment, every shard's: the
     /// target files add theirs and the shard splits them all (see
     /// [`TargetFiles`] and [`Shard::split`]).
@@ -267,6 +278,8 @@ struct RawConfig {
     otlp: Option<OtlpConfig>,
     #[serde(default)]
     discovery: RawDiscovery,
+    #[serde(default)]
+    drills: RawDrills,
     #[serde(default, rename = "target")]
     targets: Vec<RawTarget>,
 }
@@ -288,6 +301,13 @@ struct RawDiscovery {
     env: Option<bool>,
     files: Option<Vec<String>>,
     refresh_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDrills {
+    enabled: Option<bool>,
+    allow_exec: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -432,6 +452,29 @@ fn validate(
         },
         CanarySettings::default(),
     )?;
+    let drills = DrillsConfig {
+        enabled: raw.drills.enabled.unwrap_or(false),
+        allow_exec: raw.drills.allow_exec.unwrap_or(false),
+    };
+    let mut warnings = Vec::new();
+    if drills.enabled {
+        if raw.agent.basic_auth.is_none() {
+            return Err(ctx.err(
+                "drills.enabled",
+                "needs agent.basic_auth: a drill drops connections or restarts a store, so the API that starts one must not be open to anyone who reaches the listener",
+            ));
+        }
+        if raw.agent.tls.is_none() && !listen.ip().is_loopback() {
+            warnings.push(format!(
+                "drills.enabled: the listener ({listen}) is plain HTTP on a non-loopback address: the basic-auth password that starts drills crosses the network in clear; set agent.tls"
+            ));
+        }
+    } else if drills.allow_exec {
+        return Err(ctx.err(
+            "drills.allow_exec",
+            "has no effect without drills.enabled = true",
+        ));
+    }
     if let Some(o) = &raw.otlp {
         otlp::validate(o).map_err(|(key, reason)| ctx.err(key, reason))?;
     }
@@ -449,7 +492,6 @@ fn validate(
         targets.push(target);
     }
     let discovery_env = raw.discovery.env.unwrap_or(true);
-    let mut warnings = Vec::new();
     let discovery_files = raw
         .discovery
         .files
@@ -505,6 +547,7 @@ fn validate(
         discovery_env,
         discovery_files,
         discovery_refresh,
+        drills,
         targets,
         warnings,
     })

@@ -352,6 +352,22 @@ const REFUSED: &[(&str, &str, &str)] = &[
         "target[0].drill_url_env",
         "environment variable CACHE_DRILL_URL is not set",
     ),
+    // Drills through the API.
+    (
+        "[drills]\nenabled = true\n",
+        "drills.enabled",
+        "needs agent.basic_auth",
+    ),
+    (
+        "[drills]\nallow_exec = true\n",
+        "drills.allow_exec",
+        "no effect without drills.enabled = true",
+    ),
+    (
+        "[drills]\nenable = true\n",
+        "drills",
+        "unknown field `enable`",
+    ),
     // Sharding and target files.
     (
         "[agent]\nshard = \"3/3\"\n",
