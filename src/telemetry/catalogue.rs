@@ -570,6 +570,12 @@ pub const AGENT_TARGETS: AgentMetric = AgentMetric {
     help: "Targets this agent watches (those its shard kept of the target list)",
 };
 
+/// Drills run through the API, by the store's `target` and `result`.
+pub const DRILLS: AgentMetric = AgentMetric {
+    name: "drills",
+    help: "Drills run through the agent's API (POST /api/v1/drills), by the drilled store's target and result: passed, failed (an app did not recover in time), aborted (interrupted, or not performed: not healthy first, or the action failed)",
+};
+
 /// 1 from the first connection until it is lost (kept while the canary
 /// stops: the last thing it knew).
 fn up(st: &TargetState, _: Instant) -> Option<f64> {

@@ -9,7 +9,7 @@
 //! view), `log` (the log line of each event), [`otlp`] (export) and
 //! `process` (the `process_*` metrics).
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
@@ -19,9 +19,10 @@ use crate::apps::{AppTracker, Outcome};
 use crate::config::OtlpSettings;
 use crate::events::{Event, EventSink};
 use crate::lag::SchedulingLag;
-use crate::model::TargetInfo;
+use crate::model::{Identity, TargetInfo};
 
 pub mod catalogue;
+pub mod drills;
 mod log;
 mod measure;
 pub mod otlp;
@@ -31,6 +32,7 @@ mod shard;
 pub mod state;
 
 use catalogue::LabelSpace;
+use drills::{DrillEnd, DrillSeries, DrillStart, LastDrill};
 use otlp::{Otlp, OtlpError};
 use state::{Filter, States, Summary, TargetState};
 
@@ -47,6 +49,10 @@ pub struct Recorder {
     apps: Mutex<AppTracker>,
     /// This agent's shard and how many targets it kept.
     agent: shard::AgentSeries,
+    /// Drills run through the API.
+    drills: DrillSeries,
+    /// Who else hears every event (a drill's observer, while it runs).
+    tap: RwLock<Option<Arc<dyn EventSink>>>,
 }
 
 impl Default for Recorder {
@@ -76,6 +82,7 @@ impl Recorder {
         let ours = registry.sub_registry_with_prefix(catalogue::PREFIX);
         prometheus::register(ours, &states, &series, &lag);
         let agent = shard::AgentSeries::register(ours);
+        let drills = DrillSeries::register(ours);
         let otlp = otlp
             .map(|settings| Otlp::build(settings, &states, ours))
             .transpose()?;
@@ -87,6 +94,8 @@ impl Recorder {
             otlp,
             apps: Mutex::default(),
             agent,
+            drills,
+            tap: RwLock::new(None),
         })
     }
 
@@ -224,6 +233,45 @@ impl Recorder {
         }
     }
 
+    /// Hands every event of a registered target to `tap` as well (after
+    /// the recorder took it), until it is set to `None`.
+    pub fn set_tap(&self, tap: Option<Arc<dyn EventSink>>) {
+        *self.tap.write().unwrap_or_else(|e| e.into_inner()) = tap;
+    }
+
+    /// Whether target `name` is healthy now (connected, or an app's last
+    /// check passed), and who answers it; `None` for an unknown target.
+    pub fn health(&self, name: &str) -> Option<(bool, Option<Identity>)> {
+        let h = self.states.get(name)?;
+        let st = state::lock(&h);
+        let up = st.connected_mono.is_some() && st.current_outage.is_none();
+        Some((up, st.identity.clone()))
+    }
+
+    /// A drill run through the API is about to act: its span opens.
+    pub fn drill_begins(&self, d: &DrillStart) {
+        self.drills.seed(&d.store);
+        if let Some(o) = &self.otlp {
+            o.drill_begins(d);
+        }
+    }
+
+    /// A drill run through the API is over: it is counted, becomes the
+    /// `last_drill` of each of its targets, and its span ends.
+    pub fn drill_ended(&self, d: &DrillEnd) {
+        self.drills.seed(&d.start.store);
+        self.drills.count(&d.start.store, d.result);
+        let last = Box::new(LastDrill::of(d));
+        for name in d.start.names() {
+            if let Some(h) = self.states.get(name) {
+                state::lock(&h).last_drill = Some(last.clone());
+            }
+        }
+        if let Some(o) = &self.otlp {
+            o.drill_ended(d);
+        }
+    }
+
     /// Counts a canary task restarted after a panic.
     pub fn canary_restarted(&self, t: &TargetInfo) {
         let changes = [measure::CANARY_RESTART];
@@ -246,6 +294,7 @@ impl Recorder {
         self.states.remove(&t.name);
         self.apps.lock().expect("apps lock").remove(&t.name);
         self.series.remove(&t.name);
+        self.drills.remove(&t.name);
         if let Some(o) = &self.otlp {
             o.remove_target(t);
         }
@@ -304,5 +353,8 @@ impl EventSink for Recorder {
             outcomes
         };
         self.apply(outcomes);
+        if let Some(tap) = self.tap.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            tap.emit(t, event);
+        }
     }
 }

@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use super::drills::LastDrill;
 use crate::apps::AppDrill;
 use crate::events::{Event, OutageReport};
 use crate::model::ser::{opt_time as ser_opt_time, time as ser_time};
@@ -238,6 +239,10 @@ pub struct TargetState {
     /// For applications: the last drill of each dependency.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub dependencies: BTreeMap<String, Option<AppDrill>>,
+    /// The last drill run through the API that this target took part in
+    /// (as the store or as an app).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_drill: Option<Box<LastDrill>>,
     pub events: VecDeque<EventRecord>,
 }
 
@@ -258,6 +263,7 @@ impl TargetState {
             last_outage: None,
             outages: 0,
             dependencies: BTreeMap::new(),
+            last_drill: None,
             // Grown as events come: most targets keep a few, and 50
             // preallocated events cost 12 KiB a target.
             events: VecDeque::new(),

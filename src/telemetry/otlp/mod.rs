@@ -14,10 +14,12 @@ use crate::config::OtlpSettings;
 use crate::events::Event;
 use crate::model::{StoreKind, TargetInfo};
 use crate::telemetry::catalogue::LabelSpace;
+use crate::telemetry::drills::{DrillEnd, DrillStart};
 use crate::telemetry::measure::Change;
 use crate::telemetry::state::States;
 
 mod attributes;
+mod drill;
 mod export;
 mod metrics;
 mod traces;
@@ -146,6 +148,20 @@ impl Otlp {
         }
         if let Some(tr) = &self.tracing {
             tr.recovery(o);
+        }
+    }
+
+    /// Opens the span of a drill about to act.
+    pub(super) fn drill_begins(&self, d: &DrillStart) {
+        if let Some(tr) = &self.tracing {
+            tr.drills.begins(d);
+        }
+    }
+
+    /// Ends the drill's span with its verdict.
+    pub(super) fn drill_ended(&self, d: &DrillEnd) {
+        if let Some(tr) = &self.tracing {
+            tr.drills.ended(d);
         }
     }
 

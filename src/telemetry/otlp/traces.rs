@@ -16,6 +16,7 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 
 use super::attributes;
+use super::drill::DrillSpans;
 use crate::apps::Outcome;
 use crate::events::{Event, OutageReport};
 use crate::model::{FailoverSource, Identity, OutageKind, TargetInfo};
@@ -57,6 +58,8 @@ pub(super) struct Tracing {
     open: Mutex<HashMap<String, OpenOutage>>,
     /// Per target, its last ended outage span.
     ended: Mutex<HashMap<String, EndedOutage>>,
+    /// The span of the drill running through the API, if one is.
+    pub(super) drills: DrillSpans,
 }
 
 impl Tracing {
@@ -64,6 +67,7 @@ impl Tracing {
         let tracer = provider.tracer("dbcanary");
         Self {
             provider,
+            drills: DrillSpans::new(tracer.clone()),
             tracer,
             open: Mutex::default(),
             ended: Mutex::default(),
@@ -94,13 +98,14 @@ impl Tracing {
                     attrs.push(KeyValue::new("dbcanary.outage.start_unknown", true));
                 }
                 // The span begins at the estimated loss, as the outage's
-                // duration does (a timed-out probe: when it was sent).
+                // duration does (a timed-out probe: when it was sent); it
+                // is a child of the drill that caused it, if one runs.
                 let span = self.tracer.build_with_context(
                     SpanBuilder::from_name("dbcanary.outage")
                         .with_kind(SpanKind::Internal)
                         .with_start_time(*started_at)
                         .with_attributes(attrs),
-                    &Context::new(),
+                    &self.drills.parent(&t.name),
                 );
                 let since_loss = at.duration_since(*started_at).unwrap_or_default();
                 let context = span.span_context().clone();
