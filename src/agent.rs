@@ -20,8 +20,9 @@ use crate::backoff::AttemptBudget;
 use crate::canary::RunCanary;
 use crate::config::otlp::SettingError;
 use crate::config::{Config, ConfigError, OtlpSettings, ProcessEnv, Split, Target, TargetSource};
+use crate::drill::service::DrillService;
 use crate::lag::SchedulingLag;
-use crate::listener::{AppState, Limits, serve};
+use crate::listener::{AppState, Drills, Limits, serve};
 use crate::model::TargetInfo;
 use crate::stores::with_store;
 use crate::telemetry::Recorder;
@@ -255,6 +256,11 @@ pub async fn run(
     if let Some(o) = &otlp {
         tracing::info!(endpoint = %crate::telemetry::otlp::redact_endpoint(&o.endpoint), protocol = o.transport.as_str(), traces = o.traces, metrics = o.metrics, "OTLP export on");
     }
+    let (files, first) = crate::sources::start(&config);
+    let drills = config
+        .drills
+        .enabled
+        .then(|| Arc::new(DrillService::new(recorder.clone(), &config, &first.kept)));
     let ready = Arc::new(AtomicBool::new(false));
     let http_stop = CancellationToken::new();
     let mut http = JoinSet::new();
@@ -265,6 +271,7 @@ pub async fn run(
         AppState {
             recorder: recorder.clone(),
             ready: ready.clone(),
+            drills: drills.clone().map(|d| d as Arc<dyn Drills>),
         },
         Limits::for_targets(config.targets.len()),
         http_stop.clone(),
@@ -277,8 +284,7 @@ pub async fn run(
             Ok(())
         }
     });
-    let (files, first) = crate::sources::start(&config);
-    tracing::info!(%listen, tls = config.agent.tls.is_some(), basic_auth = config.agent.basic_auth.is_some(), targets = first.kept.len(), shard = %first.shard, left_to_other_shards = first.left, version = crate::model::VERSION, "dbcanary listening");
+    tracing::info!(%listen, tls = config.agent.tls.is_some(), basic_auth = config.agent.basic_auth.is_some(), drills = config.drills.enabled, targets = first.kept.len(), shard = %first.shard, left_to_other_shards = first.left, version = crate::model::VERSION, "dbcanary listening");
     if config.uses_local_defaults() {
         tracing::info!("no targets configured or discovered: watching the local default ports");
     }
@@ -340,6 +346,9 @@ pub async fn run(
                         if new.otlp != current.otlp {
                             tracing::warn!("[otlp] changes only on restart");
                         }
+                        if new.drills != current.drills {
+                            tracing::warn!("[drills] changes only on restart");
+                        }
                         for w in &new.warnings {
                             tracing::warn!("{w}");
                         }
@@ -354,6 +363,9 @@ pub async fn run(
             Ok(()) = plans.changed() => {
                 let plan = plans.borrow_and_update().clone();
                 canaries.apply(&plan.kept);
+                if let Some(d) = &drills {
+                    d.set_targets(&current, &plan.kept);
+                }
                 canaries.applied(&plan);
             }
             Some(ended) = sources.join_next() => {
@@ -370,6 +382,10 @@ pub async fn run(
 
     tracing::info!("shutting down");
     let began = std::time::Instant::now();
+    // A drill running ends "aborted" while its canaries still run.
+    if let Some(d) = &drills {
+        d.stop().await;
+    }
     // The sources task stops on the same token.
     let _ = tokio::time::timeout(Duration::from_secs(1), sources.join_next()).await;
     let recorder = canaries.recorder.clone();

@@ -39,10 +39,12 @@
 //!   event's line; [`telemetry::otlp`] exports over OTLP (`export`
 //!   pipelines, `metrics` built from the catalogue, `traces`).
 //! - [`listener`]: `/metrics`, `/healthz`, `/readyz`, `/api/v1/targets`,
-//!   with its timeouts and connection limit.
+//!   with its timeouts and connection limit, and `/api/v1/drills`, which
+//!   it hands to a [`listener::Drills`] (the agent's drill service).
 //! - [`agent`]: the supervisor (one canary task per target, reload,
 //!   shutdown); [`cli`], [`check`], [`watch`], [`drill`]: the command line
-//!   ([`drill`] also holds the drill core the agent can call).
+//!   ([`drill`] also holds the drill core, and [`drill::service`] runs it
+//!   on the agent's canaries for the API).
 #![forbid(unsafe_code)]
 
 pub mod agent;

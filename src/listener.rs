@@ -1,5 +1,6 @@
 //! The HTTP listener: `/metrics` (Prometheus text, or OpenMetrics when the
-//! scraper asks for it), `/healthz`, `/readyz` and `/api/v1/targets`,
+//! scraper asks for it), `/healthz`, `/readyz`, `/api/v1/targets` and
+//! `/api/v1/drills` (answered by [`Drills`], when drills are enabled),
 //! optionally over TLS (rustls, ring) and behind basic authentication
 //! (everything but `/healthz`, so a liveness check needs no password).
 //!
@@ -22,9 +23,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::Json;
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -52,7 +55,29 @@ pub struct AppState {
     pub recorder: Arc<Recorder>,
     /// Set once the config is loaded and every canary task started.
     pub ready: Arc<AtomicBool>,
+    /// Drills through the API; `None` when `[drills] enabled` is false.
+    pub drills: Option<Arc<dyn Drills>>,
 }
+
+/// A refused drill request: its status and why.
+pub type Refusal = (StatusCode, String);
+
+/// What answers `/api/v1/drills`: the agent's drill service.
+pub trait Drills: Send + Sync {
+    /// Starts the drill the JSON `body` asks for, or checks it only (a dry
+    /// run): the status and the answer, or why not.
+    fn start(&self, body: &[u8]) -> Result<(StatusCode, serde_json::Value), Refusal>;
+    /// The drills kept, newest first.
+    fn list(&self) -> serde_json::Value;
+    /// One drill, with its report once it is over.
+    fn get(&self, id: &str) -> Option<serde_json::Value>;
+}
+
+/// The largest drill request read.
+const MAX_DRILL_REQUEST: usize = 64 << 10;
+
+/// What `/api/v1/drills` says while drills are disabled.
+const DRILLS_OFF: &str = "drills through the API are disabled: set [drills] enabled = true (it needs agent.basic_auth) and restart the agent";
 
 /// The handlers' state: the agent's, the threads of the heavy work, and
 /// the size of the last `/metrics` (the next one's buffer is made that big
@@ -156,6 +181,13 @@ pub fn router(state: AppState, auth: Option<BasicAuth>) -> Router {
         .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
         .route("/api/v1/targets", get(targets))
+        .route(
+            "/api/v1/drills",
+            get(list_drills)
+                .post(start_drill)
+                .layer(DefaultBodyLimit::max(MAX_DRILL_REQUEST)),
+        )
+        .route("/api/v1/drills/{id}", get(get_drill))
         .with_state(shared);
     if let Some(auth) = auth {
         let checker = Arc::new(AuthChecker {
@@ -669,4 +701,38 @@ async fn targets(
         Some(Ok(body)) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n").into_response(),
     }
+}
+
+/// A JSON error: `{"error": reason}`.
+fn json_error(status: StatusCode, reason: &str) -> Response {
+    (status, Json(serde_json::json!({ "error": reason }))).into_response()
+}
+
+/// Answers with the drill service, or says drills are off.
+fn with_drills(s: &Shared, answer: impl FnOnce(&dyn Drills) -> Response) -> Response {
+    match &s.app.drills {
+        Some(d) => answer(d.as_ref()),
+        None => json_error(StatusCode::FORBIDDEN, DRILLS_OFF),
+    }
+}
+
+async fn start_drill(State(s): State<Shared>, body: Bytes) -> Response {
+    with_drills(&s, |d| match d.start(&body) {
+        Ok((status, answer)) => (status, Json(answer)).into_response(),
+        Err((status, reason)) => json_error(status, &reason),
+    })
+}
+
+async fn list_drills(State(s): State<Shared>) -> Response {
+    with_drills(&s, |d| Json(d.list()).into_response())
+}
+
+async fn get_drill(State(s): State<Shared>, Path(id): Path<String>) -> Response {
+    with_drills(&s, |d| match d.get(&id) {
+        Some(v) => Json(v).into_response(),
+        None => json_error(
+            StatusCode::NOT_FOUND,
+            &format!("no drill {id:?}: GET /api/v1/drills lists the drills kept"),
+        ),
+    })
 }

@@ -5,10 +5,16 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+/// The defaults of the timing flags, as the command line writes them.
+pub const INTERVAL: &str = "100ms";
+pub const READY_TIMEOUT: &str = "30s";
+pub const RESTORE_TIMEOUT: &str = "5m";
+pub const SETTLE: &str = "1s";
 
 /// What `--action` names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ActionName {
     /// Drop every client connection but the canary's, without a restart.
@@ -88,17 +94,17 @@ pub struct DrillArgs {
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub repeat: u32,
     /// Probe interval of the store's canary and of every app during the drill.
-    #[arg(long, default_value = "100ms", value_name = "D")]
+    #[arg(long, default_value = INTERVAL, value_name = "D")]
     pub interval: String,
     /// How long the store and every app may take to be healthy before a drill.
-    #[arg(long, default_value = "30s", value_name = "D")]
+    #[arg(long, default_value = READY_TIMEOUT, value_name = "D")]
     pub ready_timeout: String,
     /// How long after the action the store may stay down (or the failover
     /// take) before the drill gives up on it.
-    #[arg(long, default_value = "5m", value_name = "D")]
+    #[arg(long, default_value = RESTORE_TIMEOUT, value_name = "D")]
     pub restore_timeout: String,
     /// How long after the action a store outage still counts as caused by it.
-    #[arg(long, default_value = "1s", value_name = "D")]
+    #[arg(long, default_value = SETTLE, value_name = "D")]
     pub settle: String,
     /// How long after the fault is over each app may take to recover
     /// [default: the app's recovery_deadline, 30s for a URL].

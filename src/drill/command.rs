@@ -106,7 +106,7 @@ pub async fn command(
         };
         set.spawn(async move { with_store(t.spec(), &t.options, run).await });
     }
-    let report = super::run(&plan, &observer, &shutdown).await;
+    let report = super::run(&plan, &observer, &(), &shutdown).await;
     canaries.cancel();
     let _ = tokio::time::timeout(CLOSE_WITHIN, async {
         while set.join_next().await.is_some() {}

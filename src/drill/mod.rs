@@ -26,6 +26,7 @@ pub mod judge;
 pub mod observe;
 pub mod plan;
 pub mod report;
+pub mod service;
 
 mod action;
 mod redact;
@@ -34,13 +35,13 @@ pub use args::DrillArgs;
 pub use observe::Observer;
 pub use plan::{Plan, PlanError};
 pub use redact::Secrets;
-pub use report::DrillReport;
+pub use report::{DrillReport, DrillRun};
 
 use action::{ActionCtx, ActionError, FailureKind};
 use judge::{AppEvidence, AppVerdict, Evidence, Judgement, StoreVerdict};
 use report::{
-    ActionReport, AppReport, AppResult, DrillRun, FailoverView, OutageView, Outcome, ServerView,
-    StoreReport, StoreState,
+    ActionReport, AppReport, AppResult, FailoverView, OutageView, Outcome, ServerView, StoreReport,
+    StoreState,
 };
 
 /// How often a waiting drill looks at the evidence again.
@@ -65,15 +66,32 @@ impl Began {
     }
 }
 
+/// What a caller hears of each drill as it goes (the agent tells its
+/// telemetry); the command line needs nothing of it: `()`.
+pub trait Hooks: Send + Sync {
+    /// Drill `number` is about to act on the store.
+    fn acting(&self, _number: u32) {}
+    /// A drill is over (or was given up before it acted).
+    fn done(&self, _run: &DrillRun) {}
+}
+
+impl Hooks for () {}
+
 /// Runs every drill of `plan` in turn, judging each from what `observer`
 /// saw, until one does not pass or `shutdown` is cancelled. The canaries
 /// of the plan's targets must be feeding `observer`.
-pub async fn run(plan: &Plan, observer: &Observer, shutdown: &CancellationToken) -> DrillReport {
+pub async fn run(
+    plan: &Plan,
+    observer: &Observer,
+    hooks: &dyn Hooks,
+    shutdown: &CancellationToken,
+) -> DrillReport {
     let secrets = plan.secrets();
     let mut drills = Vec::new();
     let mut stopped = None;
     for number in 1..=plan.repeat {
-        let d = drill_once(plan, observer, number, &secrets, shutdown).await;
+        let d = drill_once(plan, observer, hooks, number, &secrets, shutdown).await;
+        hooks.done(&d);
         let result = d.result;
         drills.push(d);
         if result != Outcome::Passed {
@@ -164,6 +182,7 @@ fn evidence(
 async fn drill_once(
     plan: &Plan,
     observer: &Observer,
+    hooks: &dyn Hooks,
     number: u32,
     secrets: &Secrets,
     shutdown: &CancellationToken,
@@ -203,6 +222,7 @@ async fn drill_once(
     };
     run.started_at = began.wall;
     observer.begin(began.mono);
+    hooks.acting(number);
     let ctx = ActionCtx {
         plan,
         canary: baseline.as_ref(),

@@ -92,6 +92,20 @@ impl Observer {
         self.logs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Starts from what the agent already knows of `name`: whether it is
+    /// healthy and who answers it (a drill through the API uses canaries
+    /// that connected long before it began, and would otherwise wait for
+    /// news of a health it already has).
+    pub fn prime(&self, name: &str, app: bool, up: bool, identity: Option<Identity>) {
+        if let Some(log) = self.logs().get_mut(name) {
+            log.app = app;
+            log.up = up;
+            if identity.is_some() {
+                log.identity = identity;
+            }
+        }
+    }
+
     /// Says a line about `who` to whoever follows the drill.
     pub fn say(&self, who: &str, text: &str) {
         (self.progress)(who, text);
