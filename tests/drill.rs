@@ -6,16 +6,15 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
 use support::app::{Behaviour, start_app};
-use support::drill::{Finished, drill, finish, junit_cases, on_terminal, start};
+use support::drill::{Finished, drill, finish, junit_cases, on_terminal, restart_script, start};
 use support::mariadb::MariaDb;
 use support::postgres::Postgres;
-use support::redis::{RedisServer, SentinelSetup, redis_server_bin};
-use support::{Signal, signal, within};
+use support::redis::{RedisServer, SentinelSetup};
+use support::{Signal, within};
 
 /// The app of `report`'s first drill whose URL is `url`.
 fn app<'a>(drill: &'a Value, url: &str) -> &'a Value {
@@ -276,21 +275,6 @@ async fn sentinel_failover_moves_the_canary_to_the_new_master() {
     );
 }
 
-/// Kills the server a drill's `--exec` started (by the PID it wrote), when
-/// the test ends.
-struct PidFile(PathBuf);
-
-impl Drop for PidFile {
-    fn drop(&mut self) {
-        if let Some(pid) = std::fs::read_to_string(&self.0)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-        {
-            signal(pid, Signal::Kill);
-        }
-    }
-}
-
 /// `--action restart --exec`: a script that kills the server and starts it
 /// again on the same port; the outage is a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,16 +282,7 @@ async fn an_exec_restart_is_measured_as_a_restart() {
     let (redis, good) = redis_with_app().await;
     let dir = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
-    let pid_file = PidFile(data.path().join("redis.pid"));
-    let script = format!(
-        "kill -9 {pid}; sleep 0.5; {bin} --port {port} --bind 127.0.0.1 --save '' --appendonly no \
-         --protected-mode no --daemonize yes --pidfile {pidfile} --dir {dir}",
-        pid = redis.pid(),
-        bin = redis_server_bin().display(),
-        port = redis.port,
-        pidfile = pid_file.0.display(),
-        dir = data.path().display()
-    );
+    let (script, _server) = restart_script(&redis, data.path());
     let out = drill(
         dir.path(),
         &[

@@ -26,6 +26,7 @@ async fn start(limits: Limits, auth: Option<BasicAuth>) -> (SocketAddr, Cancella
     let state = AppState {
         recorder: Arc::new(Recorder::new()),
         ready: Arc::new(AtomicBool::new(true)),
+        drills: None,
     };
     tokio::spawn(serve(listener, None, auth, state, limits, stop.clone()));
     (addr, stop)

@@ -33,6 +33,7 @@ use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, metric, number_da
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 use prost::Message;
 use support::app::app_toml;
+use support::drill::restart_script;
 use support::redis::RedisServer;
 use support::{Agent, DISCONNECTS, OUTAGES, PROBES, Pacing, check, free_port, poll_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -921,4 +922,81 @@ async fn an_app_recovery_is_a_span_in_its_dependency_outage_trace() {
         check(got == want, got)
     })
     .await;
+}
+
+/// A restart drill through the API (an `exec` the configuration allows):
+/// one `dbcanary.drill` span with its action and result, whose children
+/// are the Redis outage it caused and one `dbcanary.drill.app` span per
+/// app, in the same trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_drill_is_a_span_whose_children_are_the_outage_and_the_apps() {
+    let (receiver, addr) = Receiver::grpc().await;
+    let redis = RedisServer::start().await;
+    let steady = start_app(Arc::new(AtomicBool::new(true))).await;
+    let agent = Agent::builder()
+        .pacing(Pacing::FAST)
+        .basic_auth("ops", "api-pw")
+        .toml("[drills]\nenabled = true\nallow_exec = true\n")
+        .toml(&otlp_toml(&format!("http://{addr}"), "grpc"))
+        .target("cache", &redis.url())
+        .toml(&app_toml("steady", &steady, &["cache"], "10s"))
+        .start()
+        .await;
+    for t in ["cache", "steady"] {
+        agent.wait_up(t, true, UP_WITHIN).await;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let (script, _server) = restart_script(&redis, data.path());
+    let request = serde_json::json!({ "store": "cache", "action": "restart", "exec": script });
+    let r = agent
+        .request("POST", "/api/v1/drills", &request.to_string())
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+
+    let (drill, children) = poll_until(
+        EXPORTED_WITHIN + support::drill::DRILL_WITHIN,
+        "the drill span and its children",
+        async || {
+            let spans = receiver.spans();
+            let drill = spans.iter().find(|s| s.name == "dbcanary.drill").cloned();
+            let Some(drill) = drill else {
+                return Err(spans.iter().map(|s| s.name.clone()).collect::<Vec<_>>());
+            };
+            let children: Vec<Span> = spans
+                .iter()
+                .filter(|s| s.parent_span_id == drill.span_id)
+                .cloned()
+                .collect();
+            if children.len() >= 2 {
+                Ok((drill, children))
+            } else {
+                Err(spans.iter().map(|s| s.name.clone()).collect())
+            }
+        },
+    )
+    .await;
+    let a = |k: &str| attr(&drill.attributes, k);
+    assert_eq!(a("dbcanary.drill.action").as_deref(), Some("restart"));
+    assert_eq!(a("dbcanary.drill.result").as_deref(), Some("passed"));
+    assert_eq!(a("dbcanary.target").as_deref(), Some("cache"));
+    let names: Vec<&str> = children.iter().map(|s| s.name.as_str()).collect();
+    let outage = children
+        .iter()
+        .find(|s| s.name == "dbcanary.outage")
+        .unwrap_or_else(|| panic!("the outage is a child of the drill: {names:?}"));
+    assert_eq!(
+        attr(&outage.attributes, "dbcanary.outage.kind").as_deref(),
+        Some("restart")
+    );
+    let app = children
+        .iter()
+        .find(|s| s.name == "dbcanary.drill.app")
+        .unwrap_or_else(|| panic!("the app is a child of the drill: {names:?}"));
+    assert_eq!(
+        attr(&app.attributes, "dbcanary.target").as_deref(),
+        Some("steady")
+    );
+    for c in &children {
+        assert_eq!(hex(&c.trace_id), hex(&drill.trace_id), "same trace: {c:?}");
+    }
 }

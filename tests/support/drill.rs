@@ -4,11 +4,12 @@
 //! JUnit file read by an XML parser that is not ours (Python's
 //! `xml.etree`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::{Proc, dbcanary_command, require_binary};
+use super::redis::{RedisServer, redis_server_bin};
+use super::{Proc, Signal, dbcanary_command, require_binary, signal};
 
 /// How long a drill may take in a test: ready, act, settle, deadlines,
 /// on a loaded machine.
@@ -142,4 +143,36 @@ pub fn junit_cases(path: &Path) -> Vec<Case> {
         std::fs::read_to_string(path).unwrap_or_default()
     );
     serde_json::from_slice(&out.stdout).expect("the parser's JSON")
+}
+
+/// Kills the server a drill's `exec` started (by the PID it wrote), when
+/// the test ends.
+pub struct PidFile(PathBuf);
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if let Some(pid) = std::fs::read_to_string(&self.0)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            signal(pid, Signal::Kill);
+        }
+    }
+}
+
+/// A shell command that restarts `redis`: kills it, and half a second
+/// later starts a new server on its port (data and PID file in `data`),
+/// and what kills that new server when the test ends.
+pub fn restart_script(redis: &RedisServer, data: &Path) -> (String, PidFile) {
+    let pid_file = PidFile(data.join("redis.pid"));
+    let script = format!(
+        "kill -9 {pid}; sleep 0.5; {bin} --port {port} --bind 127.0.0.1 --save '' --appendonly no \
+         --protected-mode no --daemonize yes --pidfile {pidfile} --dir {dir}",
+        pid = redis.pid(),
+        bin = redis_server_bin().display(),
+        port = redis.port,
+        pidfile = pid_file.0.display(),
+        dir = data.display()
+    );
+    (script, pid_file)
 }

@@ -422,12 +422,32 @@ pub struct HttpResponse {
 /// A minimal HTTP/1.0 GET (the server closes the connection after the
 /// answer, so no chunked bodies), bounded by 5 s.
 pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<HttpResponse> {
+    http_request(addr, "GET", path, &[], "").await
+}
+
+/// A minimal HTTP/1.0 request with `headers` and `body`, bounded by 5 s.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<HttpResponse> {
     let fut = async {
         let mut s = TcpStream::connect(addr).await?;
-        s.write_all(
-            format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: */*\r\n\r\n").as_bytes(),
-        )
-        .await?;
+        let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: */*\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if !body.is_empty() {
+            req.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
+        s.write_all(req.as_bytes()).await?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await?;
         let text = String::from_utf8_lossy(&buf).into_owned();
@@ -460,7 +480,7 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<HttpRespo
         .unwrap_or_else(|_| {
             Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                "HTTP GET timed out",
+                "HTTP request timed out",
             ))
         })
 }
@@ -669,9 +689,18 @@ pub struct AgentBuilder {
     targets: Vec<String>,
     log_filter: String,
     env: Vec<(String, String)>,
+    /// `agent.basic_auth`: the user and the password.
+    auth: Option<(String, String)>,
 }
 
 impl AgentBuilder {
+    /// Protects the listener with basic auth (`user`, `password`): the
+    /// harness's own requests carry them.
+    pub fn basic_auth(mut self, user: &str, password: &str) -> Self {
+        self.auth = Some((user.into(), password.into()));
+        self
+    }
+
     /// Adds keys to the `[agent]` table (`attempts_per_second = 500`).
     pub fn agent_toml(mut self, text: &str) -> Self {
         self.agent.push_str(text);
@@ -728,16 +757,32 @@ impl AgentBuilder {
     /// Writes the config, starts `dbcanary --config FILE` and waits until
     /// `/readyz` answers 200.
     pub async fn start(self) -> Agent {
+        let auth = self.auth.as_ref().map(|(user, password)| {
+            use base64::Engine;
+            let pair = format!("{user}:{password}");
+            let header = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            );
+            let hash = bcrypt::hash(password, 4).expect("bcrypt");
+            let toml =
+                format!("\n[agent.basic_auth]\nusername = {user:?}\npassword_hash = {hash:?}\n");
+            (header, toml)
+        });
         let kind = AgentKind {
             log_filter: self.log_filter,
             env: self.env,
+            auth: auth.as_ref().map(|(h, _)| h.clone()),
         };
         let mut server = ServerProcess::new("dbcanary", "dbcanary-agent-", kind);
         let listen: SocketAddr = ([127, 0, 0, 1], server.port).into();
         let config = server.dir().join(AgentKind::CONFIG);
         let text = format!(
-            "[agent]\nlisten = \"{listen}\"\n{}\n[discovery]\nenv = false\n{}\n{}",
-            self.agent, self.discovery, self.body
+            "[agent]\nlisten = \"{listen}\"\n{}\n{}[discovery]\nenv = false\n{}\n{}",
+            self.agent,
+            auth.as_ref().map_or("", |(_, t)| t.as_str()),
+            self.discovery,
+            self.body
         );
         std::fs::write(&config, &text).expect("write config");
         server.launch().await;
@@ -745,6 +790,7 @@ impl AgentBuilder {
             listen,
             config,
             config_text: text,
+            auth: auth.map(|(h, _)| h),
             server,
         }
     }
@@ -766,6 +812,8 @@ impl AgentBuilder {
 pub struct AgentKind {
     log_filter: String,
     env: Vec<(String, String)>,
+    /// The `Authorization` header, when the listener wants one.
+    auth: Option<String>,
 }
 
 impl AgentKind {
@@ -789,7 +837,12 @@ impl ServerKind for AgentKind {
     }
 
     async fn ready(&mut self, port: u16, _proc: &Proc) -> bool {
-        let readyz = http_get(([127, 0, 0, 1], port).into(), "/readyz").await;
+        let auth: Vec<(&str, &str)> = self
+            .auth
+            .iter()
+            .map(|h| ("Authorization", h.as_str()))
+            .collect();
+        let readyz = http_request(([127, 0, 0, 1], port).into(), "GET", "/readyz", &auth, "").await;
         matches!(readyz, Ok(r) if r.status == 200)
     }
 }
@@ -799,6 +852,8 @@ pub struct Agent {
     pub listen: SocketAddr,
     pub config: PathBuf,
     pub config_text: String,
+    /// The `Authorization` header of the harness's requests, if any.
+    auth: Option<String>,
     server: ServerProcess<AgentKind>,
 }
 
@@ -813,6 +868,7 @@ impl Agent {
             targets: Vec::new(),
             log_filter: "dbcanary=debug,info".into(),
             env: Vec::new(),
+            auth: None,
         }
     }
 
@@ -861,9 +917,25 @@ impl Agent {
     }
 
     pub async fn get(&self, path: &str) -> HttpResponse {
-        http_get(self.listen, path)
+        self.request("GET", path, "").await
+    }
+
+    /// `method path` with `body` (JSON), as the harness (with its
+    /// credentials, if the listener wants them).
+    pub async fn request(&self, method: &str, path: &str, body: &str) -> HttpResponse {
+        let auth: Vec<(&str, &str)> = self
+            .auth
+            .iter()
+            .map(|h| ("Authorization", h.as_str()))
+            .collect();
+        http_request(self.listen, method, path, &auth, body)
             .await
-            .unwrap_or_else(|e| panic!("GET {path} from the agent: {e}\n{}", self.proc().tail(40)))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{method} {path} to the agent: {e}\n{}",
+                    self.proc().tail(40)
+                )
+            })
     }
 
     /// Scrapes `/metrics`.
