@@ -6,7 +6,7 @@
 //! [`Event`]s. Store code only connects, probes and says when its
 //! transport closed.
 //!
-//! What an outage's bounds mean (README, "What it measures"):
+//! What an outage's bounds mean (docs/measuring.md, "Outage"):
 //! - start: a close the transport reports is seen within one network round
 //!   trip (the last probe's) plus the agent's own wake-up
 //!   ([`TRANSPORT_SLACK`]); a failed or timed-out probe puts the estimate

@@ -1,4 +1,4 @@
-//! Benchmarks, not tests: figures for the README, never pass/fail timing
+//! Benchmarks, not tests: figures for docs/benchmarks.md, never pass/fail timing
 //! bounds. Run them on their own, in release mode:
 //!
 //! ```text
@@ -18,7 +18,7 @@
 //!   estimate against the truth, per fault (see `bench/outages.rs`).
 //! - `ten_thousand_redis_targets`: 10,000 targets on one agent (start-up,
 //!   memory, CPU, `/metrics` and API times, false outages, a mass loss);
-//!   run it with `ulimit -n 20000` (see README, Benchmarks).
+//!   run it with `ulimit -n 20000` (see docs/benchmarks.md).
 
 mod support;
 

@@ -2,7 +2,7 @@
 //! over the same 300 targets of one real Redis watch each target exactly
 //! once, and a real Prometheus scraping them (one job, an instance per
 //! agent) sees every target once, as do a global Prometheus fed by remote
-//! write and one that federates it (the README's examples). Targets from
+//! write and one that federates it (the examples of docs/many-agents.md). Targets from
 //! files: a file added, changed, broken and removed while the agent runs.
 //! And what `config check` says of a shard.
 

@@ -49,6 +49,8 @@ fn deb_installs_binary_unit_config_dashboards_and_rules() {
         "./usr/share/dbcanary/dbcanary.rules.yml",
         "./usr/share/dbcanary/dbcanary.rules.test.yml",
         "./usr/share/doc/dbcanary/README.md",
+        "./usr/share/doc/dbcanary/docs/measuring.md",
+        "./usr/share/doc/dbcanary/docs/stores/redis.md",
     ] {
         assert!(
             listing.lines().any(|l| l.ends_with(path)),

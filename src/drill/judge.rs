@@ -2,7 +2,7 @@
 //! the evidence and the time, so that the rules below are tested on paused
 //! time and the command line and the agent judge alike.
 //!
-//! The rules (README, "Does your application come back?"):
+//! The rules (docs/apps-and-drills.md, "How an app is judged"):
 //! - The fault is **over** at E = the latest of: the end of the action (T),
 //!   the end of every outage of the store's canary that the drill saw (R),
 //!   and, for a failover, the first moment another primary answered the

@@ -650,7 +650,7 @@ mod tests {
     }
 
     /// The most series a target can have at `detail` (every label value
-    /// seen once), as the README's Metrics section lists them.
+    /// seen once), as docs/metrics.md lists them.
     fn worst_case(detail: MetricDetail, space: &LabelSpace) -> usize {
         CATALOGUE
             .iter()

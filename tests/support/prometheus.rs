@@ -2,7 +2,7 @@
 //! test writes and the TSDB in its own directory, queried through its HTTP
 //! API. The dashboards' test scrapes one agent with it; the fleet test
 //! scrapes several agents and builds a global view by federation and
-//! remote write, as the README shows.
+//! remote write, as docs/many-agents.md shows.
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -2,7 +2,7 @@
 // object against the Kubernetes API schemas (kubernetes-models, and the
 // Prometheus Operator's for the ServiceMonitor), then what the schemas
 // cannot see: the names and labels that tie the objects together, the
-// shard count against the replicas, and the hardening the README promises.
+// shard count against the replicas, and the hardening docs/many-agents.md promises.
 //
 //   node validate.mjs [--extract DIR]
 //
