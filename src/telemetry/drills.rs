@@ -1,19 +1,15 @@
 //! Drills the agent ran (through `POST /api/v1/drills`), as telemetry:
 //! `dbcanary_drills_total{target,result}` (the store's target; `passed`,
 //! `failed`, `aborted`), the `last_drill` of each target a drill involved
-//! in `/api/v1/targets`, and (through `otlp`) a `dbcanary.drill` span.
+//! in `/api/v1/targets`, and (through `otlp`) a `dbcanary.drill` span;
+//! the series are kept by the Prometheus side ([`super::prometheus::DrillSeries`]).
 //! The drill itself is the drill module's; it tells the recorder what it
 //! does in these words.
 
 use std::time::{Duration, SystemTime};
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::registry::Registry;
 use serde::Serialize;
 
-use super::catalogue::DRILLS;
 use crate::model::ser::time as ser_time;
 
 /// A drill's result as its series and the API name it.
@@ -113,55 +109,6 @@ impl LastDrill {
             reason: end.reason.clone(),
             started_at: end.started_at,
             ended_at: end.ended_at,
-        }
-    }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct DrillLabels {
-    target: String,
-    result: &'static str,
-}
-
-/// `dbcanary_drills_total`, an agent-wide family: a target drilled through
-/// the API gains its three series then, so that a target never drilled
-/// costs none (and the per-target series stay within their bound).
-#[derive(Debug)]
-pub struct DrillSeries {
-    total: Family<DrillLabels, Counter>,
-}
-
-impl DrillSeries {
-    pub fn register(registry: &mut Registry) -> Self {
-        let total = Family::default();
-        registry.register(DRILLS.name, DRILLS.help, total.clone());
-        Self { total }
-    }
-
-    fn labels(target: &str, result: DrillResult) -> DrillLabels {
-        DrillLabels {
-            target: target.to_string(),
-            result: result.as_str(),
-        }
-    }
-
-    /// Every result of `target` at zero, if not there yet.
-    pub fn seed(&self, target: &str) {
-        for r in DrillResult::ALL {
-            let _ = self.total.get_or_create(&Self::labels(target, r));
-        }
-    }
-
-    pub fn count(&self, target: &str, result: DrillResult) {
-        self.total
-            .get_or_create(&Self::labels(target, result))
-            .inc();
-    }
-
-    /// A removed target's series go with it.
-    pub fn remove(&self, target: &str) {
-        for r in DrillResult::ALL {
-            self.total.remove(&Self::labels(target, r));
         }
     }
 }

@@ -32,8 +32,9 @@ mod shard;
 pub mod state;
 
 use catalogue::LabelSpace;
-use drills::{DrillEnd, DrillSeries, DrillStart, LastDrill};
+use drills::{DrillEnd, DrillStart, LastDrill};
 use otlp::{Otlp, OtlpError};
+use prometheus::DrillSeries;
 use state::{Filter, States, Summary, TargetState};
 
 /// Turns events into series, logs and API state.

@@ -17,7 +17,7 @@ use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet,
 };
 use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
@@ -25,9 +25,10 @@ use prometheus_client::registry::{self, Registry};
 use tokio::time::Instant;
 
 use super::catalogue::{
-    BUILD_INFO, CATALOGUE, COUNT, Form, Instrument, LATE_RETRIES, Label, LabelSpace, Metric,
-    Number, Read, SCHEDULING_LAG, Seed, Unit,
+    BUILD_INFO, CATALOGUE, COUNT, DRILLS, Form, Instrument, LATE_RETRIES, Label, LabelSpace,
+    Metric, Number, Read, SCHEDULING_LAG, Seed, Unit,
 };
+use super::drills::DrillResult;
 use super::measure::{Change, Op};
 use super::state::{self, Shared, States, TargetState};
 use crate::lag::SchedulingLag;
@@ -472,6 +473,55 @@ impl Collector for Exposition {
             }
         }
         Ok(())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DrillLabels {
+    target: String,
+    result: &'static str,
+}
+
+/// `dbcanary_drills_total`, an agent-wide family: a target drilled through
+/// the API gains its three series then, so that a target never drilled
+/// costs none (and the per-target series stay within their bound).
+#[derive(Debug)]
+pub struct DrillSeries {
+    total: Family<DrillLabels, Counter>,
+}
+
+impl DrillSeries {
+    pub fn register(registry: &mut Registry) -> Self {
+        let total = Family::default();
+        registry.register(DRILLS.name, DRILLS.help, total.clone());
+        Self { total }
+    }
+
+    fn labels(target: &str, result: DrillResult) -> DrillLabels {
+        DrillLabels {
+            target: target.to_string(),
+            result: result.as_str(),
+        }
+    }
+
+    /// Every result of `target` at zero, if not there yet.
+    pub fn seed(&self, target: &str) {
+        for r in DrillResult::ALL {
+            let _ = self.total.get_or_create(&Self::labels(target, r));
+        }
+    }
+
+    pub fn count(&self, target: &str, result: DrillResult) {
+        self.total
+            .get_or_create(&Self::labels(target, result))
+            .inc();
+    }
+
+    /// A removed target's series go with it.
+    pub fn remove(&self, target: &str) {
+        for r in DrillResult::ALL {
+            self.total.remove(&Self::labels(target, r));
+        }
     }
 }
 
