@@ -146,6 +146,17 @@ impl Health {
         }
     }
 
+    /// A silent loss the transport's own monitoring reported just now (a
+    /// MongoDB heartbeat that timed out): the server stopped answering
+    /// after the last good answer, and at least `timeout` ago, when the
+    /// request that timed out was sent at the latest.
+    fn timed_out_now(&self, timeout: Duration) -> Loss {
+        let sent = Instant::now()
+            .checked_sub(timeout)
+            .map_or(self.last_ok, |t| t.max(self.last_ok));
+        self.failed_now(sent)
+    }
+
     /// A loss seen by a round trip sent at `sent` that failed just now.
     fn failed_now(&self, sent: Instant) -> Loss {
         Loss {
@@ -492,10 +503,18 @@ impl<S: Store> Canary<S> {
                     let _ = timeout(self.settings.timeout, self.store.close(conn)).await;
                     return (UpEnd::Shutdown, identity);
                 }
-                cause = closed.closed() => Some(UpEnd::Lost {
-                    cause,
-                    detail: "the transport reported the connection closed".into(),
-                    loss: health.closed_now(),
+                cause = closed.closed() => Some(if cause == DisconnectCause::Timeout {
+                    UpEnd::Lost {
+                        cause,
+                        detail: "the store's own monitoring timed out (a silent server)".into(),
+                        loss: health.timed_out_now(self.settings.timeout),
+                    }
+                } else {
+                    UpEnd::Lost {
+                        cause,
+                        detail: "the transport reported the connection closed".into(),
+                        loss: health.closed_now(),
+                    }
                 }),
                 Some(a) = ann.recv() => {
                     let failover = matches!(a, Announcement::Failover { .. });

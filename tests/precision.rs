@@ -160,6 +160,41 @@ async fn a_stopped_redis_is_bounded_by_the_last_answer_and_the_timeout() {
     assert!(width <= 1.5 + HARNESS, "start window {width:.3} s: {o:#}");
 }
 
+/// A hung MongoDB member seen first by the driver's heartbeat (every
+/// 500 ms, far more often than the 5 s probe): a silent loss all the same,
+/// bounded by the last good answer, not dated as a close just seen.
+#[tokio::test]
+async fn a_stopped_mongodb_member_seen_by_its_heartbeat_is_bounded_by_the_last_answer() {
+    let m = Member::standalone("m").await;
+    let url = format!(
+        "mongodb://{}/?directConnection=true&heartbeatFrequencyMS=500",
+        m.addr()
+    );
+    let slow = Pacing::every("5s", "500ms").builtin_backoff();
+    let agent = Agent::start_up(slow, &[("catalog", &url[..])], LIMIT).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stopped = m.pause();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let resumed = m.resume();
+    let o = outage(&agent, "catalog", 1).await;
+    assert_eq!(o["cause"], "timeout", "{o:#}");
+    let b = &o["bounds"];
+    within(
+        "the stop",
+        stopped.wall,
+        parse_time(&b["start_earliest"]),
+        parse_time(&b["start_latest"]),
+        &o,
+    );
+    within(
+        "the resume",
+        resumed.wall,
+        parse_time(&b["end_earliest"]),
+        parse_time(&b["end_latest"]),
+        &o,
+    );
+}
+
 /// Killed less than a second after they started and brought back: still a
 /// restart, though their uptimes read 0 s before and after.
 #[tokio::test]

@@ -153,10 +153,13 @@ impl ClientWatch {
     }
 
     pub(super) fn on_cmap(&self, event: CmapEvent) {
-        let address = match &event {
-            CmapEvent::PoolCleared(e) => &e.address,
+        // The driver interrupts in-use connections when, and only when, its
+        // monitor timed out: a silent server, whatever the heartbeat
+        // event (which may come after this one) will say.
+        let (address, timed_out) = match &event {
+            CmapEvent::PoolCleared(e) => (&e.address, e.interrupt_in_use_connections),
             CmapEvent::ConnectionClosed(e) if e.reason == ConnectionClosedReason::Error => {
-                &e.address
+                (&e.address, false)
             }
             _ => return,
         };
@@ -165,12 +168,16 @@ impl ClientWatch {
             if st.canary_server.as_ref() != Some(address) {
                 return;
             }
-            match st.heartbeats.get(address) {
-                Some(Heartbeat::Failed {
-                    result: ConnectResult::Timeout,
-                    ..
-                }) => DisconnectCause::Timeout,
-                _ => DisconnectCause::Closed,
+            if timed_out {
+                DisconnectCause::Timeout
+            } else {
+                match st.heartbeats.get(address) {
+                    Some(Heartbeat::Failed {
+                        result: ConnectResult::Timeout,
+                        ..
+                    }) => DisconnectCause::Timeout,
+                    _ => DisconnectCause::Closed,
+                }
             }
         };
         self.lost.send_if_modified(|lost| {
