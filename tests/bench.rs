@@ -145,7 +145,7 @@ async fn mariadb_close_detection_latency() {
     let (mut ms, mut after_close) = (Vec::new(), Vec::new());
     for n in 1..=MARIADB_DRILLS {
         db.one_session_of(user, None).await;
-        let watcher = socket_watcher(db.port);
+        let watcher = socket_watcher(db.port, true);
         let killed = db.kill();
         let closed = watcher.join().expect("the socket watcher");
         let detected = detection_ms(&agent, "orders", MARIADB_DRILLS + n, killed).await;
@@ -160,13 +160,16 @@ async fn mariadb_close_detection_latency() {
 
 /// A raw TCP client of the server on `port`, on a thread of its own (the
 /// harness blocks while it kills): the moment it reads EOF is when the
-/// kernel closed the server's sockets. It never logs in (the server logs
-/// an aborted connection).
-fn socket_watcher(port: u16) -> std::thread::JoinHandle<Moment> {
+/// server closed its connections (after SIGKILL: when the kernel did). It
+/// never logs in; `greeting` says the server speaks first (MySQL), which
+/// it reads before it watches.
+fn socket_watcher(port: u16, greeting: bool) -> std::thread::JoinHandle<Moment> {
     use std::io::Read;
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to mariadbd");
-    let mut greeting = [0u8; 512];
-    let _ = s.read(&mut greeting).expect("the server's greeting");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the server");
+    if greeting {
+        let mut first = [0u8; 512];
+        let _ = s.read(&mut first).expect("the server's greeting");
+    }
     std::thread::spawn(move || {
         let mut buf = [0u8; 512];
         while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
