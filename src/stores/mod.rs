@@ -322,6 +322,30 @@ pub fn classify_io(e: &io::Error) -> ConnectResult {
     }
 }
 
+/// A server's message, cut to `limit` bytes (on a character boundary, with
+/// an ellipsis): it ends up in events and the API.
+pub fn bounded_message(mut message: String, limit: usize) -> String {
+    if message.len() > limit {
+        let mut end = limit;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    message
+}
+
+/// A connected TCP socket pair on loopback: (client, server), for the
+/// tests of the stores that speak their protocol themselves.
+#[cfg(test)]
+pub async fn socket_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+    let (client, server) = tokio::join!(client, listener.accept());
+    (client.unwrap(), server.unwrap().0)
+}
+
 /// The disconnect cause for an I/O error on an established connection.
 pub fn disconnect_cause(e: &io::Error) -> DisconnectCause {
     match e.kind() {

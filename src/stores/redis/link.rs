@@ -262,14 +262,11 @@ mod tests {
     use super::*;
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
 
     /// A link and the server side of its socket.
     async fn pair() -> (Link, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap());
-        let (client, server) = tokio::join!(client, listener.accept());
-        (Link::on(Box::new(client.unwrap())), server.unwrap().0)
+        let (client, server) = crate::stores::socket_pair().await;
+        (Link::on(Box::new(client)), server)
     }
 
     const SOON: Duration = Duration::from_secs(5);

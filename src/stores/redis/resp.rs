@@ -300,18 +300,9 @@ impl<'a> Cursor<'a> {
 fn server_error(line: &[u8]) -> ServerError {
     let text = String::from_utf8_lossy(line);
     let (code, message) = text.split_once(' ').unwrap_or((&text, ""));
-    let mut message = message.to_string();
-    if message.len() > MESSAGE_LIMIT {
-        let mut end = MESSAGE_LIMIT;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        message.truncate(end);
-        message.push('…');
-    }
     ServerError {
         code: code.chars().take(32).collect(),
-        message,
+        message: crate::stores::bounded_message(message.to_string(), MESSAGE_LIMIT),
     }
 }
 
