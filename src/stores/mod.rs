@@ -263,7 +263,10 @@ stores! {
 /// One connection attempt: connect (with identity) and a first probe, each
 /// bounded by `t`.
 pub async fn attempt<S: Store>(store: &S, t: Duration) -> Result<Connected<S::Conn>, ConnectError> {
-    let mut connected = match timeout(t, store.connect(t)).await {
+    // Boxed: a connect future (TLS handshakes, resolution, a driver's
+    // set-up) is far larger than the rest of a canary's state, and lives
+    // only while connecting; inline, every idle canary task would carry it.
+    let mut connected = match timeout(t, Box::pin(store.connect(t))).await {
         Ok(r) => r?,
         Err(_) => {
             return Err(ConnectError::new(
