@@ -242,10 +242,13 @@ macro_rules! stores {
             }
         }
 
-        /// Builds the store of a target and hands it to `user`.
+        /// Builds the store of a target and hands it to `user`. Each
+        /// store's future is boxed: inline, this one would be as large as
+        /// the largest store's, for every target of every store (a canary
+        /// task lives as long as its target).
         pub async fn with_store<U: UseStore>(spec: Spec<'_>, options: &Options, user: U) -> U::Output {
             match options {
-                $(Options::$kind(o) => user.run(<$store as Store>::new(spec, o)).await),*
+                $(Options::$kind(o) => Box::pin(user.run(<$store as Store>::new(spec, o))).await),*
             }
         }
     };

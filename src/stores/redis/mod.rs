@@ -401,5 +401,28 @@ mod tests {
         // debug build.)
         let size = std::mem::size_of_val(&task);
         assert!(size <= 2600, "a canary task's future is {size} bytes");
+        drop(task);
+
+        // The dispatch the agent spawns holds a pointer to it, not the
+        // largest store's canary (6,304 bytes inline, debug build).
+        let options = crate::stores::Options::Redis(RedisOptions { tls: false, db: 0 });
+        let run = crate::canary::RunCanary {
+            info: Arc::new(TargetInfo {
+                name: "t".into(),
+                store: StoreKind::Redis,
+                endpoint: "127.0.0.1:1".into(),
+                own_results: &[],
+                instance: 1,
+                detail: Default::default(),
+            }),
+            settings,
+            sink: Arc::new(Nop),
+            budget: Arc::new(crate::backoff::AttemptBudget::new(1000)),
+            lag: Default::default(),
+            shutdown: Default::default(),
+        };
+        let spawned = crate::stores::with_store(spec, &options, run);
+        let size = std::mem::size_of_val(&spawned);
+        assert!(size <= 512, "the dispatch's future is {size} bytes");
     }
 }
