@@ -369,6 +369,17 @@ mod tests {
     use crate::model::{StoreKind, TargetInfo};
     use std::sync::Arc;
 
+    fn info() -> Arc<TargetInfo> {
+        Arc::new(TargetInfo {
+            name: "t".into(),
+            store: StoreKind::Redis,
+            endpoint: "127.0.0.1:1".into(),
+            own_results: &[],
+            instance: 1,
+            detail: Default::default(),
+        })
+    }
+
     /// What 10,000 Redis targets cost is mostly what each idle canary
     /// keeps: its connection, its task's future (sized by its largest
     /// state), its buffers (none while idle, see `link`).
@@ -387,15 +398,7 @@ mod tests {
         };
         let store = RedisStore::new(spec, &RedisOptions { tls: false, db: 0 });
         assert!(std::mem::size_of::<Link>() <= 16);
-        let info = Arc::new(TargetInfo {
-            name: "t".into(),
-            store: StoreKind::Redis,
-            endpoint: "127.0.0.1:1".into(),
-            own_results: &[],
-            instance: 1,
-            detail: Default::default(),
-        });
-        let canary = crate::canary::Canary::new(store, info, settings, Arc::new(Nop));
+        let canary = crate::canary::Canary::new(store, info(), settings, Arc::new(Nop));
         let task = canary.run(tokio_util::sync::CancellationToken::new());
         // (3,944 bytes with the connect and connecting futures inline, in a
         // debug build.)
@@ -407,14 +410,7 @@ mod tests {
         // largest store's canary (6,304 bytes inline, debug build).
         let options = crate::stores::Options::Redis(RedisOptions { tls: false, db: 0 });
         let run = crate::canary::RunCanary {
-            info: Arc::new(TargetInfo {
-                name: "t".into(),
-                store: StoreKind::Redis,
-                endpoint: "127.0.0.1:1".into(),
-                own_results: &[],
-                instance: 1,
-                detail: Default::default(),
-            }),
+            info: info(),
             settings,
             sink: Arc::new(Nop),
             budget: Arc::new(crate::backoff::AttemptBudget::new(1000)),
