@@ -68,7 +68,7 @@ impl SentinelClient {
             if let Some(p) = self.password.as_deref() {
                 link.call(&auth_args(self.username.as_deref(), p))
                     .await
-                    .map_err(|e| auth_error(&e, Some(p)))?;
+                    .map_err(|e| auth_error(&e, Some(p), true))?;
             }
             Ok(link)
         })

@@ -86,13 +86,13 @@ impl RedisNode {
                     let auth = auth_args(self.username.as_deref(), p);
                     link.call(&auth)
                         .await
-                        .map_err(|e| auth_error(&e, password))?;
+                        .map_err(|e| auth_error(&e, password, true))?;
                 }
                 link.call(&[b"CLIENT", b"SETNAME", self.client_name.as_bytes()])
                     .await
                     .map_err(|e| connect_error(&e))?;
             }
-            Err(e) => return Err(auth_error(&e, password)),
+            Err(e) => return Err(auth_error(&e, password, false)),
         }
         if self.db != 0 {
             link.call(&[b"SELECT", self.db.to_string().as_bytes()])
@@ -236,15 +236,13 @@ pub fn connect_error(e: &Error) -> ConnectError {
     ConnectError::new(result, e.to_string())
 }
 
-/// Classifies a failed `HELLO ... AUTH` or `AUTH`: any error reply to
-/// `AUTH` is `auth` (old servers say `ERR invalid password`). The server's
-/// words never carry the password (an unknown command's message echoes its
-/// arguments).
-pub fn auth_error(e: &Error, password: Option<&str>) -> ConnectError {
+/// Classifies a failed `HELLO` (by its code, as any command) or `AUTH`
+/// (any error reply is `auth`: old servers say `ERR invalid password`).
+/// The server's words never carry the password (an unknown command's
+/// message echoes its arguments).
+pub fn auth_error(e: &Error, password: Option<&str>, auth: bool) -> ConnectError {
     let mut c = connect_error(e);
-    if let Error::Server(s) = e
-        && (s.code != "ERR" || !s.message.starts_with("unknown command"))
-    {
+    if auth && matches!(e, Error::Server(_)) {
         c.result = ConnectResult::Auth.into();
     }
     if let Some(p) = password.filter(|p| !p.is_empty()) {
@@ -378,6 +376,62 @@ mod tests {
             instance: 1,
             detail: Default::default(),
         })
+    }
+
+    #[test]
+    fn errors_are_classified_by_code_and_never_show_the_password() {
+        let server = |code: &str, message: &str| {
+            Error::Server(resp::ServerError {
+                code: code.into(),
+                message: message.into(),
+            })
+        };
+        let auth = ConnectResult::Auth;
+        let hello = |e: &Error| auth_error(e, Some("hunter2"), false);
+        assert_eq!(hello(&server("WRONGPASS", "invalid")).result, auth);
+        assert_eq!(hello(&server("NOAUTH", "HELLO must")).result, auth);
+        assert_eq!(
+            hello(&server("LOADING", "loading")).result,
+            ConnectResult::NotReady
+        );
+        assert_eq!(
+            hello(&server("ERR", "max number of clients reached")).result,
+            ConnectResult::Protocol
+        );
+        let echoed = hello(&server(
+            "ERR",
+            "unknown command 'HELLO', with args beginning with: '3' 'AUTH' 'default' 'hunter2'",
+        ));
+        assert!(!echoed.message.contains("hunter2"), "{}", echoed.message);
+        assert!(refuses_resp3(&server(
+            "ERR",
+            "unknown command 'HELLO', with args"
+        )));
+        assert!(refuses_resp3(&server(
+            "ERR",
+            "unknown command `HELLO`, with args"
+        )));
+        assert!(refuses_resp3(&server(
+            "NOPROTO",
+            "unsupported protocol version"
+        )));
+        assert!(!refuses_resp3(&server("ERR", "unknown command 'PING'")));
+        assert_eq!(
+            auth_error(&server("ERR", "invalid password"), Some("x"), true).result,
+            auth
+        );
+        assert_eq!(
+            connect_error(&Error::Protocol("garbage".into())).result,
+            ConnectResult::Protocol
+        );
+        assert_eq!(connect_error(&Error::Closed).result, ConnectResult::Io);
+        assert_eq!(probe_error(&Error::Closed).cause, DisconnectCause::Closed);
+        let reset = Error::Io(std::io::ErrorKind::ConnectionReset.into());
+        assert_eq!(probe_error(&reset).cause, DisconnectCause::Reset);
+        assert_eq!(
+            connect_error(&Error::Io(std::io::ErrorKind::ConnectionRefused.into())).result,
+            ConnectResult::Refused
+        );
     }
 
     /// What 10,000 Redis targets cost is mostly what each idle canary
