@@ -249,9 +249,19 @@ impl<S: Store> Canary<S> {
         };
         loop {
             state = match state {
+                // Boxed: only one of the two phases is ever live, and the
+                // connecting one is the larger; an idle canary task keeps
+                // only what the healthy phase needs.
                 State::Connecting { outage, before } => {
-                    self.connecting(outage, before, started, &mut backoff, &mut ann, shutdown)
-                        .await
+                    Box::pin(self.connecting(
+                        outage,
+                        before,
+                        started,
+                        &mut backoff,
+                        &mut ann,
+                        shutdown,
+                    ))
+                    .await
                 }
                 State::Up {
                     conn,

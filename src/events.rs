@@ -128,7 +128,7 @@ pub enum Event {
     /// The identity of the server changed without an outage (role flip).
     IdentityChanged { identity: Identity },
     /// Something the operator should know that is not an outage (for example
-    /// every Sentinel unreachable, or a RESP2 server without push support).
+    /// every Sentinel unreachable, or a Redis server without RESP3).
     Notice { message: String },
     /// The canary task stopped (shutdown or target removed).
     Stopped,

@@ -2,14 +2,16 @@
 //! dataset answers `LOADING` until the dataset is in memory (the canary
 //! counts those attempts as `not_ready` and the outage ends as a restart),
 //! and one without RESP3 (`HELLO` renamed away), where the canary falls back
-//! to RESP2 and probe-only detection and says so.
+//! to RESP2, says so, and still sees a closed connection at once.
 
 mod support;
 
 use std::time::Duration;
 
 use support::redis::RedisServer;
-use support::{ATTEMPTS, Agent, DISCONNECTS, OUTAGES, Pacing, require_binary};
+use support::{
+    ATTEMPTS, Agent, DISCONNECTS, OUTAGES, Pacing, events, parse_time, require_binary, secs_between,
+};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -57,28 +59,43 @@ async fn loading_dataset_is_not_ready() {
     }
 }
 
+/// Without RESP3 the canary's own reader still sees the socket close: a
+/// `CLIENT KILL` is detected without a probe (probes are 5 s apart), as on
+/// RESP3.
 #[tokio::test]
-async fn without_resp3_falls_back_to_resp2_and_probes_detect_the_loss() {
+async fn without_resp3_falls_back_to_resp2_and_still_sees_a_close_at_once() {
     let redis = RedisServer::start_with("redis", &["--rename-command", "HELLO", ""], None).await;
-    let agent = Agent::start_up(Pacing::FAST, &[("old", &redis.url())], LIMIT).await;
+    let agent = Agent::builder()
+        .pacing(Pacing::FAST)
+        .target_with("old", &redis.url(), r#"interval = "5s""#)
+        .start_up(LIMIT)
+        .await;
     support::poll_until(LIMIT, "the RESP2 fallback in the log", async || {
         support::check(agent.log().contains("falling back to RESP2"), ())
     })
     .await;
     let clients = redis.canary_clients("old").await.unwrap();
     assert_eq!(clients.len(), 1, "{clients:?}");
-    redis
-        .query::<()>(&["CLIENT", "KILL", "ID", &clients[0].id.to_string()])
-        .await
-        .unwrap();
+    let probes = |m: &support::Metrics| m.sum("dbcanary_probes_total", &[("target", "old")]);
+    let probes_before = probes(&agent.metrics().await);
+    let killed = redis.client_kill(clients[0].id).await;
     agent
         .wait_count(OUTAGES, "old", "network", 1.0, LIMIT)
         .await;
+    let t = agent.target("old").await;
+    let lost = events(&t, "disconnected");
+    let lost = lost.last().expect("a disconnected event");
+    assert_eq!(lost["cause"], "closed", "{lost}");
+    let after_kill = secs_between(killed.wall, parse_time(&lost["detected_at"]));
+    assert!(
+        (-0.01..1.0).contains(&after_kill),
+        "disconnect detected {after_kill:.3} s after CLIENT KILL (probes are 5 s apart): {lost}"
+    );
     let m = agent.metrics().await;
     assert_eq!(
-        m.count(DISCONNECTS, "old", "closed"),
-        1.0,
-        "the failed probe saw the closed connection:\n{}",
-        m.text
+        probes(&m),
+        probes_before,
+        "no probe was needed to see the loss"
     );
+    assert_eq!(m.count(DISCONNECTS, "old", "closed"), 1.0, "{}", m.text);
 }

@@ -1,9 +1,10 @@
 //! A canary connection's reads, bounded: the stream a driver reads from
 //! draws every byte from a budget, refilled before each round trip (connect,
 //! probe, identity read). A server that declares a huge reply and streams it
-//! (a Redis bulk string of 512 MB, a PostgreSQL message of 2 GiB) costs the
-//! budget and a `protocol` error, not the agent's memory: drivers believe
-//! declared lengths, the budget does not.
+//! (a PostgreSQL message of 2 GiB) costs the budget and a `protocol` error,
+//! not the agent's memory: drivers believe declared lengths, the budget does
+//! not. The stores that parse their protocol themselves (Redis, MySQL) check
+//! a declared length before buffering it, within the same bound per reply.
 
 use std::io;
 use std::pin::Pin;

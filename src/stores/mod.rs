@@ -242,10 +242,13 @@ macro_rules! stores {
             }
         }
 
-        /// Builds the store of a target and hands it to `user`.
+        /// Builds the store of a target and hands it to `user`. Each
+        /// store's future is boxed: inline, this one would be as large as
+        /// the largest store's, for every target of every store (a canary
+        /// task lives as long as its target).
         pub async fn with_store<U: UseStore>(spec: Spec<'_>, options: &Options, user: U) -> U::Output {
             match options {
-                $(Options::$kind(o) => user.run(<$store as Store>::new(spec, o)).await),*
+                $(Options::$kind(o) => Box::pin(user.run(<$store as Store>::new(spec, o))).await),*
             }
         }
     };
@@ -263,7 +266,10 @@ stores! {
 /// One connection attempt: connect (with identity) and a first probe, each
 /// bounded by `t`.
 pub async fn attempt<S: Store>(store: &S, t: Duration) -> Result<Connected<S::Conn>, ConnectError> {
-    let mut connected = match timeout(t, store.connect(t)).await {
+    // Boxed: a connect future (TLS handshakes, resolution, a driver's
+    // set-up) is far larger than the rest of a canary's state, and lives
+    // only while connecting; inline, every idle canary task would carry it.
+    let mut connected = match timeout(t, Box::pin(store.connect(t))).await {
         Ok(r) => r?,
         Err(_) => {
             return Err(ConnectError::new(
@@ -320,6 +326,30 @@ pub fn classify_io(e: &io::Error) -> ConnectResult {
         io::ErrorKind::TimedOut => ConnectResult::Timeout,
         _ => ConnectResult::Io,
     }
+}
+
+/// A server's message, cut to `limit` bytes (on a character boundary, with
+/// an ellipsis): it ends up in events and the API.
+pub fn bounded_message(mut message: String, limit: usize) -> String {
+    if message.len() > limit {
+        let mut end = limit;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    message
+}
+
+/// A connected TCP socket pair on loopback: (client, server), for the
+/// tests of the stores that speak their protocol themselves.
+#[cfg(test)]
+pub async fn socket_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+    let (client, server) = tokio::join!(client, listener.accept());
+    (client.unwrap(), server.unwrap().0)
 }
 
 /// The disconnect cause for an I/O error on an established connection.

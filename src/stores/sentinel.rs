@@ -1,7 +1,9 @@
 //! Redis through Sentinel: ask the sentinels which server is the master,
 //! hold the canary on that master, and follow `+switch-master`
-//! announcements. The driver's own `ConnectionManager` is not
-//! Sentinel-aware (redis-rs #1438), so resolution is done here.
+//! announcements. Sentinels are spoken to with the canary's own RESP
+//! client ([`crate::stores::redis::link`]), in RESP2: a short connection per
+//! question, and one subscribed connection whose messages are read as they
+//! come (its end is seen as an EOF, like a canary connection's).
 //!
 //! URL: `redis+sentinel://[user:password@]s1:26379,s2:26379/<master>[/<db>]`
 //! with optional `?sentinel_username=...&sentinel_password=...` when the
@@ -12,14 +14,14 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use redis::{AsyncConnectionConfig, IntoConnectionInfo, ProtocolVersion, PushKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::dburl::{DbUrl, HostPort};
 use crate::model::{ConnectResult, FailoverSource, Identity, Role};
+use crate::stores::redis::resp::Value;
 use crate::stores::redis::{
-    RedisConn, RedisNode, Transport, connect_error, identify, ping, probe_error,
+    Link, RedisNode, auth_args, auth_error, connect_error, identify, ping, probe_error, unexpected,
 };
 use crate::stores::{Announcement, ConnectError, Connected, ProbeError, Spec, Store};
 
@@ -39,71 +41,73 @@ struct SentinelClient {
 }
 
 impl SentinelClient {
-    async fn conn(
+    /// `what`, bounded by the sentinel timeout.
+    async fn bounded<T>(
         &self,
-        addr: &HostPort,
-        push: Option<mpsc::UnboundedSender<redis::PushInfo>>,
-    ) -> Result<RedisConn, ConnectError> {
-        let protocol = if push.is_some() {
-            ProtocolVersion::RESP3
-        } else {
-            ProtocolVersion::RESP2
-        };
-        let info = format!("redis://{addr}")
-            .into_connection_info()
-            .map_err(|e| connect_error(&e))?;
-        let mut settings = info.redis_settings().clone().set_protocol(protocol);
-        if let Some(u) = &self.username {
-            settings = settings.set_username(u);
-        }
-        if let Some(p) = &self.password {
-            settings = settings.set_password(p);
-        }
-        let mut config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout));
-        if let Some(tx) = push {
-            config = config.set_push_sender(tx);
-        }
-        let open = async {
-            Transport::open(addr, None)
-                .await?
-                .handshake(&settings, config)
-                .await
-                .map_err(|e| connect_error(&e))
-        };
-        tokio::time::timeout(self.timeout, open)
+        sentinel: &HostPort,
+        what: impl Future<Output = Result<T, ConnectError>>,
+    ) -> Result<T, ConnectError> {
+        tokio::time::timeout(self.timeout, what)
             .await
             .unwrap_or_else(|_| {
                 Err(ConnectError::new(
                     ConnectResult::Timeout,
                     format!(
-                        "sentinel {addr} did not answer within {}",
+                        "sentinel {sentinel} did not answer within {}",
                         humantime::format_duration(self.timeout)
                     ),
                 ))
             })
     }
 
+    /// A connection to one sentinel, logged in with the sentinel
+    /// credentials when there are any.
+    async fn conn(&self, addr: &HostPort) -> Result<Link, ConnectError> {
+        self.bounded(addr, async {
+            let mut link = Link::open(addr, None).await?;
+            if let Some(p) = self.password.as_deref() {
+                link.call(&auth_args(self.username.as_deref(), p))
+                    .await
+                    .map_err(|e| auth_error(&e, Some(p), true))?;
+            }
+            Ok(link)
+        })
+        .await
+    }
+
     /// Asks one sentinel for the master's address.
     async fn ask(self, sentinel: HostPort) -> Result<HostPort, ConnectError> {
-        let mut conn = self.conn(&sentinel, None).await?;
-        let addr: Option<(String, u16)> = redis::cmd("SENTINEL")
-            .arg("get-master-addr-by-name")
-            .arg(&self.master_name)
-            .query_async(conn.round_trip())
-            .await
-            .map_err(|e| connect_error(&e))?;
-        match addr {
-            Some((host, port)) => Ok(HostPort { host, port }),
-            None => Err(ConnectError::new(
-                ConnectResult::NotReady,
-                format!(
-                    "sentinel {sentinel} does not know a master named {:?}",
-                    self.master_name
-                ),
-            )),
-        }
+        let mut conn = self.conn(&sentinel).await?;
+        let question: [&[u8]; 3] = [
+            b"SENTINEL",
+            b"get-master-addr-by-name",
+            self.master_name.as_bytes(),
+        ];
+        let reply = self
+            .bounded(&sentinel, async {
+                conn.call(&question).await.map_err(|e| connect_error(&e))
+            })
+            .await?;
+        let addr = match reply.items() {
+            Some([host, port]) => {
+                let port = port.text().and_then(|p| p.parse().ok());
+                match (host.text(), port) {
+                    (Some(host), Some(port)) => Some(HostPort { host, port }),
+                    _ => None,
+                }
+            }
+            _ if reply == Value::Nil => {
+                return Err(ConnectError::new(
+                    ConnectResult::NotReady,
+                    format!(
+                        "sentinel {sentinel} does not know a master named {:?}",
+                        self.master_name
+                    ),
+                ));
+            }
+            _ => None,
+        };
+        addr.ok_or_else(|| connect_error(&unexpected("SENTINEL get-master-addr-by-name", &reply)))
     }
 }
 
@@ -183,30 +187,35 @@ impl SentinelStore {
         sentinel: &HostPort,
         tx: &mpsc::Sender<Announcement>,
     ) -> Result<(), ConnectError> {
-        let (ptx, mut prx) = mpsc::unbounded_channel();
-        let mut conn = self.client.conn(sentinel, Some(ptx)).await?;
-        conn.round_trip()
-            .subscribe(SWITCH_MASTER)
-            .await
-            .map_err(|e| connect_error(&e))?;
+        let mut conn = self.client.conn(sentinel).await?;
+        self.client
+            .bounded(sentinel, async {
+                conn.call(&[b"SUBSCRIBE", SWITCH_MASTER.as_bytes()])
+                    .await
+                    .map_err(|e| connect_error(&e))
+            })
+            .await?;
         tracing::debug!(%sentinel, master = %self.master_name(), "following +switch-master");
         loop {
-            let push = tokio::select! {
+            // Each message is a reply of its own, under the reply limits; an
+            // error (the sentinel gone, garbage) ends the subscription.
+            let message = tokio::select! {
                 _ = tx.closed() => return Ok(()),
-                p = prx.recv() => p,
+                m = conn.reply() => m,
             };
-            let Some(push) = push else { return Ok(()) };
-            if push.kind == PushKind::Disconnection {
+            let Ok(message) = message else {
                 return Ok(());
-            }
-            // Each announcement is one round trip's worth of reading.
-            conn.round_trip();
-            let Some(msg) = redis::Msg::from_push_info(push) else {
-                continue;
             };
-            let Ok(payload) = msg.get_payload::<String>() else {
-                continue;
+            let payload = match message.items() {
+                Some([kind, channel, payload])
+                    if kind.text().as_deref() == Some("message")
+                        && channel.text().as_deref() == Some(SWITCH_MASTER) =>
+                {
+                    payload.text()
+                }
+                _ => None,
             };
+            let Some(payload) = payload else { continue };
             if let Some((from, to)) = parse_switch_master(&payload, self.master_name()) {
                 *self.master.lock().expect("master lock") = Some(to.clone());
                 let _ = tx
@@ -238,7 +247,7 @@ fn parse_switch_master(payload: &str, name: &str) -> Option<(HostPort, HostPort)
 
 impl Store for SentinelStore {
     type Options = SentinelOptions;
-    type Conn = (RedisConn, HostPort);
+    type Conn = (Link, HostPort);
 
     fn options(url: &DbUrl) -> Result<SentinelOptions, String> {
         let mut parts = url.path.splitn(2, '/');
@@ -284,9 +293,10 @@ impl Store for SentinelStore {
         self.node.notices.take()
     }
 
-    async fn connect(&self, timeout: Duration) -> Result<Connected<Self::Conn>, ConnectError> {
+    async fn connect(&self, _timeout: Duration) -> Result<Connected<Self::Conn>, ConnectError> {
+        // (The canary bounds the whole attempt.)
         let addr = self.resolve_master().await?;
-        let c = self.node.open(&addr, timeout).await?;
+        let c = self.node.open(&addr).await?;
         if c.identity.role != Some(Role::Primary) {
             return Err(ConnectError::new(
                 ConnectResult::NotReady,
@@ -302,13 +312,11 @@ impl Store for SentinelStore {
     }
 
     async fn probe(&self, conn: &mut Self::Conn) -> Result<(), ProbeError> {
-        ping(conn.0.round_trip()).await
+        ping(&mut conn.0).await
     }
 
     async fn identify(&self, conn: &mut Self::Conn) -> Result<Identity, ProbeError> {
-        let mut id = identify(conn.0.round_trip())
-            .await
-            .map_err(|e| probe_error(&e))?;
+        let mut id = identify(&mut conn.0).await.map_err(|e| probe_error(&e))?;
         id.address = Some(conn.1.to_string());
         Ok(id)
     }

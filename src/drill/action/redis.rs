@@ -8,11 +8,39 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ErrorKind, IntoConnectionInfo, ProtocolVersion, RedisError};
 
 use crate::dburl::HostPort;
+use crate::model::ConnectResult;
 use crate::stores::Options;
-use crate::stores::redis::connect_error;
+use crate::stores::{ConnectError, classify_io};
+use crate::tls::find_io_error;
 
 use super::{ADMIN_TIMEOUT, ActionCtx, ActionDone, ActionError, FailureKind, bounded};
 use crate::drill::plan::Action;
+
+/// Classifies a redis-rs error during the admin connection's set-up by its
+/// type (the canary's own connection has its own client, see
+/// `stores::redis::link`).
+fn driver_error(e: &RedisError) -> ConnectError {
+    use redis::ServerErrorKind;
+    let result = match e.kind() {
+        ErrorKind::AuthenticationFailed => ConnectResult::Auth,
+        ErrorKind::Server(ServerErrorKind::BusyLoading | ServerErrorKind::MasterDown) => {
+            ConnectResult::NotReady
+        }
+        ErrorKind::Server(ServerErrorKind::NoPerm) => ConnectResult::Auth,
+        ErrorKind::Io => match find_io_error(e) {
+            Some(io) => classify_io(io),
+            None => ConnectResult::Io,
+        },
+        ErrorKind::Parse | ErrorKind::UnexpectedReturnType => ConnectResult::Protocol,
+        _ => match e.code() {
+            Some("WRONGPASS" | "NOAUTH" | "NOPERM") => ConnectResult::Auth,
+            Some("LOADING" | "MASTERDOWN") => ConnectResult::NotReady,
+            _ if crate::tls::is_tls_error(e) => ConnectResult::Tls,
+            _ => ConnectResult::Protocol,
+        },
+    };
+    ConnectError::new(result, e.to_string())
+}
 
 /// Who may log in where.
 struct Login<'a> {
@@ -49,7 +77,7 @@ async fn open(
         .set_connection_timeout(Some(ADMIN_TIMEOUT))
         .set_response_timeout(Some(ADMIN_TIMEOUT));
     let fail = |e: &RedisError| {
-        let c = connect_error(e);
+        let c = driver_error(e);
         ActionError::connect(c.result, &what, &c.message)
     };
     let client = redis::Client::open(info.set_redis_settings(settings)).map_err(|e| fail(&e))?;

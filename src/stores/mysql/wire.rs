@@ -34,7 +34,7 @@ use tokio_util::either::Either;
 
 use super::error::{Error, ServerError};
 use crate::model::DisconnectCause;
-use crate::stores::{CloseSignal, disconnect_cause};
+use crate::stores::{CloseSignal, bounded_message, disconnect_cause};
 
 /// The socket: plain TCP, or TLS over it.
 pub type Stream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
@@ -424,15 +424,7 @@ pub fn server_error(p: &[u8]) -> Error {
     };
     match ParseBuf(p).parse::<ErrPacket>(caps) {
         Ok(ErrPacket::Error(e)) => {
-            let mut message = e.message_str().into_owned();
-            if message.len() > MESSAGE_LIMIT {
-                let mut end = MESSAGE_LIMIT;
-                while !message.is_char_boundary(end) {
-                    end -= 1;
-                }
-                message.truncate(end);
-                message.push('…');
-            }
+            let message = bounded_message(e.message_str().into_owned(), MESSAGE_LIMIT);
             Error::Server(ServerError {
                 code: e.error_code(),
                 state: e.sql_state_ref().map(|s| s.as_str().into_owned()),
@@ -472,14 +464,11 @@ fn column_count(p: &[u8]) -> Result<u64, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::net::TcpListener;
 
     /// A link and the server side of its socket.
     async fn pair() -> (Link, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap());
-        let (client, server) = tokio::join!(client, listener.accept());
-        (Link::new(client.unwrap()), server.unwrap().0)
+        let (client, server) = crate::stores::socket_pair().await;
+        (Link::new(client), server)
     }
 
     #[tokio::test]
