@@ -131,6 +131,27 @@ async fn a_mongodb_member_killed_and_restarted_is_measured_within_its_bounds() {
     judge(&o, down.wall, back);
 }
 
+/// A silent outage (cause `timeout`) holds the stop within its start
+/// window and the resume within its end window; returns the start window's
+/// width in seconds.
+fn silent_within(o: &Value, stopped: SystemTime, resumed: SystemTime) -> f64 {
+    assert_eq!(o["cause"], "timeout", "{o:#}");
+    let b = &o["bounds"];
+    let (earliest, latest) = (
+        parse_time(&b["start_earliest"]),
+        parse_time(&b["start_latest"]),
+    );
+    within("the stop", stopped, earliest, latest, o);
+    within(
+        "the resume",
+        resumed,
+        parse_time(&b["end_earliest"]),
+        parse_time(&b["end_latest"]),
+        o,
+    );
+    secs_between(earliest, latest)
+}
+
 /// A hung server is silent: the outage starts when the probe it never
 /// answered was sent, and its bounds, no wider than interval + timeout at
 /// the start, hold the truth.
@@ -142,21 +163,7 @@ async fn a_stopped_redis_is_bounded_by_the_last_answer_and_the_timeout() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let resumed = redis.resume();
     let o = outage(&agent, "cache", 1).await;
-    assert_eq!(o["cause"], "timeout", "{o:#}");
-    let b = &o["bounds"];
-    let (earliest, latest) = (
-        parse_time(&b["start_earliest"]),
-        parse_time(&b["start_latest"]),
-    );
-    within("the stop", stopped.wall, earliest, latest, &o);
-    within(
-        "the resume",
-        resumed.wall,
-        parse_time(&b["end_earliest"]),
-        parse_time(&b["end_latest"]),
-        &o,
-    );
-    let width = secs_between(earliest, latest);
+    let width = silent_within(&o, stopped.wall, resumed.wall);
     assert!(width <= 1.5 + HARNESS, "start window {width:.3} s: {o:#}");
 }
 
@@ -177,22 +184,7 @@ async fn a_stopped_mongodb_member_seen_by_its_heartbeat_is_bounded_by_the_last_a
     tokio::time::sleep(Duration::from_secs(2)).await;
     let resumed = m.resume();
     let o = outage(&agent, "catalog", 1).await;
-    assert_eq!(o["cause"], "timeout", "{o:#}");
-    let b = &o["bounds"];
-    within(
-        "the stop",
-        stopped.wall,
-        parse_time(&b["start_earliest"]),
-        parse_time(&b["start_latest"]),
-        &o,
-    );
-    within(
-        "the resume",
-        resumed.wall,
-        parse_time(&b["end_earliest"]),
-        parse_time(&b["end_latest"]),
-        &o,
-    );
+    silent_within(&o, stopped.wall, resumed.wall);
 }
 
 /// Killed less than a second after they started and brought back: still a
