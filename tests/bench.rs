@@ -300,6 +300,19 @@ async fn timed(agent: &Agent, path: &str) -> (f64, usize) {
     (t.elapsed().as_secs_f64() * 1000.0, r.body.len())
 }
 
+/// `GLIBC_TUNABLES` as the systemd unit sets it.
+fn unit_tunables() -> String {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/dbcanary.service"
+    ))
+    .expect("config/dbcanary.service");
+    unit.lines()
+        .find_map(|l| l.strip_prefix("Environment=GLIBC_TUNABLES="))
+        .expect("the unit sets GLIBC_TUNABLES")
+        .to_string()
+}
+
 /// How many targets the scale benchmark runs (`DBCANARY_BENCH_TARGETS`,
 /// default 10,000), spread over four redis-servers.
 fn scale_targets() -> usize {
@@ -330,6 +343,11 @@ async fn ten_thousand_redis_targets() {
         );
     }
     let mut b = Agent::builder().log("warn");
+    // The agent as installed: with the unit's allocator setting, unless
+    // GLIBC_TUNABLES says otherwise (empty: glibc's defaults).
+    let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_else(|_| unit_tunables());
+    println!("GLIBC_TUNABLES={tunables:?}");
+    b = b.env("GLIBC_TUNABLES", &tunables);
     for i in 0..n {
         b = b.target(&format!("t{i:05}"), &servers[i % 4].url());
     }

@@ -131,6 +131,7 @@ fn deb_installs_binary_unit_config_dashboards_and_rules() {
         "PrivateTmp=yes",
         "CapabilityBoundingSet=",
         "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+        "Environment=GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4194304",
     ] {
         assert!(
             unit.lines().any(|l| l == line),
@@ -204,4 +205,36 @@ fn the_example_config_passes_config_check() {
     for name in ["cache", "sessions", "billing", "shop"] {
         assert!(shown.contains(&format!("name = \"{name}\"")), "{shown}");
     }
+}
+
+/// The allocator setting the benchmark measured (big freed buffers go back
+/// to the system) is the same in the unit, the image and the StatefulSet.
+#[test]
+fn the_unit_the_image_and_the_statefulset_set_the_same_allocator_tunable() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    let unit = read("config/dbcanary.service");
+    let value = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("Environment=GLIBC_TUNABLES="))
+        .expect("the unit sets GLIBC_TUNABLES");
+    assert!(value.starts_with("glibc.malloc."), "{value}");
+    let docker = read("Dockerfile");
+    assert!(
+        docker
+            .lines()
+            .any(|l| l == format!("ENV GLIBC_TUNABLES={value}")),
+        "the image sets GLIBC_TUNABLES={value}:\n{docker}"
+    );
+    let sts = read("deploy/kubernetes/statefulset.yaml");
+    let named = sts
+        .lines()
+        .skip_while(|l| l.trim() != "- name: GLIBC_TUNABLES")
+        .nth(1)
+        .map(str::trim);
+    assert_eq!(
+        named,
+        Some(format!("value: {value}").as_str()),
+        "the StatefulSet sets GLIBC_TUNABLES={value}"
+    );
 }
