@@ -144,6 +144,40 @@ pub fn outcome(o: &Outcome) -> (&str, Vec<Change<'_>>) {
     }
 }
 
+/// Events for the encoders' tests: an outage of 40 ms (kind network), an
+/// ok probe, an ok connect attempt.
+#[cfg(test)]
+pub(super) fn sample_events() -> [Event; 3] {
+    use std::time::{Duration, SystemTime};
+
+    use crate::events::OutageReport;
+    use crate::model::{ConnectResult, DisconnectCause, Identity, ProbeResult};
+    [
+        Event::Restored(Box::new(OutageReport {
+            reason: String::new(),
+            attempts: 1,
+            resolution: Duration::from_millis(20),
+            before: None,
+            after: Identity::default(),
+            ..OutageReport::exact(
+                SystemTime::now(),
+                Duration::from_millis(40),
+                DisconnectCause::Closed,
+                OutageKind::Network,
+            )
+        })),
+        Event::Probe {
+            result: ProbeResult::Ok,
+            duration: Duration::from_millis(1),
+        },
+        Event::ConnectAttempt {
+            result: ConnectResult::Ok.into(),
+            duration: Duration::from_millis(1),
+            error: None,
+        },
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, SystemTime};

@@ -527,13 +527,11 @@ impl DrillSeries {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, SystemTime};
-
     use prometheus_client::encoding::text::encode;
 
     use super::*;
-    use crate::events::{Event, OutageReport};
-    use crate::model::{DisconnectCause, Identity, OutageKind, ProbeResult, StoreKind};
+    use crate::events::Event;
+    use crate::model::{Identity, OutageKind, StoreKind};
     use crate::telemetry::catalogue::{BASIC_OUTAGE_BUCKETS, Id, PREFIX};
     use crate::telemetry::measure;
 
@@ -579,29 +577,7 @@ mod tests {
             states.insert(st);
             table.add(t, LabelSpace::new(t.own_results, deps));
         }
-        let restored = Event::Restored(Box::new(OutageReport {
-            reason: String::new(),
-            attempts: 1,
-            resolution: Duration::from_millis(20),
-            before: None,
-            after: Identity::default(),
-            ..OutageReport::exact(
-                SystemTime::now(),
-                Duration::from_millis(40),
-                DisconnectCause::Closed,
-                OutageKind::Network,
-            )
-        }));
-        let probe = Event::Probe {
-            result: ProbeResult::Ok,
-            duration: Duration::from_millis(1),
-        };
-        let connect = Event::ConnectAttempt {
-            result: crate::model::ConnectResult::Ok.into(),
-            duration: Duration::from_millis(1),
-            error: None,
-        };
-        for e in [&restored, &probe, &connect] {
+        for e in &measure::sample_events() {
             table.apply("cache", &measure::event(e), exemplar);
             table.apply("plain", &measure::event(e), exemplar);
         }

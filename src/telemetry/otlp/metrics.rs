@@ -271,8 +271,7 @@ mod tests {
 
     #[test]
     fn every_catalogue_entry_with_an_otel_name_is_exported_with_its_unit() {
-        use crate::events::{Event, OutageReport};
-        use crate::model::{DisconnectCause, Identity, OutageKind, ProbeResult, TargetInfo};
+        use crate::model::TargetInfo;
         use crate::telemetry::state::TargetState;
 
         let exporter = InMemoryMetricExporter::default();
@@ -295,29 +294,7 @@ mod tests {
             t.store,
             &LabelSpace::new(&[], &["cache".to_string()]),
         );
-        let restored = Event::Restored(Box::new(OutageReport {
-            reason: String::new(),
-            attempts: 1,
-            resolution: Duration::from_millis(20),
-            before: None,
-            after: Identity::default(),
-            ..OutageReport::exact(
-                SystemTime::now(),
-                Duration::from_millis(40),
-                DisconnectCause::Closed,
-                OutageKind::Network,
-            )
-        }));
-        let probe = Event::Probe {
-            result: ProbeResult::Ok,
-            duration: Duration::from_millis(1),
-        };
-        let connect = Event::ConnectAttempt {
-            result: crate::model::ConnectResult::Ok.into(),
-            duration: Duration::from_millis(1),
-            error: None,
-        };
-        for e in [&restored, &probe, &connect] {
+        for e in &measure::sample_events() {
             m.apply(&t.name, t.store, &measure::event(e));
         }
         m.apply(&t.name, t.store, &[measure::CANARY_RESTART]);
