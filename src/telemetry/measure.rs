@@ -144,10 +144,10 @@ pub fn outcome(o: &Outcome) -> (&str, Vec<Change<'_>>) {
     }
 }
 
-/// Events for the encoders' tests: an outage of 40 ms (kind network), an
-/// ok probe, an ok connect attempt.
+/// Events for the tests: an outage of 40 ms of `kind`, an ok probe, an ok
+/// connect attempt.
 #[cfg(test)]
-pub(super) fn sample_events() -> [Event; 3] {
+pub(super) fn sample_events(kind: OutageKind) -> [Event; 3] {
     use std::time::{Duration, SystemTime};
 
     use crate::events::OutageReport;
@@ -163,7 +163,7 @@ pub(super) fn sample_events() -> [Event; 3] {
                 SystemTime::now(),
                 Duration::from_millis(40),
                 DisconnectCause::Closed,
-                OutageKind::Network,
+                kind,
             )
         })),
         Event::Probe {
@@ -183,34 +183,17 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     use super::*;
-    use crate::events::OutageReport;
-    use crate::model::{
-        AttemptResult, ConnectResult, DisconnectCause, FailoverSource, Identity, ProbeResult,
-    };
+    use crate::model::{AttemptResult, DisconnectCause, FailoverSource, ProbeResult};
     use crate::telemetry::catalogue::{Instrument, Label, LabelSpace, Seed};
 
+    /// The encoders' samples with a restart (so that it is counted), and
+    /// an app's own attempt result, a timed-out probe, a loss and an
+    /// announced failover.
     fn events() -> Vec<Event> {
-        let report = OutageReport {
-            reason: String::new(),
-            attempts: 1,
-            resolution: Duration::from_millis(20),
-            before: None,
-            after: Identity::default(),
-            ..OutageReport::exact(
-                SystemTime::now(),
-                Duration::from_millis(40),
-                DisconnectCause::Closed,
-                OutageKind::Restart,
-            )
-        };
-        vec![
+        let mut all = Vec::from(sample_events(OutageKind::Restart));
+        all.extend([
             Event::ConnectAttempt {
                 result: AttemptResult::Own("status"),
-                duration: Duration::from_millis(1),
-                error: None,
-            },
-            Event::ConnectAttempt {
-                result: ConnectResult::Ok.into(),
                 duration: Duration::from_millis(1),
                 error: None,
             },
@@ -219,13 +202,13 @@ mod tests {
                 duration: Duration::from_millis(1),
             },
             Event::lost_at(DisconnectCause::Reset, SystemTime::now()),
-            Event::Restored(Box::new(report)),
             Event::Failover {
                 source: FailoverSource::Topology,
                 from: None,
                 to: String::new(),
             },
-        ]
+        ]);
+        all
     }
 
     fn outcomes() -> Vec<Outcome> {

@@ -577,7 +577,7 @@ mod tests {
             states.insert(st);
             table.add(t, LabelSpace::new(t.own_results, deps));
         }
-        for e in &measure::sample_events() {
+        for e in &measure::sample_events(OutageKind::Network) {
             table.apply("cache", &measure::event(e), exemplar);
             table.apply("plain", &measure::event(e), exemplar);
         }

@@ -271,7 +271,7 @@ mod tests {
 
     #[test]
     fn every_catalogue_entry_with_an_otel_name_is_exported_with_its_unit() {
-        use crate::model::TargetInfo;
+        use crate::model::{OutageKind, TargetInfo};
         use crate::telemetry::state::TargetState;
 
         let exporter = InMemoryMetricExporter::default();
@@ -294,7 +294,7 @@ mod tests {
             t.store,
             &LabelSpace::new(&[], &["cache".to_string()]),
         );
-        for e in &measure::sample_events() {
+        for e in &measure::sample_events(OutageKind::Network) {
             m.apply(&t.name, t.store, &measure::event(e));
         }
         m.apply(&t.name, t.store, &[measure::CANARY_RESTART]);
