@@ -1105,6 +1105,23 @@ pub fn events<'a>(target: &'a serde_json::Value, kind: &str) -> Vec<&'a serde_js
         .unwrap_or_default()
 }
 
+/// A `disconnected` event seen by the transport itself, well before the
+/// next probe: within 1 s of `cause` (what the harness did) and saying so.
+pub fn assert_seen_by_the_transport(lost: &serde_json::Value, cause: SystemTime, what: &str) {
+    let lag = secs_between(cause, parse_time(&lost["detected_at"]));
+    assert!(
+        (0.0..1.0).contains(&lag),
+        "loss seen {lag:.3} s after {what}: not event-driven ({lost})"
+    );
+    assert!(
+        lost["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("transport"),
+        "{lost}"
+    );
+}
+
 /// Parses an RFC 3339 timestamp of the API.
 pub fn parse_time(v: &serde_json::Value) -> SystemTime {
     let s = v.as_str().unwrap_or_else(|| panic!("not a timestamp: {v}"));
