@@ -140,7 +140,7 @@ async fn an_api_drill_judges_the_apps_on_the_agents_own_canaries() {
         assert_eq!(
             m.value(
                 "dbcanary_drills_total",
-                &[("target", "cache"), ("result", result)]
+                &[("target", "cache"), ("store", "redis"), ("result", result)]
             ),
             Some(n),
             "{result}: {}",
@@ -191,7 +191,11 @@ async fn an_api_drill_passes_when_every_app_recovers_and_repeats() {
         agent
             .value(
                 "dbcanary_drills_total",
-                &[("target", "cache"), ("result", "passed")]
+                &[
+                    ("target", "cache"),
+                    ("store", "redis"),
+                    ("result", "passed")
+                ]
             )
             .await,
         2.0

@@ -1,5 +1,5 @@
 //! Drills the agent ran (through `POST /api/v1/drills`), as telemetry:
-//! `dbcanary_drills_total{target,result}` (the store's target; `passed`,
+//! `dbcanary_drills_total{target,store,result}` (the store's target; `passed`,
 //! `failed`, `aborted`), the `last_drill` of each target a drill involved
 //! in `/api/v1/targets`, and (through `otlp`) a `dbcanary.drill` span;
 //! the series are kept by the Prometheus side ([`super::prometheus::DrillSeries`]).

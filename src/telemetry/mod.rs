@@ -19,7 +19,7 @@ use crate::apps::{AppTracker, Outcome};
 use crate::config::OtlpSettings;
 use crate::events::{Event, EventSink};
 use crate::lag::SchedulingLag;
-use crate::model::{Identity, TargetInfo};
+use crate::model::{Identity, StoreKind, TargetInfo};
 
 pub mod catalogue;
 pub mod drills;
@@ -249,9 +249,16 @@ impl Recorder {
         Some((up, st.identity.clone()))
     }
 
+    /// The store kind of target `name` (its `store` label).
+    fn store_of(&self, name: &str) -> Option<StoreKind> {
+        self.states.get(name).map(|h| state::lock(&h).store)
+    }
+
     /// A drill run through the API is about to act: its span opens.
     pub fn drill_begins(&self, d: &DrillStart) {
-        self.drills.seed(&d.store);
+        if let Some(store) = self.store_of(&d.store) {
+            self.drills.seed(&d.store, store);
+        }
         if let Some(o) = &self.otlp {
             o.drill_begins(d);
         }
@@ -260,8 +267,10 @@ impl Recorder {
     /// A drill run through the API is over: it is counted, becomes the
     /// `last_drill` of each of its targets, and its span ends.
     pub fn drill_ended(&self, d: &DrillEnd) {
-        self.drills.seed(&d.start.store);
-        self.drills.count(&d.start.store, d.result);
+        if let Some(store) = self.store_of(&d.start.store) {
+            self.drills.seed(&d.start.store, store);
+            self.drills.count(&d.start.store, store, d.result);
+        }
         let last = Box::new(LastDrill::of(d));
         for name in d.start.names() {
             if let Some(h) = self.states.get(name) {
@@ -295,7 +304,7 @@ impl Recorder {
         self.states.remove(&t.name);
         self.apps.lock().expect("apps lock").remove(&t.name);
         self.series.remove(&t.name);
-        self.drills.remove(&t.name);
+        self.drills.remove(&t.name, t.store);
         if let Some(o) = &self.otlp {
             o.remove_target(t);
         }

@@ -32,7 +32,7 @@ use super::drills::DrillResult;
 use super::measure::{Change, Op};
 use super::state::{self, Shared, States, TargetState};
 use crate::lag::SchedulingLag;
-use crate::model::{MetricDetail, REVISION, TargetInfo, VERSION};
+use crate::model::{MetricDetail, REVISION, StoreKind, TargetInfo, VERSION};
 
 /// The exemplar of an observation: its span's trace.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -479,6 +479,7 @@ impl Collector for Exposition {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DrillLabels {
     target: String,
+    store: &'static str,
     result: &'static str,
 }
 
@@ -497,30 +498,31 @@ impl DrillSeries {
         Self { total }
     }
 
-    fn labels(target: &str, result: DrillResult) -> DrillLabels {
+    fn labels(target: &str, store: StoreKind, result: DrillResult) -> DrillLabels {
         DrillLabels {
             target: target.to_string(),
+            store: store.label(),
             result: result.as_str(),
         }
     }
 
     /// Every result of `target` at zero, if not there yet.
-    pub fn seed(&self, target: &str) {
+    pub fn seed(&self, target: &str, store: StoreKind) {
         for r in DrillResult::ALL {
-            let _ = self.total.get_or_create(&Self::labels(target, r));
+            let _ = self.total.get_or_create(&Self::labels(target, store, r));
         }
     }
 
-    pub fn count(&self, target: &str, result: DrillResult) {
+    pub fn count(&self, target: &str, store: StoreKind, result: DrillResult) {
         self.total
-            .get_or_create(&Self::labels(target, result))
+            .get_or_create(&Self::labels(target, store, result))
             .inc();
     }
 
     /// A removed target's series go with it.
-    pub fn remove(&self, target: &str) {
+    pub fn remove(&self, target: &str, store: StoreKind) {
         for r in DrillResult::ALL {
-            self.total.remove(&Self::labels(target, r));
+            self.total.remove(&Self::labels(target, store, r));
         }
     }
 }
