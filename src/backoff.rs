@@ -19,11 +19,17 @@ use crate::settings::BackoffConfig;
 pub struct Backoff {
     config: BackoffConfig,
     attempt: u32,
+    /// "Not ready" answers of this series retried at the fine cadence.
+    not_ready: u32,
 }
 
 impl Backoff {
     pub fn new(config: BackoffConfig) -> Self {
-        Self { config, attempt: 0 }
+        Self {
+            config,
+            attempt: 0,
+            not_ready: 0,
+        }
     }
 
     /// The ceiling of the next wait, before jitter.
@@ -50,24 +56,32 @@ impl Backoff {
     /// Starts a new series (after a successful connect).
     pub fn reset(&mut self) {
         self.attempt = 0;
+        self.not_ready = 0;
     }
 
     /// When the attempt after one that started at `started` and failed with
     /// `result` may start, `into_outage` into the outage: at the fine cadence
     /// while the outage is younger than `fine_for` and the attempt cost the
-    /// server nothing (refused, or nothing answered), else
-    /// after the backoff from now.
+    /// server nothing (refused, or nothing answered) or was one of the first
+    /// `fine_not_ready` "not ready" answers, else after the backoff from now.
     pub fn next_attempt(
         &mut self,
         result: AttemptResult,
         started: Instant,
         into_outage: Duration,
     ) -> Instant {
-        let cheap = matches!(
-            result,
-            AttemptResult::Connect(ConnectResult::Refused | ConnectResult::Timeout)
-        );
-        if cheap && into_outage < self.config.fine_for {
+        let fine = into_outage < self.config.fine_for
+            && match result {
+                AttemptResult::Connect(ConnectResult::Refused | ConnectResult::Timeout) => true,
+                AttemptResult::Connect(ConnectResult::NotReady)
+                    if self.not_ready < self.config.fine_not_ready =>
+                {
+                    self.not_ready += 1;
+                    true
+                }
+                _ => false,
+            };
+        if fine {
             return started + self.config.fine;
         }
         Instant::now() + self.next_delay()
@@ -177,6 +191,36 @@ mod tests {
             .collect();
         assert!(waits.iter().any(|w| *w > fine), "{waits:?}");
         assert!(b.next_attempt(AttemptResult::Own("status"), t, Duration::ZERO) >= t);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_not_ready_answers_retry_at_the_fine_cadence_then_back_off() {
+        let mut b = Backoff::new(BackoffConfig {
+            initial: Duration::from_secs(1),
+            multiplier: 1.0,
+            max: Duration::from_secs(1),
+            fine_not_ready: 3,
+            ..BackoffConfig::default()
+        });
+        let t = Instant::now();
+        let young = Duration::from_secs(1);
+        let not_ready = AttemptResult::Connect(ConnectResult::NotReady);
+        let fine = t + Duration::from_millis(25);
+        for _ in 0..3 {
+            assert_eq!(b.next_attempt(not_ready, t, young), fine);
+        }
+        let waits: Vec<_> = (0..20)
+            .map(|_| b.next_attempt(not_ready, t, young))
+            .collect();
+        assert!(waits.iter().any(|w| *w > fine), "{waits:?}");
+        // A new series (after a connect) starts the count again.
+        b.reset();
+        assert_eq!(b.next_attempt(not_ready, t, young), fine);
+        // Past fine_for, not ready backs off at once.
+        let mut b = Backoff::new(b.config);
+        let old = Duration::from_secs(11);
+        let waits: Vec<_> = (0..20).map(|_| b.next_attempt(not_ready, t, old)).collect();
+        assert!(waits.iter().any(|w| *w > fine), "{waits:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -33,10 +33,13 @@ impl Default for CanarySettings {
     }
 }
 
-/// Reconnect pacing (`backoff = { initial, multiplier, max, fine, fine_for }`):
-/// while an outage is young, attempts that cost the server nothing (a
-/// refused or unanswered connect) come every `fine`, so that the moment the
-/// store answers again is known that precisely; everything else, and every
+/// Reconnect pacing (`backoff = { initial, multiplier, max, fine, fine_for,
+/// fine_not_ready }`): while an outage is young, attempts that cost the
+/// server nothing (a refused or unanswered connect) come every `fine`, so
+/// that the moment the store answers again is known that precisely; so do
+/// the first `fine_not_ready` attempts a store answers with "not ready"
+/// (starting up, shutting down, loading: it is about to serve, and each
+/// such answer costs it a rejected connection); everything else, and every
 /// attempt after `fine_for`, waits the exponential backoff.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BackoffConfig {
@@ -47,6 +50,9 @@ pub struct BackoffConfig {
     pub fine: Duration,
     /// How long into an outage the fine cadence lasts (zero: never).
     pub fine_for: Duration,
+    /// How many "not ready" answers of one outage are retried at the fine
+    /// cadence (zero: they all back off).
+    pub fine_not_ready: u32,
 }
 
 impl Default for BackoffConfig {
@@ -57,6 +63,7 @@ impl Default for BackoffConfig {
             max: Duration::from_secs(1),
             fine: Duration::from_millis(25),
             fine_for: Duration::from_secs(10),
+            fine_not_ready: 40,
         }
     }
 }

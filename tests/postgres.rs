@@ -306,6 +306,43 @@ async fn promoted_replica_is_a_failover_behind_haproxy_and_a_role_flip_seen_dire
     assert_eq!(r["after"]["epoch"], "2", "a new timeline: {r}");
 }
 
+/// A server answering "not ready" is retried at the fine cadence for its
+/// first `backoff.fine_not_ready` (40) answers, so the moment it serves is
+/// known within 25 ms, and with the backoff after them, so that it is not
+/// flooded.
+#[tokio::test]
+async fn not_ready_answers_retry_at_the_fine_cadence_then_back_off() {
+    let pg = Postgres::never_ready("standby");
+    let agent = Agent::builder()
+        .pacing(Pacing::every("1s", "500ms").builtin_backoff())
+        .target("orders", &canary_url(&pg))
+        .start()
+        .await;
+    // 40 answers at 25 ms take a second (a starting standby first refuses);
+    // the backoff would make about twenty in these eight seconds.
+    agent
+        .wait_count(
+            ATTEMPTS,
+            "orders",
+            "not_ready",
+            40.0,
+            Duration::from_secs(8),
+        )
+        .await;
+    let at_40 = agent.metrics().await.count(ATTEMPTS, "orders", "not_ready");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let more = agent.metrics().await.count(ATTEMPTS, "orders", "not_ready") - at_40;
+    // The backoff from 50 ms doubling to 1 s with full jitter: about six in
+    // two seconds; the fine cadence would have made eighty.
+    assert!(
+        more < 25.0,
+        "{more} not_ready attempts in 2 s after the first {at_40}:\n{}",
+        agent.log()
+    );
+    let t = agent.target("orders").await;
+    assert!(t["current_outage"]["start_unknown"] == true, "{t:#}");
+}
+
 #[tokio::test]
 async fn wrong_password_is_an_auth_attempt_and_never_printed() {
     let pg = server_with_canary_role("pg", &[]).await;

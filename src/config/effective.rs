@@ -35,6 +35,10 @@ pub fn effective_toml(c: &Config) -> String {
         b.insert("max".into(), dur(s.backoff.max));
         b.insert("fine".into(), dur(s.backoff.fine));
         b.insert("fine_for".into(), dur(s.backoff.fine_for));
+        b.insert(
+            "fine_not_ready".into(),
+            Value::Integer(s.backoff.fine_not_ready.into()),
+        );
         t.insert("backoff".into(), Value::Table(b));
         t.insert(
             "identity_every".into(),

@@ -328,6 +328,7 @@ struct RawBackoff {
     max: Option<String>,
     fine: Option<String>,
     fine_for: Option<String>,
+    fine_not_ready: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

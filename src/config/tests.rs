@@ -135,6 +135,11 @@ const REFUSED: &[(&str, &str, &str)] = &[
         "out of range",
     ),
     (
+        "[defaults]\nbackoff = { fine_not_ready = -1 }\n",
+        "defaults.backoff.fine_not_ready",
+        "whole number of attempts",
+    ),
+    (
         "[defaults]\nidentity_every = 1.5\n",
         "defaults.identity_every",
         "whole number",

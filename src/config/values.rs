@@ -26,6 +26,15 @@ impl Ctx<'_> {
         }
     }
 
+    /// A whole number of `what` (TOML has one number type for users: `3.0`
+    /// is accepted, `2.5` is not).
+    fn count(&self, key: &str, n: f64, what: &str) -> Result<u32, ConfigError> {
+        if n.fract() != 0.0 || !(0.0..=f64::from(u32::MAX)).contains(&n) {
+            return Err(self.err(key, format!("must be a whole number of {what}, got {n}")));
+        }
+        Ok(n as u32)
+    }
+
     /// A duration within `range` (every duration has one: an absurd value
     /// would otherwise overflow the clock or send thousands of probes a
     /// second).
@@ -96,15 +105,20 @@ impl Ctx<'_> {
                 s.backoff.fine_for =
                     self.ranged(&format!("{prefix}backoff.fine_for"), v, ranges::FINE_FOR)?;
             }
+            if let Some(n) = b.fine_not_ready {
+                s.backoff.fine_not_ready = self.count(
+                    &format!("{prefix}backoff.fine_not_ready"),
+                    n,
+                    "attempts (0 = \"not ready\" answers always back off)",
+                )?;
+            }
         }
         if let Some(n) = raw.identity_every {
-            if n.fract() != 0.0 || !(0.0..=f64::from(u32::MAX)).contains(&n) {
-                return Err(self.err(
-                    format!("{prefix}identity_every"),
-                    format!("must be a whole number of probes (0 = only on connect), got {n}"),
-                ));
-            }
-            s.identity_every = n as u32;
+            s.identity_every = self.count(
+                &format!("{prefix}identity_every"),
+                n,
+                "probes (0 = only on connect)",
+            )?;
         }
         if let Some(v) = raw.metrics {
             s.metrics = MetricDetail::parse(v).ok_or_else(|| {

@@ -193,6 +193,23 @@ pub type Postgres = ServerProcess<Postmaster>;
 impl Postgres {
     /// A fresh server (new cluster), started and answering.
     pub async fn start(name: &str, settings: &[&str]) -> Postgres {
+        let mut pg = Self::initdb(name, settings);
+        pg.launch().await;
+        pg
+    }
+
+    /// A fresh cluster started as a standby with no primary and
+    /// `hot_standby = off`: it listens and answers every login "the
+    /// database system is not accepting connections" (`not_ready`), for
+    /// good. Spawned only: it never serves.
+    pub fn never_ready(name: &str) -> Postgres {
+        let mut pg = Self::initdb(name, &["hot_standby=off"]);
+        std::fs::write(pg.data().join("standby.signal"), "").expect("write standby.signal");
+        pg.spawn();
+        pg
+    }
+
+    fn initdb(name: &str, settings: &[&str]) -> Postgres {
         let dir = pg_tempdir("dbcanary-pg-");
         let mut cmd = pg_command(&pg_bin("initdb"), dir.path());
         cmd.arg("-D").arg(dir.path().join("data")).args([
@@ -205,9 +222,8 @@ impl Postgres {
             "UTF8",
         ]);
         run("initdb", cmd);
-        let mut pg = Postgres::at(name, dir, settings);
+        let pg = Postgres::at(name, dir, settings);
         pg.write_hba();
-        pg.launch().await;
         pg
     }
 
