@@ -13,8 +13,10 @@
 //!   where that probe was sent, between the last good answer and the
 //!   failure; a target that never answered since the canary started has an
 //!   unknown start, estimated at the canary's start.
-//! - end: the first successful probe on a new connection, no earlier than
-//!   the end of the last failed attempt.
+//! - end: the first successful probe on a new connection (or, where a
+//!   driver saw the store serving earlier within that attempt, that
+//!   moment: [`Connected::serving_since`]), no earlier than the end of the
+//!   last failed attempt.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -359,6 +361,7 @@ impl<S: Store> Canary<S> {
                     conn,
                     mut identity,
                     closed,
+                    serving_since,
                 }) => {
                     self.emit(Event::ConnectAttempt {
                         result: ConnectResult::Ok.into(),
@@ -368,7 +371,9 @@ impl<S: Store> Canary<S> {
                     identity.read_at.get_or_insert(attempt_end);
                     identity.read_within = duration;
                     if let Some(o) = outage {
-                        self.restored(o, before.as_ref(), &identity, attempt_end);
+                        let end = serving_since
+                            .map_or(attempt_end, |t| t.clamp(attempt_start, attempt_end));
+                        self.restored(o, before.as_ref(), &identity, end);
                     }
                     self.emit(Event::Connected {
                         identity: identity.clone(),

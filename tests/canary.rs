@@ -142,6 +142,7 @@ impl Store for Fake {
                 closed: CloseSignal::new(
                     async move { rx.await.unwrap_or(DisconnectCause::Closed) },
                 ),
+                serving_since: None,
             })
         })
     }

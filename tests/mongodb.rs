@@ -14,7 +14,7 @@ mod support;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::mongo::{Member, ReplicaSet, election_hex};
 use support::{
     ATTEMPTS, Agent, FAILOVERS, OUTAGES, PROBES, Pacing, Watch, assert_seen_by_the_transport,
@@ -242,6 +242,41 @@ async fn stepdown_without_a_kill_is_a_failover_without_an_outage() {
     assert!(f[0]["from"].as_str().unwrap_or("").contains(&a), "{t}");
     assert!(f[0]["to"].as_str().unwrap_or("").contains(&b), "{t}");
     assert_eq!(t["identity"]["server_id"], b.as_str(), "{t}");
+}
+
+/// The end of an outage is when the driver's monitor found the member
+/// serving again, not when the attempt's later round trips (here a
+/// buildInfo the member answers 600 ms late) were done.
+#[tokio::test]
+async fn restart_ends_when_the_member_serves_not_when_the_handshake_is_done() {
+    let mut m = Member::not_started(
+        "slow",
+        &json!({ "isWritablePrimary": true, "buildInfoDelayMS": 600 }),
+    );
+    m.start().await;
+    let agent = Agent::builder()
+        .pacing(Pacing::every("1s", "2s"))
+        .target("docs", &standalone_url(&m))
+        .start_up(UP)
+        .await;
+    let killed = m.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let started = m.start().await;
+    agent
+        .wait_count(OUTAGES, "docs", "restart", 1.0, Duration::from_secs(15))
+        .await;
+    let o = &agent.target("docs").await["last_outage"];
+    let late = secs_between(started.at, parse_time(&o["ended_at"]));
+    assert!(
+        (-0.05..0.3).contains(&late),
+        "ended {late:.3} s after the member listened again (its buildInfo answers 0.6 s late): {o}"
+    );
+    let down = secs_between(killed.wall, started.at);
+    let measured = o["duration"].as_f64().expect("duration");
+    assert!(
+        (measured - down).abs() < 0.3,
+        "outage {measured:.3} s, member down {down:.3} s: {o}"
+    );
 }
 
 #[tokio::test]

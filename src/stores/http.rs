@@ -321,6 +321,7 @@ impl Store for HttpStore {
                 conn: (),
                 identity: self.identity(),
                 closed: CloseSignal::never(),
+                serving_since: None,
             }),
             Err(f) => Err(ConnectError::new(f.result, f.message)),
         }

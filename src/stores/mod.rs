@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout};
 
 use crate::dburl::DbUrl;
 use crate::model::{
@@ -98,6 +98,12 @@ pub struct Connected<C> {
     pub conn: C,
     pub identity: Identity,
     pub closed: CloseSignal,
+    /// When the store was first seen serving during this attempt, where a
+    /// driver saw it before the attempt's own round trips were done (the
+    /// MongoDB driver's monitor finding a primary, before its pooled
+    /// connection's handshake and the canary's commands); `None`: when the
+    /// attempt's first probe answered.
+    pub serving_since: Option<Instant>,
 }
 
 /// News the store pushes about its topology, outside any connection.

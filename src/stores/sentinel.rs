@@ -308,6 +308,7 @@ impl Store for SentinelStore {
             conn: (c.conn, addr),
             identity: c.identity,
             closed: c.closed,
+            serving_since: c.serving_since,
         })
     }
 

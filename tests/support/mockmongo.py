@@ -21,6 +21,9 @@ awaiting hello is answered from its own thread.
 
 Every request gets an answer (an unanswered request would hang the client):
 hello/isMaster, ping, buildInfo, endSessions, and an error for anything else.
+A `buildInfoDelayMS` key in FILE (not a hello field) delays the buildInfo
+answers that long (from their own thread): a slow handshake after the
+member is already serving.
 
 With `--tls` it speaks only TLS, with mockupdb's bundled self-signed
 certificate (CN "server", no SAN: only an insecure client accepts it).
@@ -112,6 +115,7 @@ class Member:
             "connectionId": next(self.connection_ids),
             "topologyVersion": {"processId": self.process_id, "counter": Int64(counter)},
         }
+        state.pop("buildInfoDelayMS", None)
         reply.update(state)
         writable = bool(reply.pop("isWritablePrimary", False))
         if command_name == "ismaster":
@@ -141,6 +145,13 @@ class Member:
         except OSError:
             pass  # the client went away while waiting
 
+    def slow_reply(self, request, delay, reply):
+        time.sleep(delay)
+        try:
+            request.reply(reply)
+        except OSError:
+            pass  # the client went away while waiting
+
     def handle(self, request):
         name = (getattr(request, "command_name", None) or "").lower()
         doc = request.doc if hasattr(request, "doc") else {}
@@ -158,7 +169,13 @@ class Member:
         elif name == "ping" or name == "endsessions":
             request.reply({"ok": 1})
         elif name == "buildinfo":
-            request.reply({"ok": 1, "version": VERSION, "versionArray": [7, 0, 0, 0]})
+            with self.cond:
+                delay = self.state.get("buildInfoDelayMS", 0) / 1000.0
+            threading.Thread(
+                target=self.slow_reply,
+                args=(request, delay, {"ok": 1, "version": VERSION, "versionArray": [7, 0, 0, 0]}),
+                daemon=True,
+            ).start()
         else:
             request.reply(
                 {"ok": 0, "errmsg": "mockmongo: no such command: %s" % name, "code": 59}

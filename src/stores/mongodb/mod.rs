@@ -273,6 +273,7 @@ impl MongoStore {
                 }
             }
         });
+        let serving_since = watch.serving_since();
         Ok(Connected {
             conn: MongoConn {
                 client,
@@ -281,6 +282,7 @@ impl MongoStore {
             },
             identity,
             closed,
+            serving_since,
         })
     }
 }

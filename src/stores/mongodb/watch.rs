@@ -14,6 +14,7 @@ use mongodb::event::command::CommandEvent;
 use mongodb::event::sdam::SdamEvent;
 use mongodb::options::ServerAddress;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 use super::error::driver_result;
 use crate::model::{ConnectResult, DisconnectCause};
@@ -64,9 +65,23 @@ pub(super) struct WatchState {
     primary: Option<ServerAddress>,
     /// The last primary reported to the store.
     reported: Option<PrimarySeen>,
+    /// When a topology description first had a server the canary's
+    /// commands can go to (a primary, a standalone, a mongos).
+    serving_since: Option<Instant>,
     /// The server the previous client's canary used: while no command has
     /// gone anywhere yet, the one whose silence makes a timeout.
     last_primary: Option<ServerAddress>,
+}
+
+/// A server that takes commands read from the primary.
+fn serves_primary_reads(t: ServerType) -> bool {
+    matches!(
+        t,
+        ServerType::Standalone
+            | ServerType::RsPrimary
+            | ServerType::Mongos
+            | ServerType::LoadBalancer
+    )
 }
 
 /// Shared between one client's event handlers and the canary.
@@ -94,6 +109,13 @@ impl ClientWatch {
             lost: watch::Sender::new(None),
             primaries,
         })
+    }
+
+    /// When this client's topology first had a server to send the canary's
+    /// commands to: the store answering again, as the driver's monitor saw
+    /// it.
+    pub(super) fn serving_since(&self) -> Option<Instant> {
+        self.lock().serving_since
     }
 
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, WatchState> {
@@ -125,6 +147,9 @@ impl ClientWatch {
                         .iter()
                         .map(|(a, s)| ((*a).clone(), s.server_type()))
                         .collect();
+                    if st.servers.iter().any(|(_, t)| serves_primary_reads(*t)) {
+                        st.serving_since.get_or_insert_with(Instant::now);
+                    }
                 }
                 _ => return,
             }

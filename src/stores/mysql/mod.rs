@@ -296,6 +296,7 @@ impl Store for MysqlStore {
             conn,
             identity,
             closed,
+            serving_since: None,
         })
     }
 

@@ -312,6 +312,7 @@ impl Store for PostgresStore {
             conn,
             identity,
             closed,
+            serving_since: None,
         })
     }
 

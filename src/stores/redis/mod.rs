@@ -128,6 +128,7 @@ impl RedisNode {
             conn: link,
             identity,
             closed,
+            serving_since: None,
         })
     }
 }
