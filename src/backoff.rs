@@ -174,7 +174,7 @@ mod tests {
         let mut b = Backoff::new(BackoffConfig::default());
         let t = Instant::now();
         let refused = AttemptResult::Connect(ConnectResult::Refused);
-        let fine = Duration::from_millis(25);
+        let fine = BackoffConfig::default().fine;
         assert_eq!(b.next_attempt(refused, t, Duration::from_secs(1)), t + fine);
         let late = b.next_attempt(refused, t, Duration::from_secs(11));
         assert!(late <= Instant::now() + Duration::from_secs(1));
@@ -205,7 +205,7 @@ mod tests {
         let t = Instant::now();
         let young = Duration::from_secs(1);
         let not_ready = AttemptResult::Connect(ConnectResult::NotReady);
-        let fine = t + Duration::from_millis(25);
+        let fine = t + BackoffConfig::default().fine;
         for _ in 0..3 {
             assert_eq!(b.next_attempt(not_ready, t, young), fine);
         }

@@ -61,7 +61,7 @@ impl Default for BackoffConfig {
             initial: Duration::from_millis(50),
             multiplier: 2.0,
             max: Duration::from_secs(1),
-            fine: Duration::from_millis(25),
+            fine: Duration::from_millis(20),
             fine_for: Duration::from_secs(10),
             fine_not_ready: 40,
         }

@@ -308,7 +308,7 @@ async fn promoted_replica_is_a_failover_behind_haproxy_and_a_role_flip_seen_dire
 
 /// A server answering "not ready" is retried at the fine cadence for its
 /// first `backoff.fine_not_ready` (40) answers, so the moment it serves is
-/// known within 25 ms, and with the backoff after them, so that it is not
+/// known within the cadence, and with the backoff after them, so that it is not
 /// flooded.
 #[tokio::test]
 async fn not_ready_answers_retry_at_the_fine_cadence_then_back_off() {
@@ -318,7 +318,8 @@ async fn not_ready_answers_retry_at_the_fine_cadence_then_back_off() {
         .target("orders", &canary_url(&pg))
         .start()
         .await;
-    // 40 answers at 25 ms take a second (a starting standby first refuses);
+    // 40 answers at 20 ms take under a second (a starting standby first
+    // refuses);
     // the backoff would make about twenty in these eight seconds.
     agent
         .wait_count(
