@@ -308,8 +308,8 @@ async fn promoted_replica_is_a_failover_behind_haproxy_and_a_role_flip_seen_dire
 
 /// A server answering "not ready" is retried at the fine cadence for its
 /// first `backoff.fine_not_ready` (40) answers, so the moment it serves is
-/// known within the cadence, and with the backoff after them, so that it is not
-/// flooded.
+/// known within the cadence, and with the backoff after them, so that it is
+/// not flooded.
 #[tokio::test]
 async fn not_ready_answers_retry_at_the_fine_cadence_then_back_off() {
     let pg = Postgres::never_ready("standby");
@@ -318,9 +318,8 @@ async fn not_ready_answers_retry_at_the_fine_cadence_then_back_off() {
         .target("orders", &canary_url(&pg))
         .start()
         .await;
-    // 40 answers at 20 ms take under a second (a starting standby first
-    // refuses);
-    // the backoff would make about twenty in these eight seconds.
+    // 40 answers at 20 ms take under a second (a starting standby refuses
+    // first); the backoff would make about twenty in these eight seconds.
     agent
         .wait_count(
             ATTEMPTS,
@@ -334,7 +333,7 @@ async fn not_ready_answers_retry_at_the_fine_cadence_then_back_off() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let more = agent.metrics().await.count(ATTEMPTS, "orders", "not_ready") - at_40;
     // The backoff from 50 ms doubling to 1 s with full jitter: about six in
-    // two seconds; the fine cadence would have made eighty.
+    // two seconds; the fine cadence would have made a hundred.
     assert!(
         more < 25.0,
         "{more} not_ready attempts in 2 s after the first {at_40}:\n{}",
