@@ -9,14 +9,14 @@
 //! What an outage's bounds mean (docs/measuring.md, "Outage"):
 //! - start: a close the transport reports is seen within one network round
 //!   trip (the last probe's) plus the agent's own wake-up
-//!   ([`TRANSPORT_SLACK`]); a failed or timed-out probe puts the estimate
+//!   ([`TRANSPORT_SLACK`], or the lateness it measured lately); a failed or timed-out probe puts the estimate
 //!   where that probe was sent, between the last good answer and the
 //!   failure; a target that never answered since the canary started has an
 //!   unknown start, estimated at the canary's start.
 //! - end: the first successful probe on a new connection (or, where a
 //!   driver saw the store serving earlier within that attempt, that
-//!   moment: [`Connected::serving_since`]), no earlier than the end of the
-//!   last failed attempt.
+//!   moment: [`Connected::serving_since`]), no earlier than the start of
+//!   the last failed attempt (the store failed it after that).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -89,8 +89,9 @@ struct Outage {
     cause: DisconnectCause,
     /// Failed attempts so far.
     attempts: u32,
-    /// When the last failed attempt ended.
-    last_failed_end: Option<Instant>,
+    /// When the last failed attempt began: the store did not serve at
+    /// some moment after it (its refusal, its "not ready").
+    last_failed_start: Option<Instant>,
     budget_limited: bool,
     /// An attempt was refused: nothing listened on the port (evidence of a
     /// restart when the uptimes cannot tell).
@@ -134,10 +135,11 @@ struct Health {
 }
 
 impl Health {
-    /// A loss the transport reported just now.
-    fn closed_now(&self) -> Loss {
+    /// A loss the transport reported just now, to an agent that may have
+    /// woken up to it `slack` late.
+    fn closed_now(&self, slack: Duration) -> Loss {
         let now = Instant::now();
-        let allowance = self.rtt + TRANSPORT_SLACK;
+        let allowance = self.rtt + slack;
         let earliest = now
             .checked_sub(allowance)
             .map_or(self.last_ok, |t| t.max(self.last_ok));
@@ -194,6 +196,15 @@ impl<S: Store> Canary<S> {
             budget: None,
             lag: None,
         }
+    }
+
+    /// How late the agent may have woken up to a close the transport
+    /// reported: [`TRANSPORT_SLACK`], or more when it was measured late in
+    /// the last seconds (its CPU starved, its runtime busy).
+    fn wake_slack(&self) -> Duration {
+        self.lag
+            .as_ref()
+            .map_or(TRANSPORT_SLACK, |l| l.recent_max().max(TRANSPORT_SLACK))
     }
 
     /// Asks `lag` before taking a timeout for the store's: a probe that
@@ -314,7 +325,7 @@ impl<S: Store> Canary<S> {
             anchor,
             cause,
             attempts: 0,
-            last_failed_end: None,
+            last_failed_start: None,
             budget_limited: false,
             refused: false,
         }
@@ -419,7 +430,7 @@ impl<S: Store> Canary<S> {
                         error: Some(e.message),
                     });
                     o.attempts += 1;
-                    o.last_failed_end = Some(attempt_end);
+                    o.last_failed_start = Some(attempt_start);
                     o.refused |= result == ConnectResult::Refused;
                     let into_outage = attempt_end - o.loss.at;
                     let until = backoff.next_attempt(result, attempt_start, into_outage);
@@ -450,7 +461,7 @@ impl<S: Store> Canary<S> {
 
     fn restored(&self, o: Outage, before: Option<&Identity>, after: &Identity, end: Instant) {
         let loss = o.loss;
-        let end_earliest = o.last_failed_end.unwrap_or(loss.latest).min(end);
+        let end_earliest = o.last_failed_start.unwrap_or(loss.latest).min(end);
         let duration = end.saturating_duration_since(loss.at);
         let start_width = loss
             .earliest
@@ -528,7 +539,7 @@ impl<S: Store> Canary<S> {
                     UpEnd::Lost {
                         cause,
                         detail: "the transport reported the connection closed".into(),
-                        loss: health.closed_now(),
+                        loss: health.closed_now(self.wake_slack()),
                     }
                 }),
                 Some(a) = ann.recv() => {

@@ -26,7 +26,7 @@ pub struct Bounds {
     /// When the loss was detected.
     #[serde(serialize_with = "ser_time")]
     pub start_latest: SystemTime,
-    /// When the last failed reconnect attempt ended (or the detection).
+    /// When the last failed reconnect attempt began (or the detection).
     #[serde(serialize_with = "ser_time")]
     pub end_earliest: SystemTime,
     /// The first successful probe on the new connection.

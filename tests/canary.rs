@@ -673,6 +673,34 @@ async fn a_probe_that_timed_out_while_the_agent_was_late_is_not_an_outage() {
     }
 }
 
+/// A close the transport reported while the agent was measured late (its
+/// ticker woke 300 ms late): the loss may have come that much before the
+/// agent woke up to it, and the start bound says so; on time, the bound
+/// stays the round trip plus [`TRANSPORT_SLACK`].
+#[tokio::test(start_paused = true)]
+async fn a_close_seen_while_the_agent_was_late_widens_the_start_bound() {
+    for agent_late in [true, false] {
+        let (fake, sink) = (Fake::new(), Arc::new(Collect::default()));
+        let lag = Arc::new(SchedulingLag::new());
+        let _stop = start_lagging(&fake, &sink, None, Some(lag.clone()));
+        sink.until(is_connected).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let late = Duration::from_millis(300);
+        if agent_late {
+            stalled(&lag, late);
+        }
+        fake.drop_connection();
+        let r = sink.until_restored(1).await;
+        let earliest = r[0].bounds.start_earliest.expect("a known start");
+        let width = r[0].started_at.duration_since(earliest).unwrap();
+        if agent_late {
+            assert!(width >= late, "{width:?} wide after a {late:?} stall");
+        } else {
+            assert!(width <= TRANSPORT_SLACK, "{width:?} wide, on time");
+        }
+    }
+}
+
 /// A first connect attempt that timed out while the agent was late goes
 /// again at once and opens no outage; on time, it opens one (unreachable
 /// since the start).

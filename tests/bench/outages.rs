@@ -74,13 +74,21 @@ async fn measure(
         secs_between(parse_time(from), t) >= -HARNESS_S
             && secs_between(t, parse_time(to)) >= -HARNESS_S
     };
+    let truth_inside = inside(down, &b["start_earliest"], &b["start_latest"])
+        && inside(back, &b["end_earliest"], &b["end_latest"]);
+    if !truth_inside {
+        println!(
+            "  truth outside the bounds: down {}, back {}, outage {o}",
+            humantime::format_rfc3339_micros(down),
+            humantime::format_rfc3339_micros(back)
+        );
+    }
     Sample {
         error_ms: (o["duration"].as_f64().unwrap() - truth).abs() * 1000.0,
         detect_ms: secs_between(down, lost) * 1000.0,
         width_ms: o["resolution"].as_f64().unwrap() * 1000.0,
         attempts: o["attempts"].as_f64().unwrap(),
-        truth_inside: inside(down, &b["start_earliest"], &b["start_latest"])
-            && inside(back, &b["end_earliest"], &b["end_latest"]),
+        truth_inside,
     }
 }
 
