@@ -15,8 +15,9 @@
 //!   unknown start, estimated at the canary's start.
 //! - end: the first successful probe on a new connection (or, where a
 //!   driver saw the store serving earlier within that attempt, that
-//!   moment: [`Connected::serving_since`]), no earlier than the start of
-//!   the last failed attempt (the store failed it after that).
+//!   moment: [`Connected::serving_since`]), no earlier than the last
+//!   moment the store was seen not serving (the start of the last failed
+//!   attempt, the end of one that timed out).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -89,9 +90,11 @@ struct Outage {
     cause: DisconnectCause,
     /// Failed attempts so far.
     attempts: u32,
-    /// When the last failed attempt began: the store did not serve at
-    /// some moment after it (its refusal, its "not ready").
-    last_failed_start: Option<Instant>,
+    /// The last moment the store was seen not serving: the start of the
+    /// last failed attempt (its refusal or "not ready" came after that, at
+    /// a moment the agent may have been late to see), or the end of one
+    /// that timed out (nothing answered until then).
+    last_seen_down: Option<Instant>,
     budget_limited: bool,
     /// An attempt was refused: nothing listened on the port (evidence of a
     /// restart when the uptimes cannot tell).
@@ -325,7 +328,7 @@ impl<S: Store> Canary<S> {
             anchor,
             cause,
             attempts: 0,
-            last_failed_start: None,
+            last_seen_down: None,
             budget_limited: false,
             refused: false,
         }
@@ -430,7 +433,11 @@ impl<S: Store> Canary<S> {
                         error: Some(e.message),
                     });
                     o.attempts += 1;
-                    o.last_failed_start = Some(attempt_start);
+                    o.last_seen_down = Some(if timed_out {
+                        attempt_end
+                    } else {
+                        attempt_start
+                    });
                     o.refused |= result == ConnectResult::Refused;
                     let into_outage = attempt_end - o.loss.at;
                     let until = backoff.next_attempt(result, attempt_start, into_outage);
@@ -461,7 +468,7 @@ impl<S: Store> Canary<S> {
 
     fn restored(&self, o: Outage, before: Option<&Identity>, after: &Identity, end: Instant) {
         let loss = o.loss;
-        let end_earliest = o.last_failed_start.unwrap_or(loss.latest).min(end);
+        let end_earliest = o.last_seen_down.unwrap_or(loss.latest).min(end);
         let duration = end.saturating_duration_since(loss.at);
         let start_width = loss
             .earliest

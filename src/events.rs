@@ -26,7 +26,9 @@ pub struct Bounds {
     /// When the loss was detected.
     #[serde(serialize_with = "ser_time")]
     pub start_latest: SystemTime,
-    /// When the last failed reconnect attempt began (or the detection).
+    /// The last moment the store was seen not serving (the start of the
+    /// last failed reconnect attempt, the end of one that timed out; or the
+    /// detection).
     #[serde(serialize_with = "ser_time")]
     pub end_earliest: SystemTime,
     /// The first successful probe on the new connection.
