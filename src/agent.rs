@@ -134,7 +134,7 @@ impl Canaries {
         let run = RunCanary {
             info: info.clone(),
             settings: t.settings,
-            sink: self.recorder.clone(),
+            sink: self.recorder.sink_for(info),
             budget: self.budget.clone(),
             lag: self.lag.clone(),
             shutdown: stop.clone(),

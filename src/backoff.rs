@@ -88,30 +88,64 @@ impl Backoff {
     }
 }
 
+/// How long no canary of the agent may have seen a loss before the first
+/// reconnects after a wave of losses go (see [`AttemptBudget::settled`]).
+pub const SETTLE: Duration = Duration::from_millis(10);
+
 /// The agent-wide budget of connection attempts per second, a token bucket
 /// shared by every canary of the agent. An attempt the budget holds back
 /// waits its turn: the outage's resolution widens, and its report says so.
+/// It also knows when the agent's canaries last saw a loss, so that the
+/// reconnects after a wave of losses wait for the wave's detections.
 #[derive(Debug)]
 pub struct AttemptBudget {
     per_second: f64,
     /// Tokens left (negative: attempts already promised a later turn) and
     /// when they were counted.
     state: Mutex<(f64, Instant)>,
+    /// When the latest loss was detected.
+    last_loss: Mutex<Option<Instant>>,
 }
 
 impl AttemptBudget {
-    /// A budget of `per_second` attempts, with a burst of a tenth of a
-    /// second's worth.
+    /// A budget of `per_second` attempts, with a burst of a hundredth of a
+    /// second's worth: the first attempts after thousands of losses at once
+    /// are paced too, and leave the agent's CPU to the rest of its work.
     pub fn new(per_second: u32) -> Self {
         let per_second = f64::from(per_second.max(1));
         Self {
             per_second,
             state: Mutex::new((Self::burst(per_second), Instant::now())),
+            last_loss: Mutex::new(None),
+        }
+    }
+
+    /// A canary detected a loss at `at`.
+    pub fn lost(&self, at: Instant) {
+        let mut last = self.last_loss.lock().unwrap_or_else(|e| e.into_inner());
+        *last = Some(last.map_or(at, |l| l.max(at)));
+    }
+
+    /// Waits, after a loss detected at `at`, while other canaries go on
+    /// detecting theirs (a server that took thousands of connections with
+    /// it): until none did for [`SETTLE`]. Returns at once when no loss
+    /// came after this one, as after a loss of one target alone.
+    pub async fn settled(&self, at: Instant) {
+        loop {
+            let last = *self.last_loss.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(last) = last.filter(|l| *l > at) else {
+                return;
+            };
+            let quiet = last + SETTLE;
+            if Instant::now() >= quiet {
+                return;
+            }
+            tokio::time::sleep_until(quiet).await;
         }
     }
 
     fn burst(per_second: f64) -> f64 {
-        (per_second / 10.0).max(1.0)
+        (per_second / 100.0).max(1.0)
     }
 
     /// Waits for this attempt's turn; true when the budget held it back.
@@ -224,8 +258,28 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_budget_holds_attempts_to_its_rate() {
+    async fn reconnects_wait_for_a_wave_of_losses_to_settle() {
         let budget = AttemptBudget::new(100);
+        let first = Instant::now();
+        budget.lost(first);
+        // Alone: at once.
+        budget.settled(first).await;
+        assert_eq!(Instant::now(), first);
+        // Others still losing theirs: until none did for SETTLE.
+        let wave = [1, 4, 9].map(|ms| first + Duration::from_millis(ms));
+        for at in wave {
+            budget.lost(at);
+        }
+        budget.settled(first).await;
+        assert_eq!(Instant::now(), wave[2] + SETTLE);
+        // The wave's last loss waits for nobody.
+        budget.settled(wave[2]).await;
+        assert_eq!(Instant::now(), wave[2] + SETTLE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_holds_attempts_to_its_rate() {
+        let budget = AttemptBudget::new(1000);
         let start = Instant::now();
         let mut held = 0;
         for _ in 0..110 {
@@ -233,11 +287,12 @@ mod tests {
                 held += 1;
             }
         }
-        // A burst of 10, then 100 more at 100/s.
+        // A burst of 10 (a hundredth of a second's worth), then 100 more at
+        // 1000/s.
         assert_eq!(held, 100);
         let took = start.elapsed();
         assert!(
-            took >= Duration::from_millis(990) && took <= Duration::from_millis(1010),
+            took >= Duration::from_millis(99) && took <= Duration::from_millis(101),
             "{took:?}"
         );
     }

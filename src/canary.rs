@@ -99,6 +99,9 @@ struct Outage {
     /// An attempt was refused: nothing listened on the port (evidence of a
     /// restart when the uptimes cannot tell).
     refused: bool,
+    /// The connection lost, let go at the first attempt's turn (after the
+    /// loss was told).
+    connection: Option<Box<dyn Send>>,
 }
 
 /// Where the canary stands.
@@ -284,7 +287,7 @@ impl<S: Store> Canary<S> {
                     identity,
                     closed,
                 } => match self.up(conn, identity, closed, &mut ann, shutdown).await {
-                    (UpEnd::Shutdown, _) => State::Stopped,
+                    (UpEnd::Shutdown, _, _) => State::Stopped,
                     (
                         UpEnd::Lost {
                             cause,
@@ -292,8 +295,10 @@ impl<S: Store> Canary<S> {
                             loss,
                         },
                         identity,
+                        conn,
                     ) => {
-                        let outage = self.lost(cause, loss, false, detail);
+                        let mut outage = self.lost(cause, loss, false, detail);
+                        outage.connection = conn.map(|c| Box::new(c) as Box<dyn Send>);
                         backoff.reset();
                         State::Connecting {
                             outage: Some(outage),
@@ -323,6 +328,9 @@ impl<S: Store> Canary<S> {
             start_unknown,
             detail,
         });
+        if let Some(budget) = &self.budget {
+            budget.lost(loss.latest);
+        }
         Outage {
             loss,
             anchor,
@@ -331,6 +339,7 @@ impl<S: Store> Canary<S> {
             last_seen_down: None,
             budget_limited: false,
             refused: false,
+            connection: None,
         }
     }
 
@@ -356,15 +365,26 @@ impl<S: Store> Canary<S> {
             // The first attempt after a loss goes at once, but after the
             // other canaries woken by the same event (a server that took
             // thousands of connections with it) have seen theirs: detection
-            // first, reconnects after.
-            if outage.as_ref().is_some_and(|o| o.attempts == 0) {
+            // first; the lost connection is let go, and the attempt made,
+            // in the budget's turn.
+            if let Some(detected) = outage
+                .as_ref()
+                .filter(|o| o.attempts == 0)
+                .map(|o| o.loss.latest)
+            {
                 tokio::task::yield_now().await;
+                if let Some(budget) = &self.budget {
+                    budget.settled(detected).await;
+                }
             }
             if let Some(budget) = &self.budget
                 && budget.take().await
                 && let Some(o) = &mut outage
             {
                 o.budget_limited = true;
+            }
+            if let Some(o) = &mut outage {
+                drop(o.connection.take());
             }
             let attempt_start = Instant::now();
             let result = self.attempt().await;
@@ -511,8 +531,8 @@ impl<S: Store> Canary<S> {
     }
 
     /// The healthy phase: probe every interval, watch the transport, re-read
-    /// the identity now and then. Gives back how it ended and the identity
-    /// last read.
+    /// the identity now and then. Gives back how it ended, the identity
+    /// last read and, when it was lost, the connection.
     async fn up(
         &self,
         mut conn: S::Conn,
@@ -520,7 +540,7 @@ impl<S: Store> Canary<S> {
         mut closed: CloseSignal,
         ann: &mut mpsc::Receiver<Announcement>,
         shutdown: &CancellationToken,
-    ) -> (UpEnd, Identity) {
+    ) -> (UpEnd, Identity, Option<S::Conn>) {
         let interval = self.settings.interval;
         let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -534,7 +554,7 @@ impl<S: Store> Canary<S> {
                 biased;
                 _ = shutdown.cancelled() => {
                     let _ = timeout(self.settings.timeout, self.store.close(conn)).await;
-                    return (UpEnd::Shutdown, identity);
+                    return (UpEnd::Shutdown, identity, None);
                 }
                 cause = closed.closed() => Some(if cause == DisconnectCause::Timeout {
                     UpEnd::Lost {
@@ -576,7 +596,7 @@ impl<S: Store> Canary<S> {
                 }
             };
             if let Some(end) = end {
-                return (end, identity);
+                return (end, identity, Some(conn));
             }
         }
     }

@@ -9,6 +9,7 @@
 //! view), `log` (the log line of each event), [`otlp`] (export) and
 //! `process` (the `process_*` metrics).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -34,8 +35,8 @@ pub mod state;
 use catalogue::LabelSpace;
 use drills::{DrillEnd, DrillStart, LastDrill};
 use otlp::{Otlp, OtlpError};
-use prometheus::DrillSeries;
-use state::{Filter, States, Summary, TargetState};
+use prometheus::{DrillSeries, SeriesHandle};
+use state::{Filter, Shared, States, Summary, TargetState};
 
 /// Turns events into series, logs and API state.
 pub struct Recorder {
@@ -48,6 +49,8 @@ pub struct Recorder {
     otlp: Option<Otlp>,
     /// Applications and the drills of their dependencies.
     apps: Mutex<AppTracker>,
+    /// Whether `apps` tracks any app: without one, events skip its lock.
+    any_apps: AtomicBool,
     /// This agent's shard and how many targets it kept.
     agent: shard::AgentSeries,
     /// Drills run through the API.
@@ -94,6 +97,7 @@ impl Recorder {
             lag,
             otlp,
             apps: Mutex::default(),
+            any_apps: AtomicBool::new(false),
             agent,
             drills,
             tap: RwLock::new(None),
@@ -225,6 +229,7 @@ impl Recorder {
             if !depends_on.is_empty() {
                 apps.add(&t.name, depends_on, deadline);
             }
+            self.any_apps.store(!apps.is_empty(), Ordering::Relaxed);
         }
         if let Some(o) = &self.otlp {
             o.add_target(t, &labels);
@@ -302,11 +307,78 @@ impl Recorder {
             return;
         }
         self.states.remove(&t.name);
-        self.apps.lock().expect("apps lock").remove(&t.name);
+        {
+            let mut apps = self.apps.lock().expect("apps lock");
+            apps.remove(&t.name);
+            self.any_apps.store(!apps.is_empty(), Ordering::Relaxed);
+        }
         self.series.remove(&t.name);
         self.drills.remove(&t.name, t.store);
         if let Some(o) = &self.otlp {
             o.remove_target(t);
+        }
+    }
+
+    /// Where the canary of registered target `t` sends its events: the
+    /// target's state and series found once, so that an event (a probe
+    /// every interval, thousands of canaries) takes no lookup by name under
+    /// the lock of every target's map. The recorder itself for a target
+    /// not registered (its events are dropped).
+    pub fn sink_for(self: &Arc<Self>, t: &TargetInfo) -> Arc<dyn EventSink> {
+        match (self.states.get(&t.name), self.series.handle(&t.name)) {
+            (Some(state), Some(series)) => Arc::new(TargetSink {
+                recorder: self.clone(),
+                state,
+                series,
+            }),
+            _ => self.clone(),
+        }
+    }
+
+    /// Turns one event of `t` into series, the state, a log line and
+    /// (through [`otlp`]) OTLP instruments and spans. Events of a canary
+    /// another one replaced, or of a target removed since, are dropped.
+    fn record(&self, t: &TargetInfo, state: &Shared, series: &SeriesHandle, event: &Event) {
+        // A probe changes neither the state nor the log: the most frequent
+        // event stays cheap. Anything else reaches the state first: a loss
+        // is "down" on the API before anything else is done about it.
+        if matches!(event, Event::Probe { .. }) {
+            if !state::lock(state).takes(t) {
+                return;
+            }
+        } else {
+            let first = {
+                let mut st = state::lock(state);
+                if !st.takes(t) {
+                    return;
+                }
+                st.apply(event)
+            };
+            log::event(t, event, first);
+        }
+        let changes = measure::event(event);
+        // The OTLP consumer sees the event before the series: an outage's
+        // span gives the trace id its Prometheus observation carries as
+        // exemplar, and the app drills that follow the outage carry in the
+        // API.
+        let trace_id = self
+            .otlp
+            .as_ref()
+            .and_then(|o| o.on_event(t, event, &changes));
+        series.apply(&changes, trace_id.as_deref());
+        if self.any_apps.load(Ordering::Relaxed) {
+            let outcomes = {
+                let mut apps = self.apps.lock().expect("apps lock");
+                let outcomes = apps.on_event(&t.name, event, Instant::now());
+                if let (Event::Restored(_), Some(id)) = (event, &trace_id) {
+                    apps.trace_outage(&t.name, id);
+                }
+                outcomes
+            };
+            self.apply(outcomes);
+        }
+        if let Some(tap) = self.tap.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            tap.emit(t, event);
         }
     }
 
@@ -331,40 +403,88 @@ impl Recorder {
 
 impl EventSink for Recorder {
     fn emit(&self, t: &TargetInfo, event: &Event) {
-        // Events of a target no longer registered, or of a canary another
-        // one replaced, are dropped.
-        let Some(handle) = self.states.get(&t.name) else {
+        // Events of a target no longer registered are dropped.
+        let (Some(state), Some(series)) = (self.states.get(&t.name), self.series.handle(&t.name))
+        else {
             return;
         };
-        if state::lock(&handle).instance != t.instance {
-            return;
+        self.record(t, &state, &series, event);
+    }
+}
+
+/// The sink of one registered target's canary (see [`Recorder::sink_for`]).
+struct TargetSink {
+    recorder: Arc<Recorder>,
+    state: Shared,
+    series: SeriesHandle,
+}
+
+impl EventSink for TargetSink {
+    fn emit(&self, t: &TargetInfo, event: &Event) {
+        self.recorder.record(t, &self.state, &self.series, event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::MetricDetail;
+
+    /// Keeps the names of the targets whose events it heard.
+    #[derive(Default)]
+    struct Heard(Mutex<Vec<String>>);
+
+    impl EventSink for Heard {
+        fn emit(&self, t: &TargetInfo, _: &Event) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{}#{}", t.name, t.instance));
         }
-        let changes = measure::event(event);
-        // The OTLP consumer sees the event first: an outage's span gives the
-        // trace id its Prometheus observation carries as exemplar, and the
-        // app drills that follow the outage carry in the API.
-        let trace_id = self
-            .otlp
-            .as_ref()
-            .and_then(|o| o.on_event(t, event, &changes));
-        self.series.apply(&t.name, &changes, trace_id.as_deref());
-        // A probe changes neither the state nor the log: the most frequent
-        // event stays cheap.
-        if !matches!(event, Event::Probe { .. }) {
-            let first = state::lock(&handle).apply(event);
-            log::event(t, event, first);
+    }
+
+    fn target(store: StoreKind, instance: u64) -> TargetInfo {
+        TargetInfo {
+            name: "cache".into(),
+            store,
+            endpoint: "127.0.0.1:1".into(),
+            own_results: &[],
+            instance,
+            detail: MetricDetail::Basic,
         }
-        let outcomes = {
-            let mut apps = self.apps.lock().expect("apps lock");
-            let outcomes = apps.on_event(&t.name, event, Instant::now());
-            if let (Event::Restored(_), Some(id)) = (event, &trace_id) {
-                apps.trace_outage(&t.name, id);
-            }
-            outcomes
+    }
+
+    #[test]
+    fn a_canarys_own_sink_counts_only_while_its_canary_is_the_targets() {
+        let recorder = Arc::new(Recorder::new());
+        let heard = Arc::new(Heard::default());
+        recorder.set_tap(Some(heard.clone()));
+        let connected = Event::Connected {
+            identity: Identity::default(),
         };
-        self.apply(outcomes);
-        if let Some(tap) = self.tap.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            tap.emit(t, event);
-        }
+        let first = target(StoreKind::Redis, 1);
+        recorder.add_target(&first, &[], Duration::ZERO);
+        let sink = recorder.sink_for(&first);
+        sink.emit(&first, &connected);
+        assert_eq!(recorder.health("cache").map(|h| h.0), Some(true));
+        // Another store under the same name: a new state, which the first
+        // canary's last events do not reach.
+        let second = target(StoreKind::Mysql, 2);
+        recorder.add_target(&second, &[], Duration::ZERO);
+        sink.emit(&first, &connected);
+        assert_eq!(recorder.health("cache").map(|h| h.0), Some(false));
+        // The same store again: the state is kept, and taken by the new
+        // canary alone.
+        let second_sink = recorder.sink_for(&second);
+        let third = target(StoreKind::Mysql, 3);
+        recorder.add_target(&third, &[], Duration::ZERO);
+        second_sink.emit(&second, &connected);
+        recorder.sink_for(&third).emit(&third, &connected);
+        // Removed: nothing counts any more.
+        let third_sink = recorder.sink_for(&third);
+        recorder.remove_target(&third);
+        third_sink.emit(&third, &connected);
+        assert!(recorder.health("cache").is_none());
+        assert_eq!(*heard.0.lock().unwrap(), ["cache#1", "cache#3"]);
     }
 }

@@ -352,17 +352,32 @@ impl Table {
     /// Applies `changes` to the series of `target` (if it is known); the
     /// histograms that take exemplars get `exemplar`'s trace id.
     pub fn apply(&self, target: &str, changes: &[Change], exemplar: Option<&str>) {
-        let Some(series) = self.lock().get(target).cloned() else {
-            return;
-        };
-        let mut series = lock(&series);
-        for c in changes {
-            series.apply(c, exemplar);
+        if let Some(series) = self.handle(target) {
+            series.apply(changes, exemplar);
         }
+    }
+
+    /// The series of `target`, to change without a lookup by name.
+    pub fn handle(&self, target: &str) -> Option<SeriesHandle> {
+        self.lock().get(target).cloned().map(SeriesHandle)
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Arc<Mutex<Series>>>> {
         self.targets.lock().expect("series table lock")
+    }
+}
+
+/// One target's series, as [`Table::handle`] found them.
+#[derive(Debug, Clone)]
+pub struct SeriesHandle(Arc<Mutex<Series>>);
+
+impl SeriesHandle {
+    /// Applies `changes` (see [`Table::apply`]).
+    pub fn apply(&self, changes: &[Change], exemplar: Option<&str>) {
+        let mut series = lock(&self.0);
+        for c in changes {
+            series.apply(c, exemplar);
+        }
     }
 }
 

@@ -46,12 +46,14 @@ impl StateMap {
 
     /// Adds (or replaces) a target's state.
     pub fn insert(&self, st: TargetState) {
-        self.map().insert(st.name.clone(), Arc::new(Mutex::new(st)));
+        let old = self.map().insert(st.name.clone(), Arc::new(Mutex::new(st)));
+        retire(old);
     }
 
     /// Removes the state of `name`.
     pub fn remove(&self, name: &str) {
-        self.map().remove(name);
+        let old = self.map().remove(name);
+        retire(old);
     }
 
     /// Every target's state, in name order.
@@ -67,6 +69,14 @@ impl StateMap {
     /// Whether there is no target.
     pub fn is_empty(&self) -> bool {
         self.map().is_empty()
+    }
+}
+
+/// A state no longer in the map takes no event, though a canary still
+/// holds it (see `Recorder::sink_for`).
+fn retire(old: Option<Shared>) {
+    if let Some(old) = old {
+        lock(&old).retired = true;
     }
 }
 
@@ -226,6 +236,9 @@ pub struct TargetState {
     /// [`TargetInfo::instance`]).
     #[serde(skip)]
     pub instance: u64,
+    /// Replaced or removed: no canary's events count any more.
+    #[serde(skip)]
+    pub retired: bool,
     pub state: Phase,
     pub identity: Option<Identity>,
     #[serde(serialize_with = "ser_opt_time")]
@@ -254,6 +267,7 @@ impl TargetState {
             store: t.store,
             endpoint: t.endpoint.clone(),
             instance: t.instance,
+            retired: false,
             state: Phase::Connecting,
             identity: None,
             connected_since: None,
@@ -279,6 +293,11 @@ impl TargetState {
             at: SystemTime::now(),
             event: event.clone(),
         });
+    }
+
+    /// Whether the events of canary `t` count here.
+    pub fn takes(&self, t: &TargetInfo) -> bool {
+        self.instance == t.instance && !self.retired
     }
 
     /// Takes one event of this target. Returns whether it is the target's
