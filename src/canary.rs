@@ -9,9 +9,9 @@
 //! What an outage's bounds mean (docs/measuring.md, "Outage"):
 //! - start: a close the transport reports is seen within one network round
 //!   trip (the last probe's) plus the agent's own wake-up
-//!   ([`TRANSPORT_SLACK`], or the lateness it measured lately); a failed or timed-out probe puts the estimate
-//!   where that probe was sent, between the last good answer and the
-//!   failure; a target that never answered since the canary started has an
+//!   ([`TRANSPORT_SLACK`], or the lateness it measured lately); a failed or
+//!   timed-out probe puts the estimate where that probe was sent, between
+//!   the last good answer and the failure; a target that never answered since the canary started has an
 //!   unknown start, estimated at the canary's start.
 //! - end: the first successful probe on a new connection (or, where a
 //!   driver saw the store serving earlier within that attempt, that

@@ -31,7 +31,9 @@ pub struct Bounds {
     /// detection).
     #[serde(serialize_with = "ser_time")]
     pub end_earliest: SystemTime,
-    /// The first successful probe on the new connection.
+    /// When the store was seen serving again: the first successful probe
+    /// on the new connection, or the moment a driver saw it serving within
+    /// that attempt (`Connected::serving_since`).
     #[serde(serialize_with = "ser_time")]
     pub end_latest: SystemTime,
 }
@@ -44,7 +46,8 @@ pub struct OutageReport {
     /// start for a target unreachable since then.
     #[serde(serialize_with = "ser_time")]
     pub started_at: SystemTime,
-    /// Wall-clock moment of the first successful probe.
+    /// Wall-clock moment the store was seen serving again (see
+    /// [`Bounds::end_latest`]).
     #[serde(serialize_with = "ser_time")]
     pub ended_at: SystemTime,
     /// The reconnect latency, `ended_at - started_at` (monotonic clock).
