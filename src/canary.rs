@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::{AttemptBudget, Backoff};
 use crate::classify::classify;
 use crate::events::{Bounds, Event, EventSink, OutageReport};
+use crate::grid::on_grid;
 use crate::lag::SchedulingLag;
 use crate::model::{
     AttemptResult, ConnectResult, DisconnectCause, FailoverSource, Identity, OutageKind,
@@ -542,8 +543,10 @@ impl<S: Store> Canary<S> {
         shutdown: &CancellationToken,
     ) -> (UpEnd, Identity, Option<S::Conn>) {
         let interval = self.settings.interval;
-        let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // On the shared grid (`grid`): a late tick is skipped, not
+        // delayed, so that the probes stay on it.
+        let mut ticker = tokio::time::interval_at(on_grid(Instant::now() + interval), interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut probes: u32 = 0;
         let mut health = Health {
             last_ok: Instant::now(),

@@ -19,7 +19,8 @@
 //! - [`classify`]: identity before and after an outage → its kind;
 //!   [`backoff`]: reconnect pacing and the agent-wide attempt budget;
 //!   [`lag`]: the agent's own lateness, so that a timeout while the agent
-//!   was late is not taken for the store's.
+//!   was late is not taken for the store's; [`grid`]: the probes' shared
+//!   10 ms grid, so that probes due together go out together.
 //! - [`stores`]: the [`stores::Store`] trait, one module per store, and
 //!   the one dispatch ([`stores::Options`], [`stores::with_store`]).
 //! - [`canary`]: the one generic state machine every store runs through;
@@ -58,6 +59,7 @@ pub mod config;
 pub mod dburl;
 pub mod drill;
 pub mod events;
+pub mod grid;
 pub mod lag;
 pub mod listener;
 pub mod model;

@@ -44,6 +44,8 @@ struct World {
     announcer: Option<mpsc::Sender<Announcement>>,
     /// The store announces every role change itself (as MongoDB does).
     announces_roles: bool,
+    /// When each probe came.
+    probes: Vec<Instant>,
 }
 
 #[derive(Clone)]
@@ -64,6 +66,7 @@ impl Fake {
             connects: 0,
             announcer: None,
             announces_roles: false,
+            probes: Vec::new(),
         })))
     }
 
@@ -148,6 +151,7 @@ impl Store for Fake {
     }
 
     async fn probe(&self, _c: &mut ()) -> Result<(), ProbeError> {
+        self.with(|w| w.probes.push(Instant::now()));
         if self.with(|w| w.hang) {
             std::future::pending::<()>().await;
         }
@@ -602,6 +606,34 @@ async fn a_silent_loss_starts_when_the_failed_probe_was_sent() {
         "start window {window:?}"
     );
     assert!(window >= timeout);
+}
+
+#[tokio::test(start_paused = true)]
+async fn canaries_started_apart_probe_together_on_the_grid() {
+    let sink = Arc::new(Collect::default());
+    let mut fakes = Vec::new();
+    let mut stops = Vec::new();
+    for apart in [0, 3_700, 15_300] {
+        tokio::time::sleep(Duration::from_micros(apart)).await;
+        let fake = Fake::new();
+        stops.push(start(&fake, &sink));
+        fakes.push(fake);
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let probes: Vec<Vec<Instant>> = fakes.iter().map(|f| f.with(|w| w.probes.clone())).collect();
+    // The first probe of each is its connect's; the periodic ones follow.
+    let first = probes[0][1];
+    for (i, times) in probes.iter().enumerate() {
+        assert!(times.len() >= 4, "canary {i} probed {} times", times.len());
+        for t in &times[1..] {
+            let apart = t.max(&first).duration_since(*t.min(&first));
+            assert_eq!(
+                apart.as_nanos() % dbcanary::grid::GRID.as_nanos(),
+                0,
+                "canary {i} probed {apart:?} from the first canary's first periodic probe: off the grid"
+            );
+        }
+    }
 }
 
 #[tokio::test(start_paused = true)]

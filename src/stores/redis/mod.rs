@@ -6,7 +6,6 @@
 //! and a connection costs a few hundred bytes, not a driver's buffers, task
 //! and channels (issue #14: 10,000 canaries on one agent).
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -185,41 +184,44 @@ pub fn unexpected(command: &str, v: &Value) -> Error {
     Error::Protocol(format!("{command} answered {kind}"))
 }
 
-/// Parses the `key:value` lines of `INFO`.
+/// The `INFO` fields kept in [`Identity::details`].
+const DETAILS: [&str; 6] = [
+    "loading",
+    "master_replid",
+    "tcp_port",
+    "redis_mode",
+    "master_host",
+    "master_port",
+];
+
+/// Parses the `key:value` lines of `INFO`, in one pass that keeps only the
+/// fields the identity needs (the reply has about a hundred; a canary reads
+/// it every `identity_every` probes).
 pub fn parse_info(text: &str) -> Identity {
-    let fields: BTreeMap<&str, &str> = text
+    let mut id = Identity::default();
+    for (k, v) in text
         .lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.trim_end().split_once(':'))
-        .collect();
-    let mut details = BTreeMap::new();
-    for k in [
-        "loading",
-        "master_replid",
-        "tcp_port",
-        "redis_mode",
-        "master_host",
-        "master_port",
-    ] {
-        if let Some(v) = fields.get(k) {
-            details.insert(k.to_string(), v.to_string());
+    {
+        match k {
+            "run_id" => id.server_id = Some(v.to_string()),
+            "role" => {
+                id.role = match v {
+                    "master" => Some(Role::Primary),
+                    "slave" | "replica" => Some(Role::Replica),
+                    _ => None,
+                }
+            }
+            "uptime_in_seconds" => id.uptime = v.parse().ok().map(Duration::from_secs),
+            "redis_version" => id.version = Some(v.to_string()),
+            _ if DETAILS.contains(&k) => {
+                id.details.insert(k.to_string(), v.to_string());
+            }
+            _ => {}
         }
     }
-    Identity {
-        server_id: fields.get("run_id").map(|s| s.to_string()),
-        role: fields.get("role").and_then(|r| match *r {
-            "master" => Some(Role::Primary),
-            "slave" | "replica" => Some(Role::Replica),
-            _ => None,
-        }),
-        uptime: fields
-            .get("uptime_in_seconds")
-            .and_then(|s| s.parse().ok())
-            .map(Duration::from_secs),
-        version: fields.get("redis_version").map(|s| s.to_string()),
-        details,
-        ..Identity::default()
-    }
+    id
 }
 
 /// Classifies a failed command during connection set-up.
@@ -377,6 +379,38 @@ mod tests {
             instance: 1,
             detail: Default::default(),
         })
+    }
+
+    #[test]
+    fn info_gives_the_identity_and_only_the_details_it_keeps() {
+        let text = "# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n\
+            run_id:abc123\r\ntcp_port:6380\r\nuptime_in_seconds:42\r\n\
+            # Replication\r\nrole:slave\r\nmaster_host:10.0.0.1\r\nmaster_port:6379\r\n\
+            master_replid:ffee\r\nconnected_slaves:0\r\n# Persistence\r\nloading:0\r\n\
+            rdb_changes_since_last_save:0\r\n";
+        let id = parse_info(text);
+        assert_eq!(id.server_id.as_deref(), Some("abc123"));
+        assert_eq!(id.role, Some(Role::Replica));
+        assert_eq!(id.uptime, Some(Duration::from_secs(42)));
+        assert_eq!(id.version.as_deref(), Some("7.0.15"));
+        let details: Vec<(&str, &str)> = id
+            .details
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            details,
+            [
+                ("loading", "0"),
+                ("master_host", "10.0.0.1"),
+                ("master_port", "6379"),
+                ("master_replid", "ffee"),
+                ("redis_mode", "standalone"),
+                ("tcp_port", "6380"),
+            ]
+        );
+        assert_eq!(parse_info("role:master\r\n").role, Some(Role::Primary));
+        assert_eq!(parse_info("role:sentinel\r\n").role, None);
     }
 
     #[test]
