@@ -47,6 +47,10 @@ pub const TRANSPORT_SLACK: Duration = Duration::from_millis(10);
 /// CPU-starved host) can outlast one.
 pub const LATE_EXTENSIONS: u32 = 3;
 
+/// How long a connection attempt waits at most for the agent to be on
+/// time again (a host that stays starved still gets its attempts).
+pub const HOLD_WHILE_LATE: Duration = Duration::from_secs(1);
+
 /// The two clocks at one moment: events carry wall-clock times, all
 /// measuring is monotonic.
 #[derive(Debug, Clone, Copy)]
@@ -378,6 +382,13 @@ impl<S: Store> Canary<S> {
                     budget.settled(detected).await;
                 }
             }
+            // A first connect (no outage open) waits while the agent is
+            // late: its timeout would open a false outage. In an outage,
+            // attempts go in the budget's turn (a late timeout then is
+            // retried, and the end is what matters).
+            if outage.is_none() {
+                self.hold_while_late(shutdown).await;
+            }
             if let Some(budget) = &self.budget
                 && budget.take().await
                 && let Some(o) = &mut outage
@@ -474,6 +485,20 @@ impl<S: Store> Canary<S> {
         }
     }
 
+    /// Holds a connection attempt back while the agent itself is late (up
+    /// to [`HOLD_WHILE_LATE`]): a wave of connects (thousands of targets
+    /// starting) must not make the agent later still, and time out against
+    /// stores that answer.
+    async fn hold_while_late(&self, shutdown: &CancellationToken) {
+        let Some(lag) = &self.lag else {
+            return;
+        };
+        let until = Instant::now() + HOLD_WHILE_LATE;
+        while lag.late_now() && Instant::now() < until && !shutdown.is_cancelled() {
+            tokio::time::sleep(crate::lag::TICK).await;
+        }
+    }
+
     async fn attempt(&self) -> Result<Connected<S::Conn>, ConnectError> {
         let r = attempt(&self.store, self.settings.timeout).await;
         self.tell();
@@ -552,10 +577,12 @@ impl<S: Store> Canary<S> {
             last_ok: Instant::now(),
             rtt: identity.read_within,
         };
+        // One wait for the whole phase, not one made and dropped per probe.
+        let mut stop = std::pin::pin!(shutdown.cancelled());
         loop {
             let end = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => {
+                _ = stop.as_mut() => {
                     let _ = timeout(self.settings.timeout, self.store.close(conn)).await;
                     return (UpEnd::Shutdown, identity, None);
                 }

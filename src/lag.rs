@@ -22,6 +22,10 @@ pub const TICK: Duration = Duration::from_millis(50);
 /// of a healthy runtime, far less than any probe timeout.
 pub const LATE: Duration = Duration::from_millis(25);
 
+/// How long after a late wake-up the agent still counts as late now
+/// ([`SchedulingLag::late_now`]).
+pub const LATE_FOR: Duration = Duration::from_millis(100);
+
 /// How far back the exported maximum reaches.
 pub const WINDOW: Duration = Duration::from_secs(10);
 
@@ -115,7 +119,21 @@ impl SchedulingLag {
         if last_late != 0 && last_late >= self.ns(since) {
             return true;
         }
-        // A ticker that is overdue: the runtime has not run it yet.
+        self.overdue(now)
+    }
+
+    /// Whether the agent is late right now: a wake-up within the last
+    /// [`LATE_FOR`] was late, or the ticker is overdue. Work that can wait
+    /// (a connection attempt) waits while it is, rather than make it later.
+    pub fn late_now(&self) -> bool {
+        let now = Instant::now();
+        let last_late = self.last_late.load(Ordering::Acquire);
+        let lately = u64::try_from(LATE_FOR.as_nanos()).unwrap_or(u64::MAX);
+        (last_late != 0 && self.ns(now).saturating_sub(last_late) < lately) || self.overdue(now)
+    }
+
+    /// A ticker that is overdue: the runtime has not run it yet.
+    fn overdue(&self, now: Instant) -> bool {
         self.running.load(Ordering::Acquire)
             && self
                 .ns(now)
@@ -178,6 +196,12 @@ mod tests {
         // A timer that itself fired late is.
         tokio::time::advance(Duration::from_millis(100)).await;
         assert!(lag.was_late(later, later));
+        // Late now, for a while after the late wake-up.
+        assert!(!lag.late_now());
+        lag.record(Instant::now() - LATE, Instant::now());
+        assert!(lag.late_now());
+        tokio::time::advance(LATE_FOR).await;
+        assert!(!lag.late_now());
         // The window forgets.
         tokio::time::advance(WINDOW + Duration::from_secs(1)).await;
         assert_eq!(lag.recent_max(), Duration::ZERO);

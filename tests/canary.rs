@@ -760,3 +760,19 @@ async fn a_connect_that_timed_out_while_the_agent_was_late_opens_no_outage() {
         assert_eq!(attempts, 2, "the timed-out one and the one that connected");
     }
 }
+
+/// A connection attempt waits while the agent is late (a wake-up late just
+/// now): a wave of connects must not make it later; once on time, it goes.
+#[tokio::test(start_paused = true)]
+async fn a_connect_waits_while_the_agent_is_late() {
+    let (fake, sink) = (Fake::new(), Arc::new(Collect::default()));
+    let lag = Arc::new(SchedulingLag::new());
+    stalled(&lag, Duration::from_millis(100));
+    let _stop = start_lagging(&fake, &sink, None, Some(lag.clone()));
+    tokio::time::sleep(dbcanary::lag::LATE_FOR / 2).await;
+    let attempts = |sink: &Collect| sink.count(|e| matches!(e, Event::ConnectAttempt { .. }));
+    assert_eq!(attempts(&sink), 0, "no attempt while the agent is late");
+    sink.until(is_connected).await;
+    assert_eq!(attempts(&sink), 1);
+    assert_eq!(sink.count(is_lost), 0);
+}
