@@ -42,17 +42,52 @@ pub const CANARY_RESTART: Change<'static> = Change {
     op: Op::Add(1),
 };
 
+/// The changes of one event: at most four, kept inline (a probe's two are
+/// the agent's most frequent work, and allocate nothing).
+#[derive(Debug, Clone, Copy)]
+pub struct Changes<'a> {
+    items: [Change<'a>; 4],
+    len: usize,
+}
+
+impl<'a> Changes<'a> {
+    const NONE: Self = Self {
+        items: [CANARY_RESTART; 4],
+        len: 0,
+    };
+
+    fn of(list: &[Change<'a>]) -> Self {
+        let mut c = Self::NONE;
+        c.items[..list.len()].copy_from_slice(list);
+        c.len = list.len();
+        c
+    }
+
+    fn push(&mut self, change: Change<'a>) {
+        self.items[self.len] = change;
+        self.len += 1;
+    }
+}
+
+impl<'a> std::ops::Deref for Changes<'a> {
+    type Target = [Change<'a>];
+
+    fn deref(&self) -> &[Change<'a>] {
+        &self.items[..self.len]
+    }
+}
+
 /// What one event of a target changes.
-pub fn event(event: &Event) -> Vec<Change<'_>> {
+pub fn event(event: &Event) -> Changes<'_> {
     match event {
         Event::ConnectAttempt {
             result, duration, ..
         } => {
-            let mut changes = vec![Change::new(
+            let mut changes = Changes::of(&[Change::new(
                 Id::ConnectAttempts,
                 Some(result.as_str()),
                 Op::Add(1),
-            )];
+            )]);
             if result.is_ok() {
                 changes.push(Change::new(
                     Id::ConnectDuration,
@@ -62,24 +97,24 @@ pub fn event(event: &Event) -> Vec<Change<'_>> {
             }
             changes
         }
-        Event::Probe { result, duration } => vec![
+        Event::Probe { result, duration } => Changes::of(&[
             Change::new(Id::Probes, Some(result.as_str()), Op::Add(1)),
             Change::new(Id::ProbeDuration, None, Op::Observe(duration.as_secs_f64())),
-        ],
-        Event::Disconnected { cause, .. } => {
-            vec![Change::new(
-                Id::Disconnects,
-                Some(cause.as_str()),
-                Op::Add(1),
-            )]
-        }
+        ]),
+        Event::Disconnected { cause, .. } => Changes::of(&[Change::new(
+            Id::Disconnects,
+            Some(cause.as_str()),
+            Op::Add(1),
+        )]),
         Event::Restored(r) => {
-            let mut changes = vec![Change::new(
-                Id::OutageDuration,
-                Some(r.kind.as_str()),
-                Op::Observe(r.duration.as_secs_f64()),
-            )];
-            changes.push(Change::new(Id::Outages, Some(r.kind.as_str()), Op::Add(1)));
+            let mut changes = Changes::of(&[
+                Change::new(
+                    Id::OutageDuration,
+                    Some(r.kind.as_str()),
+                    Op::Observe(r.duration.as_secs_f64()),
+                ),
+                Change::new(Id::Outages, Some(r.kind.as_str()), Op::Add(1)),
+            ]);
             if r.kind == OutageKind::Restart {
                 changes.push(Change::new(Id::Restarts, None, Op::Add(1)));
             }
@@ -90,18 +125,16 @@ pub fn event(event: &Event) -> Vec<Change<'_>> {
             ));
             changes
         }
-        Event::Failover { source, .. } => {
-            vec![Change::new(
-                Id::Failovers,
-                Some(source.as_str()),
-                Op::Add(1),
-            )]
-        }
+        Event::Failover { source, .. } => Changes::of(&[Change::new(
+            Id::Failovers,
+            Some(source.as_str()),
+            Op::Add(1),
+        )]),
         Event::Started
         | Event::Connected { .. }
         | Event::IdentityChanged { .. }
         | Event::Notice { .. }
-        | Event::Stopped => Vec::new(),
+        | Event::Stopped => Changes::NONE,
     }
 }
 
@@ -243,7 +276,7 @@ mod tests {
         let outcomes = outcomes();
         let changes = events
             .iter()
-            .flat_map(event)
+            .flat_map(|e| event(e).to_vec())
             .chain(outcomes.iter().flat_map(|o| outcome(o).1))
             .chain([CANARY_RESTART]);
         let mut seen = Vec::new();
