@@ -1181,9 +1181,16 @@ pub fn promtool_check_metrics(body: &str) {
 /// Runs `dbcanary check ARGS --config FILE` on a config of these
 /// `(name, url)` targets only; returns what it did.
 pub fn dbcanary_check(args: &[&str], targets: &[(&str, &str)]) -> Output {
+    dbcanary_check_with(args, "", targets)
+}
+
+/// [`dbcanary_check`] with `head` (tables such as `[defaults]`) first.
+fn dbcanary_check_with(args: &[&str], head: &str, targets: &[(&str, &str)]) -> Output {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("dbcanary.toml");
-    let text: String = targets.iter().map(|(n, u)| target_toml(n, u)).collect();
+    let text: String = std::iter::once(head.to_string())
+        .chain(targets.iter().map(|(n, u)| target_toml(n, u)))
+        .collect();
     std::fs::write(&config, text).expect("write config");
     dbcanary_command()
         .arg("check")
@@ -1195,10 +1202,12 @@ pub fn dbcanary_check(args: &[&str], targets: &[(&str, &str)]) -> Output {
 }
 
 /// `dbcanary check --json` on `(name, url, result)` cases: each target's
-/// row must have that `result` (`ok`, `tls`, ...).
+/// row must have that `result` (`ok`, `tls`, ...). Judged on the result,
+/// not the speed: a 5 s timeout (a debug build's TLS handshakes and SCRAM
+/// logins, nine at once beside other tests, took over the default 500 ms).
 pub fn assert_check_results(cases: &[(&str, String, &str)]) {
     let targets: Vec<(&str, &str)> = cases.iter().map(|(n, u, _)| (*n, u.as_str())).collect();
-    let out = dbcanary_check(&["--json"], &targets);
+    let out = dbcanary_check_with(&["--json"], "[defaults]\ntimeout = \"5s\"\n", &targets);
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "check --json: {e}\n{}",
