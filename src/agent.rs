@@ -331,6 +331,9 @@ pub async fn run(
             }
         };
         tokio::select! {
+            // First: the sources task ends on the same token, and its end
+            // is not news then.
+            biased;
             _ = shutdown.cancelled() => break,
             _ = deadlines.tick(), if apps => canaries.recorder.check_apps(),
             Some(()) = reload => {

@@ -476,6 +476,34 @@ async fn sigterm_exits_zero_within_five_seconds() {
         .await;
 }
 
+/// A stopping agent says so, and what it logged after that reaches stderr
+/// before it exits (the log is written by a thread of its own); it logs no
+/// error: the task that keeps the
+/// target list current ends with it, which is no news then. Six agents,
+/// since the two ends raced (about one stop in three).
+#[tokio::test]
+async fn sigterm_logs_its_end_and_no_error() {
+    let redis = RedisServer::start().await;
+    let mut agents = Vec::new();
+    for _ in 0..6 {
+        agents.push(Agent::start(&[("cache", &redis.url())]).await);
+    }
+    for agent in &agents {
+        agent.wait_up("cache", true, UP_WITHIN).await;
+    }
+    for agent in &mut agents {
+        let (status, _) = agent.terminate(Duration::from_secs(5)).await;
+        assert_eq!(status.code(), Some(0), "exit status after SIGTERM");
+        let log = agent.log();
+        let end = log.find("shutting down").unwrap_or(log.len());
+        assert!(
+            log[end..].contains("canary stopped target=cache"),
+            "the stop, and the canary's after it:\n{log}"
+        );
+        assert!(!log.contains("ERROR"), "no error on a clean stop:\n{log}");
+    }
+}
+
 /// `RUST_LOG` picks the level per target; one that does not parse is
 /// reported and the default level is used.
 #[tokio::test]
