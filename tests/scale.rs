@@ -100,6 +100,7 @@ async fn five_hundred_redis_targets_on_one_agent() {
     assert_eq!(s["targets"], TARGETS);
     assert_eq!(s["stores"]["redis"]["up"], TARGETS);
     assert_eq!(s["states"]["down"], 0);
+    assert_eq!(s["in_outage"], 0);
     assert_eq!(s["down"], serde_json::json!([]));
     for bad in [
         "/api/v1/targets?state=sleeping",
@@ -142,6 +143,7 @@ async fn the_summary_lists_the_targets_down_with_their_outage() {
     })
     .await;
     assert_eq!(s["states"]["up"], 10);
+    assert_eq!(s["in_outage"], 10);
     let down = s["down"].as_array().unwrap();
     assert_eq!(down.len(), 10);
     for d in down {

@@ -3,7 +3,7 @@
 //! events. The gauges that are a function of it (`up`, the connection's age,
 //! the outage in progress, who answers) are read from here when exported.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -137,9 +137,15 @@ impl Filter {
     }
 }
 
+/// How many of the targets in an outage now `?view=summary` lists: the
+/// longest outages (`?state=down` gives every one). A summary stays small
+/// while a server takes thousands of targets with it, when it is polled
+/// the most.
+pub const SUMMARY_DOWN: usize = 100;
+
 /// `?view=summary`: how many targets are in each state, per store too, and
-/// the targets in an outage now, the longest first, so that a UI need not
-/// fetch every target.
+/// the longest outages in progress, so that a UI need not fetch every
+/// target.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
     pub targets: usize,
@@ -149,7 +155,13 @@ pub struct Summary {
     pub stores: BTreeMap<&'static str, BTreeMap<&'static str, usize>>,
     /// Ended outages of every target since the agent started.
     pub outages: u64,
+    /// Targets in an outage now.
+    pub in_outage: usize,
+    /// The [`SUMMARY_DOWN`] longest outages in progress, the longest first.
     pub down: Vec<DownTarget>,
+    /// The longest so far while counting, the shortest of them on top.
+    #[serde(skip)]
+    longest: BinaryHeap<ByStart>,
 }
 
 /// A target in an outage now, in the summary.
@@ -163,6 +175,31 @@ pub struct DownTarget {
     pub outage_s: f64,
     #[serde(flatten)]
     pub outage: CurrentOutage,
+}
+
+/// A [`DownTarget`] ordered by its outage's start: the latest is the
+/// greatest.
+#[derive(Debug, Clone)]
+struct ByStart(DownTarget);
+
+impl PartialEq for ByStart {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for ByStart {}
+
+impl PartialOrd for ByStart {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ByStart {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.outage.since_mono.cmp(&other.0.outage.since_mono)
+    }
 }
 
 impl Summary {
@@ -179,22 +216,41 @@ impl Summary {
             .or_insert_with(|| Phase::ALL.iter().map(|p| (p.as_str(), 0)).collect());
         *per_store.entry(st.state.as_str()).or_default() += 1;
         self.outages += st.outages;
-        if let Some(o) = &st.current_outage
-            && st.state != Phase::Stopped
+        let Some(o) = &st.current_outage else {
+            return;
+        };
+        if st.state == Phase::Stopped {
+            return;
+        }
+        self.in_outage += 1;
+        // Only an outage longer than the shortest one kept is copied.
+        if self.longest.len() == SUMMARY_DOWN
+            && self
+                .longest
+                .peek()
+                .is_some_and(|k| k.0.outage.since_mono <= o.since_mono)
         {
-            self.down.push(DownTarget {
-                name: st.name.clone(),
-                store: st.store,
-                state: st.state,
-                outage_s: now.saturating_duration_since(o.since_mono).as_secs_f64(),
-                outage: o.clone(),
-            });
+            return;
+        }
+        self.longest.push(ByStart(DownTarget {
+            name: st.name.clone(),
+            store: st.store,
+            state: st.state,
+            outage_s: now.saturating_duration_since(o.since_mono).as_secs_f64(),
+            outage: o.clone(),
+        }));
+        if self.longest.len() > SUMMARY_DOWN {
+            self.longest.pop();
         }
     }
 
     /// Puts the longest outages first, once every target is counted.
     pub fn finish(mut self) -> Self {
-        self.down.sort_by_key(|d| d.outage.since_mono);
+        self.down = std::mem::take(&mut self.longest)
+            .into_sorted_vec()
+            .into_iter()
+            .map(|k| k.0)
+            .collect();
         self
     }
 }
@@ -378,4 +434,52 @@ impl TargetState {
 
 fn ser_store<S: serde::Serializer>(store: &StoreKind, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(store.label())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn down(name: String, since_mono: Instant) -> TargetState {
+        let info = TargetInfo {
+            name,
+            store: StoreKind::Redis,
+            endpoint: "127.0.0.1:1".into(),
+            own_results: &[],
+            instance: 1,
+            detail: Default::default(),
+        };
+        let mut st = TargetState::new(&info);
+        st.state = Phase::Down;
+        st.current_outage = Some(CurrentOutage {
+            since: SystemTime::now(),
+            since_mono,
+            start_unknown: false,
+            cause: DisconnectCause::Closed,
+            attempts: 1,
+            last_result: None,
+            last_error: None,
+        });
+        st
+    }
+
+    #[test]
+    fn the_summary_counts_every_outage_and_lists_the_longest() {
+        let now = Instant::now();
+        let mut s = Summary::default();
+        // Started i ms before now, in an order that is not by length.
+        for i in (0..250u64).map(|i| (i * 97) % 250) {
+            s.add(&down(format!("t{i}"), now - Duration::from_millis(i)), now);
+        }
+        let s = s.finish();
+        assert_eq!((s.targets, s.in_outage), (250, 250));
+        assert_eq!(s.states["down"], 250);
+        let names: Vec<&str> = s.down.iter().map(|d| d.name.as_str()).collect();
+        let longest: Vec<String> = (150..250).rev().map(|i| format!("t{i}")).collect();
+        assert_eq!(
+            names, longest,
+            "the {SUMMARY_DOWN} longest, the longest first"
+        );
+    }
 }
