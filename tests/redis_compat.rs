@@ -2,7 +2,8 @@
 //! dataset answers `LOADING` until the dataset is in memory (the canary
 //! counts those attempts as `not_ready` and the outage ends as a restart),
 //! and one without RESP3 (`HELLO` renamed away), where the canary falls back
-//! to RESP2, says so, and still sees a closed connection at once.
+//! to RESP2, says so, logs in with a password as before, and still sees a
+//! closed connection at once.
 
 mod support;
 
@@ -98,4 +99,30 @@ async fn without_resp3_falls_back_to_resp2_and_still_sees_a_close_at_once() {
         "no probe was needed to see the loss"
     );
     assert_eq!(m.count(DISCONNECTS, "old", "closed"), 1.0, "{}", m.text);
+}
+
+/// Without RESP3 and with a password: the `INFO` the canary sends along
+/// with `HELLO` is refused before the login; it is read again after it, and
+/// the identity is the server's.
+#[tokio::test]
+async fn without_resp3_a_password_still_logs_in_and_reads_the_identity() {
+    let password = "planted-Pw-7731";
+    let redis =
+        RedisServer::start_with("redis", &["--rename-command", "HELLO", ""], Some(password)).await;
+    let url = format!("redis://:{password}@127.0.0.1:{}", redis.port);
+    let agent = Agent::builder()
+        .pacing(Pacing::FAST)
+        .target("old", &url)
+        .start_up(LIMIT)
+        .await;
+    let t = agent.target("old").await;
+    assert_eq!(t["identity"]["role"], "primary", "{t}");
+    assert!(
+        t["identity"]["server_id"]
+            .as_str()
+            .is_some_and(|s| s.len() == 40),
+        "the run id: {t}"
+    );
+    assert_eq!(redis.canary_clients("old").await.unwrap().len(), 1);
+    assert!(!agent.log().contains(password), "{}", agent.log());
 }

@@ -140,6 +140,28 @@ impl Link {
     /// Sends a command, once the last reply was read to its end and the
     /// server has not spoken out of turn.
     pub async fn send(&mut self, args: &[&[u8]]) -> Result<(), Error> {
+        self.send_frame(resp::command(args)).await
+    }
+
+    /// Sends `commands` in one write and reads their replies in turn: one
+    /// round trip for all of them. An error reply is that command's answer,
+    /// not a failure of the others.
+    pub async fn pipeline<const N: usize>(
+        &mut self,
+        commands: [&[&[u8]]; N],
+    ) -> Result<[Value; N], Error> {
+        let frame = commands.iter().flat_map(|c| resp::command(c)).collect();
+        self.send_frame(frame).await?;
+        let mut replies = [const { Value::Nil }; N];
+        for r in &mut replies {
+            // Owed again until the last reply is read.
+            self.owed = true;
+            *r = self.reply().await?;
+        }
+        Ok(replies)
+    }
+
+    async fn send_frame(&mut self, frame: Vec<u8>) -> Result<(), Error> {
         if self.owed {
             return Err(Error::Protocol(
                 "the previous reply was not read to its end".into(),
@@ -152,7 +174,6 @@ impl Link {
             )));
         }
         self.owed = true;
-        let frame = resp::command(args);
         let mut written = 0;
         poll_fn(|cx| lock(&self.wire).poll_write(cx, &frame, &mut written)).await
     }
@@ -289,6 +310,33 @@ mod tests {
         assert_eq!(v.text().unwrap().len(), 3000);
         assert_eq!(lock(&link.wire).buf.capacity(), 0, "no buffer kept idle");
         drop(task.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_pipeline_sends_every_command_before_the_first_reply() {
+        let (mut link, mut server) = pair().await;
+        let task = tokio::spawn(async move {
+            // Answers nothing until both commands are in.
+            let want = b"*1\r\n$5\r\nHELLO\r\n*1\r\n$4\r\nINFO\r\n";
+            let mut got = vec![0u8; want.len()];
+            server.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got[..], want);
+            server
+                .write_all(b"-NOPROTO no\r\n$2\r\nok\r\n")
+                .await
+                .unwrap();
+            server
+        });
+        let [hello, info] = tokio::time::timeout(SOON, link.pipeline([&[b"HELLO"], &[b"INFO"]]))
+            .await
+            .expect("one round trip")
+            .unwrap();
+        assert!(matches!(hello, Value::Error(e) if e.code == "NOPROTO"));
+        assert_eq!(info.text().unwrap(), "ok");
+        // Every reply was read: the link takes the next command.
+        let mut server = task.await.unwrap();
+        server.write_all(b"+PONG\r\n").await.unwrap();
+        assert!(link.call(&[b"PING"]).await.is_ok());
     }
 
     #[tokio::test]

@@ -73,32 +73,45 @@ impl RedisNode {
             hello.extend([&b"AUTH"[..], user.as_bytes(), p.as_bytes()]);
         }
         hello.extend([&b"SETNAME"[..], self.client_name.as_bytes()]);
-        match link.call(&hello).await {
-            Ok(_) => {}
-            Err(e) if refuses_resp3(&e) => {
-                if !self.resp2_logged.swap(true, Ordering::Relaxed) {
-                    self.notices.say(format!(
-                        "server {addr} does not speak RESP3: falling back to RESP2 (a closed connection is still seen at once)"
-                    ));
-                }
-                if let Some(p) = password {
-                    let auth = auth_args(self.username.as_deref(), p);
-                    link.call(&auth)
-                        .await
-                        .map_err(|e| auth_error(&e, password, true))?;
-                }
-                link.call(&[b"CLIENT", b"SETNAME", self.client_name.as_bytes()])
-                    .await
-                    .map_err(|e| connect_error(&e))?;
+        // `INFO` goes with `HELLO`, in the same round trip: a reconnect
+        // wave of thousands of canaries waits for one answer each, not two.
+        let [hello_reply, info_reply] = link
+            .pipeline([&hello, &INFO])
+            .await
+            .map_err(|e| auth_error(&e, password, false))?;
+        let mut info = Some(info_reply);
+        if let Value::Error(e) = hello_reply {
+            let e = Error::Server(e);
+            if !refuses_resp3(&e) {
+                return Err(auth_error(&e, password, false));
             }
-            Err(e) => return Err(auth_error(&e, password, false)),
+            if !self.resp2_logged.swap(true, Ordering::Relaxed) {
+                self.notices.say(format!(
+                    "server {addr} does not speak RESP3: falling back to RESP2 (a closed connection is still seen at once)"
+                ));
+            }
+            if let Some(p) = password {
+                let auth = auth_args(self.username.as_deref(), p);
+                link.call(&auth)
+                    .await
+                    .map_err(|e| auth_error(&e, password, true))?;
+            }
+            link.call(&[b"CLIENT", b"SETNAME", self.client_name.as_bytes()])
+                .await
+                .map_err(|e| connect_error(&e))?;
+            // The INFO sent with HELLO was answered before the login.
+            info = None;
         }
         if self.db != 0 {
             link.call(&[b"SELECT", self.db.to_string().as_bytes()])
                 .await
                 .map_err(|e| connect_error(&e))?;
         }
-        let mut identity = identify(&mut link).await.map_err(|e| connect_error(&e))?;
+        let info = match info {
+            Some(v) => v,
+            None => link.call(&INFO).await.map_err(|e| connect_error(&e))?,
+        };
+        let mut identity = info_identity(info).map_err(|e| connect_error(&e))?;
         // HELLO, CLIENT and INFO are served while the dataset loads; PING is
         // not. Say so by type instead of failing the first probe.
         if identity.details.get("loading").is_some_and(|l| l == "1") {
@@ -161,11 +174,17 @@ fn identity_port(id: &Identity) -> Option<u16> {
 
 /// Reads `INFO server`, `replication` and `persistence` into an identity.
 pub async fn identify(link: &mut Link) -> Result<Identity, Error> {
-    match link
-        .call(&[b"INFO", b"server", b"replication", b"persistence"])
-        .await?
-    {
+    info_identity(link.call(&INFO).await?)
+}
+
+/// The command the identity is read with.
+const INFO: [&[u8]; 4] = [b"INFO", b"server", b"replication", b"persistence"];
+
+/// The identity an `INFO` reply gives.
+fn info_identity(reply: Value) -> Result<Identity, Error> {
+    match reply {
         Value::Bytes(text) => Ok(parse_info(&String::from_utf8_lossy(&text))),
+        Value::Error(e) => Err(Error::Server(e)),
         other => Err(unexpected("INFO", &other)),
     }
 }
