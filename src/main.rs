@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
+use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 
 use dbcanary::cli::{Cli, Command, ConfigCommand};
 use dbcanary::config::{self, Config, ConfigError, LogFormat, ProcessEnv, Split, TargetSource};
@@ -84,11 +85,30 @@ fn watched(cfg: &Config) -> Result<Split, ExitCode> {
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (`target=level` directives, e.g.
-/// `dbcanary=debug,info`) or else by `default_level`. A plain target filter
-/// rather than `EnvFilter`: no regex engine runs, which keeps its code pages
-/// out of the agent's resident memory.
-fn init_logs(format: LogFormat, default_level: &str) {
+/// The agent's log writer: a thread of its own writes the lines to stderr,
+/// in batches, so that a canary that logs (thousands at once when a server
+/// takes their connections with it) does not wait for the write. No line is
+/// dropped: at [`LOG_LINES_QUEUED`] lines waiting, the next one waits its
+/// turn. The guard writes what is left when the agent ends.
+fn agent_log_writer() -> (NonBlocking, WorkerGuard) {
+    NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(LOG_LINES_QUEUED)
+        .thread_name("dbcanary-log")
+        .finish(std::io::BufWriter::new(std::io::stderr()))
+}
+
+/// Log lines the agent's writer holds at most (a few MiB).
+const LOG_LINES_QUEUED: usize = 16 << 10;
+
+/// Logs to `writer` (stderr), filtered by `RUST_LOG` (`target=level`
+/// directives, e.g. `dbcanary=debug,info`) or else by `default_level`. A
+/// plain target filter rather than `EnvFilter`: no regex engine runs, which
+/// keeps its code pages out of the agent's resident memory.
+fn init_logs<W>(format: LogFormat, default_level: &str, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::prelude::*;
     let default = || default_level.parse::<Targets>().unwrap_or_default();
@@ -101,7 +121,7 @@ fn init_logs(format: LogFormat, default_level: &str) {
     };
     let layer = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let registry = tracing_subscriber::registry();
     match format {
         LogFormat::Text => registry.with(layer.with_filter(filter)).init(),
@@ -163,7 +183,8 @@ async fn dispatch(cli: Cli) -> ExitCode {
             if let Some(l) = listen {
                 cfg.agent.listen = l;
             }
-            init_logs(cfg.agent.log_format, "info");
+            let (writer, _written_at_exit) = agent_log_writer();
+            init_logs(cfg.agent.log_format, "info", writer);
             for w in &cfg.warnings {
                 tracing::warn!("{w}");
             }
@@ -195,7 +216,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            init_logs(cfg.agent.log_format, "warn");
+            init_logs(cfg.agent.log_format, "warn", std::io::stderr);
             for w in &cfg.warnings {
                 tracing::warn!("{w}");
             }
@@ -235,7 +256,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
             }
         }
         Some(Command::Watch(args)) => {
-            init_logs(LogFormat::Text, "error");
+            init_logs(LogFormat::Text, "error", std::io::stderr);
             let interval = match config::parse_duration(&args.interval) {
                 Ok(d) if !d.is_zero() => d,
                 Ok(_) => {
@@ -285,7 +306,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
             }
         }
         Some(Command::Drill(args)) => {
-            init_logs(LogFormat::Text, "error");
+            init_logs(LogFormat::Text, "error", std::io::stderr);
             let token = CancellationToken::new();
             on_signals(token.clone(), None);
             let code = dbcanary::drill::command::command(
