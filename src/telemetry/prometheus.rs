@@ -412,14 +412,37 @@ fn descriptor<'a>(
 }
 
 impl Exposition {
+    /// Which metrics of the catalogue any target has now: one pass over
+    /// the targets, each locked once (a metric that none has would
+    /// otherwise cost a pass of its own to find out).
+    fn present(series: &[Arc<Mutex<Series>>], states: &[Shared], now: Instant) -> [bool; COUNT] {
+        let mut present = [false; COUNT];
+        for s in series {
+            let s = lock(s);
+            for m in &CATALOGUE {
+                if !matches!(m.seed, Seed::State(_)) && !present[m.id as usize] {
+                    present[m.id as usize] = s.any(m);
+                }
+            }
+        }
+        for h in states {
+            let st = state::lock(h);
+            for m in &CATALOGUE {
+                if let Seed::State(read) = m.seed
+                    && !present[m.id as usize]
+                {
+                    present[m.id as usize] = read(&st, now).is_some();
+                }
+            }
+        }
+        present
+    }
+
     fn encode_stored(
         encoder: &mut DescriptorEncoder,
         m: &Metric,
         series: &[Arc<Mutex<Series>>],
     ) -> Result<(), std::fmt::Error> {
-        if !series.iter().any(|s| lock(s).any(m)) {
-            return Ok(());
-        }
         let mut family = descriptor(encoder, m)?;
         for s in series {
             lock(s).encode(m, &mut family)?;
@@ -428,7 +451,7 @@ impl Exposition {
     }
 
     /// The gauges read from the states: each target is locked alone while
-    /// its line is written.
+    /// its line is written. A target that has none now is skipped.
     fn encode_read(
         encoder: &mut DescriptorEncoder,
         m: &Metric,
@@ -436,9 +459,6 @@ impl Exposition {
         states: &[Shared],
         now: Instant,
     ) -> Result<(), std::fmt::Error> {
-        if !states.iter().any(|h| read(&state::lock(h), now).is_some()) {
-            return Ok(());
-        }
         let mut family = descriptor(encoder, m)?;
         for h in states {
             let st = state::lock(h);
@@ -481,7 +501,8 @@ impl Collector for Exposition {
         let now = Instant::now();
         let series: Vec<Arc<Mutex<Series>>> = self.table.lock().values().cloned().collect();
         let states = self.states.handles();
-        for m in &CATALOGUE {
+        let present = Self::present(&series, &states, now);
+        for m in CATALOGUE.iter().filter(|m| present[m.id as usize]) {
             match m.seed {
                 Seed::State(read) => Self::encode_read(&mut encoder, m, read, &states, now)?,
                 _ => Self::encode_stored(&mut encoder, m, &series)?,
