@@ -19,12 +19,15 @@
 //!   moment the store was seen not serving (the start of the last failed
 //!   attempt, the end of one that timed out).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior, timeout};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::backoff::{AttemptBudget, Backoff};
 use crate::classify::classify;
@@ -263,7 +266,11 @@ impl<S: Store> Canary<S> {
         self.emit(Event::Stopped);
     }
 
-    async fn main_loop(&self, mut ann: mpsc::Receiver<Announcement>, shutdown: &CancellationToken) {
+    async fn main_loop(&self, ann: mpsc::Receiver<Announcement>, shutdown: &CancellationToken) {
+        let mut ann = Announcements {
+            rx: ann,
+            open: true,
+        };
         self.emit(Event::Started);
         let started = Instant::now();
         let mut backoff = Backoff::new(self.settings.backoff);
@@ -356,7 +363,7 @@ impl<S: Store> Canary<S> {
         before: Option<Identity>,
         started: Instant,
         backoff: &mut Backoff,
-        ann: &mut mpsc::Receiver<Announcement>,
+        ann: &mut Announcements,
         shutdown: &CancellationToken,
     ) -> State<S::Conn> {
         // A timed-out attempt while the agent was late goes again at once
@@ -477,7 +484,7 @@ impl<S: Store> Canary<S> {
                         tokio::select! {
                             _ = shutdown.cancelled() => return State::Stopped,
                             _ = tokio::time::sleep_until(until) => break,
-                            Some(a) = ann.recv() => self.announced(a),
+                            a = ann.next() => self.announced(a),
                         }
                     }
                 }
@@ -564,7 +571,7 @@ impl<S: Store> Canary<S> {
         mut conn: S::Conn,
         mut identity: Identity,
         mut closed: CloseSignal,
-        ann: &mut mpsc::Receiver<Announcement>,
+        ann: &mut Announcements,
         shutdown: &CancellationToken,
     ) -> (UpEnd, Identity, Option<S::Conn>) {
         let interval = self.settings.interval;
@@ -578,11 +585,16 @@ impl<S: Store> Canary<S> {
             rtt: identity.read_within,
         };
         // One wait for the whole phase, not one made and dropped per probe.
-        let mut stop = std::pin::pin!(shutdown.cancelled());
+        let mut wait = std::pin::pin!(shutdown.cancelled());
+        let mut stop = Stop {
+            token: shutdown,
+            wait: wait.as_mut(),
+            waker: None,
+        };
         loop {
             let end = tokio::select! {
                 biased;
-                _ = stop.as_mut() => {
+                _ = &mut stop => {
                     let _ = timeout(self.settings.timeout, self.store.close(conn)).await;
                     return (UpEnd::Shutdown, identity, None);
                 }
@@ -599,7 +611,7 @@ impl<S: Store> Canary<S> {
                         loss: health.closed_now(self.wake_slack()),
                     }
                 }),
-                Some(a) = ann.recv() => {
+                a = ann.next() => {
                     let failover = matches!(a, Announcement::Failover { .. });
                     self.announced(a);
                     // Who answers now, at once rather than at the next
@@ -757,6 +769,50 @@ impl<S: Store> Canary<S> {
             }),
             Announcement::Notice(message) => self.emit(Event::Notice { message }),
         }
+    }
+}
+
+/// The store's announcements, as the canary waits for them: a store that
+/// announces nothing (its sender is gone) costs no poll of the channel.
+struct Announcements {
+    rx: mpsc::Receiver<Announcement>,
+    open: bool,
+}
+
+impl Announcements {
+    async fn next(&mut self) -> Announcement {
+        if self.open {
+            match self.rx.recv().await {
+                Some(a) => return a,
+                None => self.open = false,
+            }
+        }
+        std::future::pending().await
+    }
+}
+
+/// The shutdown wait of a healthy phase, polled at every wake of the
+/// canary (each probe): it asks the token's flag, and polls the wait
+/// itself (which takes the token's lock) only the first time, once
+/// cancelled, or for another waker.
+struct Stop<'t, 'w> {
+    token: &'t CancellationToken,
+    wait: Pin<&'w mut WaitForCancellationFuture<'t>>,
+    waker: Option<Waker>,
+}
+
+impl Future for Stop<'_, '_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        if !this.token.is_cancelled()
+            && this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            return Poll::Pending;
+        }
+        this.waker = Some(cx.waker().clone());
+        this.wait.as_mut().poll(cx)
     }
 }
 
