@@ -140,7 +140,10 @@ impl Link {
     /// Sends a command, once the last reply was read to its end and the
     /// server has not spoken out of turn.
     pub async fn send(&mut self, args: &[&[u8]]) -> Result<(), Error> {
-        self.send_frame(resp::command(args)).await
+        self.may_send()?;
+        let frame = resp::command(args);
+        let mut written = 0;
+        poll_fn(|cx| lock(&self.wire).poll_write(cx, &frame, &mut written)).await
     }
 
     /// Sends `commands` in one write and reads their replies in turn: one
@@ -150,8 +153,10 @@ impl Link {
         &mut self,
         commands: [&[&[u8]]; N],
     ) -> Result<[Value; N], Error> {
-        let frame = commands.iter().flat_map(|c| resp::command(c)).collect();
-        self.send_frame(frame).await?;
+        self.may_send()?;
+        let frame: Vec<u8> = commands.iter().flat_map(|c| resp::command(c)).collect();
+        let mut written = 0;
+        poll_fn(|cx| lock(&self.wire).poll_write(cx, &frame, &mut written)).await?;
         let mut replies = [const { Value::Nil }; N];
         for r in &mut replies {
             // Owed again until the last reply is read.
@@ -161,7 +166,10 @@ impl Link {
         Ok(replies)
     }
 
-    async fn send_frame(&mut self, frame: Vec<u8>) -> Result<(), Error> {
+    /// Whether a command may go now: the last reply was read to its end,
+    /// and the server has not spoken out of turn. Its reply is owed from
+    /// now on.
+    fn may_send(&mut self) -> Result<(), Error> {
         if self.owed {
             return Err(Error::Protocol(
                 "the previous reply was not read to its end".into(),
@@ -174,8 +182,7 @@ impl Link {
             )));
         }
         self.owed = true;
-        let mut written = 0;
-        poll_fn(|cx| lock(&self.wire).poll_write(cx, &frame, &mut written)).await
+        Ok(())
     }
 
     /// Reads one reply (or a pub/sub message).
