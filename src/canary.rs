@@ -20,14 +20,13 @@
 //!   attempt, the end of one that timed out).
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior, timeout};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use tokio_util::sync::CancellationToken;
 
 use crate::backoff::{AttemptBudget, Backoff};
 use crate::classify::classify;
@@ -267,10 +266,7 @@ impl<S: Store> Canary<S> {
     }
 
     async fn main_loop(&self, ann: mpsc::Receiver<Announcement>, shutdown: &CancellationToken) {
-        let mut ann = Announcements {
-            rx: ann,
-            open: true,
-        };
+        let mut ann = Announcements(Some(ann));
         self.emit(Event::Started);
         let started = Instant::now();
         let mut backoff = Backoff::new(self.settings.backoff);
@@ -584,17 +580,16 @@ impl<S: Store> Canary<S> {
             last_ok: Instant::now(),
             rtt: identity.read_within,
         };
-        // One wait for the whole phase, not one made and dropped per probe.
-        let mut wait = std::pin::pin!(shutdown.cancelled());
-        let mut stop = Stop {
-            token: shutdown,
-            wait: wait.as_mut(),
-            waker: None,
-        };
+        // One wait for the whole phase, not one made and dropped per probe;
+        // polled once, to register, and after that only once the token's
+        // flag says cancelled: its poll takes the token's lock, and the
+        // canary wakes at every probe.
+        let mut stop = std::pin::pin!(shutdown.cancelled());
+        let _ = std::future::poll_fn(|cx| Poll::Ready(stop.as_mut().poll(cx))).await;
         loop {
             let end = tokio::select! {
                 biased;
-                _ = &mut stop => {
+                _ = stop.as_mut(), if shutdown.is_cancelled() => {
                     let _ = timeout(self.settings.timeout, self.store.close(conn)).await;
                     return (UpEnd::Shutdown, identity, None);
                 }
@@ -774,45 +769,17 @@ impl<S: Store> Canary<S> {
 
 /// The store's announcements, as the canary waits for them: a store that
 /// announces nothing (its sender is gone) costs no poll of the channel.
-struct Announcements {
-    rx: mpsc::Receiver<Announcement>,
-    open: bool,
-}
+struct Announcements(Option<mpsc::Receiver<Announcement>>);
 
 impl Announcements {
     async fn next(&mut self) -> Announcement {
-        if self.open {
-            match self.rx.recv().await {
-                Some(a) => return a,
-                None => self.open = false,
+        if let Some(rx) = &mut self.0 {
+            if let Some(a) = rx.recv().await {
+                return a;
             }
+            self.0 = None;
         }
         std::future::pending().await
-    }
-}
-
-/// The shutdown wait of a healthy phase, polled at every wake of the
-/// canary (each probe): it asks the token's flag, and polls the wait
-/// itself (which takes the token's lock) only the first time, once
-/// cancelled, or for another waker.
-struct Stop<'t, 'w> {
-    token: &'t CancellationToken,
-    wait: Pin<&'w mut WaitForCancellationFuture<'t>>,
-    waker: Option<Waker>,
-}
-
-impl Future for Stop<'_, '_> {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = &mut *self;
-        if !this.token.is_cancelled()
-            && this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
-        {
-            return Poll::Pending;
-        }
-        this.waker = Some(cx.waker().clone());
-        this.wait.as_mut().poll(cx)
     }
 }
 
