@@ -20,13 +20,14 @@
 //!   attempt, the end of one that timed out).
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior, timeout};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::backoff::{AttemptBudget, Backoff};
 use crate::classify::classify;
@@ -580,16 +581,17 @@ impl<S: Store> Canary<S> {
             last_ok: Instant::now(),
             rtt: identity.read_within,
         };
-        // One wait for the whole phase, not one made and dropped per probe;
-        // polled once, to register, and after that only once the token's
-        // flag says cancelled: its poll takes the token's lock, and the
-        // canary wakes at every probe.
-        let mut stop = std::pin::pin!(shutdown.cancelled());
-        let _ = std::future::poll_fn(|cx| Poll::Ready(stop.as_mut().poll(cx))).await;
+        // One wait for the whole phase, not one made and dropped per probe.
+        let mut wait = std::pin::pin!(shutdown.cancelled());
+        let mut stop = Stop {
+            token: shutdown,
+            wait: wait.as_mut(),
+            waker: None,
+        };
         loop {
             let end = tokio::select! {
                 biased;
-                _ = stop.as_mut(), if shutdown.is_cancelled() => {
+                _ = &mut stop => {
                     let _ = timeout(self.settings.timeout, self.store.close(conn)).await;
                     return (UpEnd::Shutdown, identity, None);
                 }
@@ -780,6 +782,31 @@ impl Announcements {
             self.0 = None;
         }
         std::future::pending().await
+    }
+}
+
+/// The shutdown wait of a healthy phase, polled at every wake of the
+/// canary (each probe): it asks the token's flag, and polls the wait
+/// itself (which takes the token's lock) only the first time, once
+/// cancelled, or for another waker.
+struct Stop<'t, 'w> {
+    token: &'t CancellationToken,
+    wait: Pin<&'w mut WaitForCancellationFuture<'t>>,
+    waker: Option<Waker>,
+}
+
+impl Future for Stop<'_, '_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        if !this.token.is_cancelled()
+            && this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            return Poll::Pending;
+        }
+        this.waker = Some(cx.waker().clone());
+        this.wait.as_mut().poll(cx)
     }
 }
 
